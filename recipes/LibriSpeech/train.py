@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""LibriSpeech character CTC fine-tuning of a speech SSL backbone, one strategy per yaml.
+
+    python recipes/LibriSpeech/train.py hparams/weight_ft.yaml
+    cd recipes/LibriSpeech && python train.py hparams/weight_ft.yaml --data_folder=/data/LibriSpeech
+
+The hparams path may be given relative to the current directory or to this folder. With the
+default yaml values the run uses the embedded synthetic corpus (generated on first use) and the
+project's own small backbone. Every run writes ``results.json`` in its output folder: WER/CER on
+each test split, parameters, FLOPs, CPU latency and real-time factor, training time.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+RECIPE_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(RECIPE_DIR))
+
+import speechbrain as sb  # noqa: E402
+import torch  # noqa: E402
+from hyperpyyaml import load_hyperpyyaml  # noqa: E402
+from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
+
+from s3brain.backbone import BackboneUnavailableError, feature_frames  # noqa: E402
+from s3brain.data import synthetic  # noqa: E402
+from s3brain.efficiency import count_parameters, measure_cost  # noqa: E402
+from s3brain.results import update_results  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+class ASR(sb.Brain):
+    """CTC fine-tuning: SSL backbone -> small head -> character CTC."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        feats = self.modules.ssl(wavs, wav_lens)
+        logits = self.modules.ctc_lin(self.modules.head(feats))
+        return self.hparams.log_softmax(logits), wav_lens
+
+    def compute_objectives(self, predictions, batch, stage):
+        p_ctc, wav_lens = predictions
+        tokens, tokens_lens = batch.tokens
+        loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
+        if stage != sb.Stage.TRAIN:
+            hyps = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens, blank_id=self.hparams.blank_index)
+            predicted = [self.decode_words(h) for h in hyps]
+            target = [w.split(" ") for w in batch.wrd]
+            self.wer_metric.append(batch.id, predicted, target)
+            self.cer_metric.append(batch.id, predicted, target)
+        return loss
+
+    def decode_words(self, token_ids):
+        """Token ids -> list of words."""
+        text = "".join(self.label_encoder.decode_ndim(token_ids))
+        return text.split()
+
+    def init_optimizers(self):
+        """Separate optimizers for the backbone and the head, both checkpointed."""
+        self.model_optimizer = self.hparams.model_opt_class(self.hparams.model.parameters())
+        self.optimizers_dict = {"model_optimizer": self.model_optimizer}
+        ssl_params = [p for p in self.modules.ssl.parameters() if p.requires_grad]
+        if ssl_params:
+            self.ssl_optimizer = self.hparams.ssl_opt_class(ssl_params)
+            self.optimizers_dict["ssl_optimizer"] = self.ssl_optimizer
+        if self.checkpointer is not None:
+            for name, opt in self.optimizers_dict.items():
+                self.checkpointer.add_recoverable(name, opt)
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        self.hparams.run_state.start_timer()
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = self.hparams.error_rate_computer()
+            self.cer_metric = self.hparams.cer_computer()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["CER"] = self.cer_metric.summarize("error_rate")
+        stats["WER"] = self.wer_metric.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing_model(stats["loss"])
+            sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr)
+            lrs = {"lr_model": old_lr}
+            if hasattr(self, "ssl_optimizer"):
+                old_lr_ssl, new_lr_ssl = self.hparams.lr_annealing_ssl(stats["loss"])
+                sb.nnet.schedulers.update_learning_rate(self.ssl_optimizer, new_lr_ssl)
+                lrs["lr_ssl"] = old_lr_ssl
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current,
+                            "test split": self.test_split}, test_stats=stats)
+            self.test_stats = stats
+            if if_main_process():
+                with open(Path(self.hparams.output_folder) / f"wer_{self.test_split}.txt", "w") as w:
+                    self.wer_metric.write_stats(w)
+
+
+def label_encoder_for(hparams):
+    """The character CTC label encoder: blank, then the alphabet in order (fixed, not learned)."""
+    encoder = sb.dataio.encoder.CTCTextEncoder()
+    encoder.insert_blank(index=hparams["blank_index"])
+    encoder.update_from_iterable(list(hparams["alphabet"]), sequence_input=False)
+    encoder.expect_len(hparams["output_neurons"])
+    if len(encoder) != hparams["output_neurons"]:
+        raise ValueError(f"output_neurons={hparams['output_neurons']} but the alphabet gives "
+                         f"{len(encoder)} labels (blank included)")
+    return encoder
+
+
+def ctc_frames_needed(labels):
+    """Least number of CTC frames for a label sequence: one per label, one blank per repeat."""
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+
+
+def usable_utterances(data, alphabet, frames_of, max_duration):
+    """Split manifest rows into usable ones and ``(ID, reason)`` for the rest.
+
+    A row is dropped if its transcript holds characters outside ``alphabet``, if its audio is
+    longer than ``max_duration`` seconds, or if the backbone gives fewer frames than CTC needs.
+    """
+    allowed = set(alphabet)
+    kept, dropped = {}, []
+    for uid, row in data.items():
+        text, duration = row["wrd"], float(row["duration"])
+        bad = sorted(set(text) - allowed)
+        if bad:
+            dropped.append((uid, f"transcript has characters outside the label set: {bad}"))
+        elif not text.strip():
+            dropped.append((uid, "empty transcript"))
+        elif duration > max_duration:
+            dropped.append((uid, f"longer than avoid_if_longer_than ({duration:.1f} s)"))
+        elif frames_of(duration) < ctc_frames_needed(text):
+            dropped.append((uid, f"too short for CTC: {frames_of(duration)} frames for "
+                                 f"{ctc_frames_needed(text)} labels"))
+        else:
+            kept[uid] = row
+    return kept, dropped
+
+
+def dataio_prepare(hparams, manifests, label_encoder, ssl_model):
+    """Datasets for train, valid and every test split, with bad utterances reported and skipped."""
+    def frames_of(seconds):
+        return feature_frames(ssl_model, int(seconds * 16000))
+
+    def load(csv_paths):
+        data = {}
+        for path in csv_paths:
+            data.update(sb.dataio.dataio.load_data_csv(path))
+        kept, dropped = usable_utterances(data, hparams["alphabet"], frames_of,
+                                          hparams["avoid_if_longer_than"])
+        for uid, reason in dropped:
+            logger.warning("Skipping %s: %s", uid, reason)
+        return kept
+
+    def dataset(rows, sort="ascending"):
+        data = sb.dataio.dataset.DynamicItemDataset(rows)
+        if sort in ("ascending", "descending"):
+            data = data.filtered_sorted(sort_key="duration", reverse=sort == "descending")
+        return data
+
+    train = dataset(load([manifests["train"]]), hparams["sorting"])
+    if hparams["sorting"] == "random":
+        hparams["train_dataloader_opts"]["shuffle"] = True
+    valid = dataset(load([manifests[s] for s in hparams["dev_splits"]]))
+    tests = {s: dataset(load([manifests[s]])) for s in hparams["test_splits"]}
+    datasets = [train, valid, *tests.values()]
+
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav):
+        return sb.dataio.dataio.read_audio(wav)
+
+    @sb.utils.data_pipeline.takes("wrd")
+    @sb.utils.data_pipeline.provides("tokens")
+    def text_pipeline(wrd):
+        return torch.LongTensor(label_encoder.encode_sequence(list(wrd)))
+
+    sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
+    sb.dataio.dataset.add_dynamic_item(datasets, text_pipeline)
+    sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", "wrd", "tokens"])
+    return train, valid, tests
+
+
+def resolve_hparams_path(path):
+    """The hparams file, relative to the current directory or to this recipe folder."""
+    for candidate in (Path(path), RECIPE_DIR / path):
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"hparams file {path} not found in {Path.cwd()} nor in {RECIPE_DIR}")
+
+
+def prepare_data(hparams):
+    """Generate the synthetic corpus if it is the data folder, then write the manifests."""
+    from librispeech_prepare import prepare_librispeech
+
+    data_folder = Path(hparams["data_folder"])
+    default = synthetic.corpus_dir(hparams["synthetic_seed"], hparams["synthetic_size"])
+    if data_folder.resolve() == default.resolve():
+        run_on_main(synthetic.generate, kwargs={
+            "seed": hparams["synthetic_seed"], "size": hparams["synthetic_size"]})
+    kwargs = {"data_folder": data_folder, "save_folder": hparams["output_folder"],
+              "tr_splits": hparams["train_splits"], "dev_splits": hparams["dev_splits"],
+              "te_splits": hparams["test_splits"], "skip_prep": hparams["skip_prep"]}
+    run_on_main(prepare_librispeech, kwargs=kwargs)
+    return prepare_librispeech(**{**kwargs, "skip_prep": True})
+
+
+def cost_report(asr, hparams):
+    """Parameters, FLOPs, latency and storage of the model that serves one task."""
+    ssl, head, ctc_lin = asr.modules.ssl, asr.hparams.head, asr.hparams.ctc_lin
+    ssl = getattr(ssl, "module", ssl)
+    hf = ssl.model
+
+    def forward(wav):
+        return ctc_lin(head(ssl(wav)))
+
+    modules = torch.nn.ModuleList([ssl, head, ctc_lin])
+    cost = measure_cost(forward, seconds=hparams["cost_seconds"], repeats=hparams["cost_repeats"],
+                        threads=hparams["cost_threads"])
+    for m in modules:
+        m.eval()
+    trainable = count_parameters(modules, trainable_only=True)
+    # Weight fine-tuning stores a whole model per task.
+    storage = sum(p.numel() * p.element_size() for p in modules.parameters())
+    return {"params_total": count_parameters(modules),
+            "params_transformer": count_parameters(hf.encoder),
+            "params_trainable": trainable, "storage_bytes_per_task": storage,
+            "flops_10s": cost[f"flops_{hparams['cost_seconds']:g}s"],
+            "latency_ms_10s": cost[f"latency_ms_{hparams['cost_seconds']:g}s"],
+            "rtf": cost["rtf"], "latency_threads": cost["latency_threads"]}
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file = resolve_hparams_path(hparams_file)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            hparams = load_hyperpyyaml(fin, overrides)
+    except BackboneUnavailableError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
+                                   hyperparams_to_save=hparams_file, overrides=overrides)
+    ssl = hparams["ssl"]
+    if ssl.ssl_init == "random":
+        logger.warning("The backbone is randomly initialised: no pretrained weights in %s",
+                       hparams["ssl_hub"])
+    manifests = prepare_data(hparams)
+    label_encoder = label_encoder_for(hparams)
+    train, valid, tests = dataio_prepare(hparams, manifests, label_encoder, ssl.model)
+
+    asr = ASR(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+              checkpointer=hparams["checkpointer"])
+    asr.label_encoder = label_encoder
+    asr.fit(hparams["epoch_counter"], train, valid,
+            train_loader_kwargs=hparams["train_dataloader_opts"],
+            valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    hparams["run_state"].stop_timer()
+
+    results_file = Path(hparams["output_folder"]) / "results.json"
+    results = {"strategy": hparams["strategy"], "ssl_hub": str(hparams["ssl_hub"]),
+               "ssl_init": ssl.ssl_init, "train_split": "+".join(hparams["train_splits"]),
+               "train_seconds": round(hparams["run_state"].elapsed(), 1)}
+    for split, dataset in tests.items():
+        asr.test_split = split
+        asr.evaluate(dataset, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+        tag = split.replace("-", "_")
+        results[f"wer_{tag}"] = round(asr.test_stats["WER"], 2)
+        results[f"cer_{tag}"] = round(asr.test_stats["CER"], 2)
+    if if_main_process():
+        results.update(cost_report(asr, hparams))
+        update_results(results_file, **results)
+        logger.info("Results in %s: %s", results_file,
+                    {k: v for k, v in results.items() if k.startswith(("wer", "cer"))})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""Loading speech SSL backbones (wav2vec2, HuBERT, WavLM, data2vec-audio) for the recipes.
+
+``ssl_hub`` is a Hugging Face hub name (``facebook/wav2vec2-base``) or a local directory written
+by ``save_pretrained``. Loading goes through SpeechBrain's Hugging Face integration, so the
+module a recipe trains is ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2`` and its
+``.model`` is the plain transformers model.
+
+A local directory with a ``config.json`` but no weights gives a randomly initialised model of that
+configuration (seeded), and says so: that is how the project's small default backbone behaves
+until its pretrained weights are shipped.
+
+Example
+-------
+>>> import tempfile, torch
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     ssl = load_ssl(default_backbone(), tmp)
+...     frames = feature_frames(ssl.model, 16000)
+...     out = ssl(torch.zeros(1, 16000))
+>>> ssl.ssl_init in ("pretrained", "random"), frames, out.shape[1] == frames, hidden_size(ssl)
+(True, 49, True, 192)
+"""
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class BackboneUnavailableError(RuntimeError):
+    """The SSL backbone cannot be loaded (no hub access, or a wrong directory)."""
+
+
+def default_backbone():
+    """Directory of the project's own small wav2vec2 backbone (shipped with the package)."""
+    return str(Path(__file__).resolve().parent / "backbones" / "w2v2-tiny")
+
+
+def _has_weights(folder):
+    return any((Path(folder) / name).exists() for name in WEIGHT_FILES)
+
+
+def _materialise_random(source, save_path, seed):
+    """Write a seeded random initialisation of ``source``'s config as a HF model folder."""
+    from transformers import AutoConfig, AutoModel
+
+    target = Path(save_path) / f"random-init-seed{seed}"
+    if _has_weights(target):
+        return target
+    config = AutoConfig.from_pretrained(source)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(config)
+    # Several processes (DDP) may get here at once: write aside, then rename.
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    if (Path(source) / "preprocessor_config.json").exists():
+        shutil.copy(Path(source) / "preprocessor_config.json", tmp / "preprocessor_config.json")
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process was first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_ssl(source, save_path, random_init_seed=0, config_overrides=None, **wrapper_kwargs):
+    """Load an SSL backbone through SpeechBrain's HF wrapper.
+
+    Arguments
+    ---------
+    source : str
+        Hub name or local directory.
+    save_path : str
+        Folder for downloads and, for a weightless directory, the random initialisation.
+    random_init_seed : int
+        Seed of the random initialisation when ``source`` holds no weights.
+    config_overrides : dict, optional
+        Attributes set on the model config after loading (``mask_time_prob``, ...).
+    **wrapper_kwargs
+        Passed to ``Wav2Vec2`` (``freeze``, ``freeze_feature_extractor``, ``output_all_hiddens``...).
+
+    Returns
+    -------
+    speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
+        The wrapped backbone: ``.model`` is the transformers model, ``.ssl_init`` says
+        ``"pretrained"`` or ``"random"``.
+    """
+    from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+
+    source = str(source)
+    init = "pretrained"
+    if os.path.isdir(source):
+        if not (Path(source) / "config.json").exists():
+            raise BackboneUnavailableError(
+                f"ssl_hub={source} is a directory without config.json: give a folder written by "
+                "transformers' save_pretrained (config.json + model.safetensors).")
+        if not _has_weights(source):
+            logger.warning("%s holds no weights: the backbone is RANDOMLY INITIALISED (seed %d); "
+                           "WER will not reflect pretraining.", source, random_init_seed)
+            source, init = str(_materialise_random(source, save_path, random_init_seed)), "random"
+    else:
+        _check_hub_reachable(source)
+    Path(save_path).mkdir(parents=True, exist_ok=True)
+    ssl = Wav2Vec2(source, save_path=str(save_path), **wrapper_kwargs)
+    for key, value in (config_overrides or {}).items():
+        setattr(ssl.model.config, key, value)
+    ssl.ssl_init = init
+    return ssl
+
+
+def _check_hub_reachable(name):
+    """Fail with one clear line when a hub name cannot be fetched (offline, no network)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)
+    except Exception as err:  # transformers raises OSError, huggingface_hub its own errors
+        raise BackboneUnavailableError(
+            f"Cannot load ssl_hub={name!r}: it is not a local directory and the Hugging Face hub "
+            f"cannot be reached ({type(err).__name__}). Download it elsewhere "
+            "(transformers' save_pretrained) and pass the folder: --ssl_hub=/path/to/model") from None
+
+
+def hidden_size(ssl):
+    """Width of the backbone's output features."""
+    return ssl.model.config.hidden_size
+
+
+def feature_frames(hf_model, num_samples):
+    """Number of frames the CNN feature extractor gives for ``num_samples`` audio samples."""
+    lengths = hf_model._get_feat_extract_output_lengths(torch.as_tensor(num_samples))
+    return int(lengths)

@@ -1,0 +1,336 @@
+"""The embedded synthetic speech corpus: real espeak-ng speech in the real corpora's layouts.
+
+``generate(root)`` writes, under ``root``:
+
+* ``LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` with
+  ``<spk>-<chapter>.trans.txt`` (upper case), for the splits ``train-10m``, ``train-1h`` (which
+  contains ``train-10m``, as in Libri-light), ``train-pool`` (a larger pool meant as unlabelled
+  audio; transcripts are written anyway), ``dev-clean``, ``test-clean`` and ``test-other``.
+  ``test-other`` is spoken by voice variants, speeds and pitches never used in training.
+* ``CommonVoice/<lang>/clips/*.mp3`` with ``train.tsv``, ``dev.tsv`` and ``test.tsv`` in the
+  CommonVoice columns, plus a ``phonemes`` column (IPA from espeak-ng, space separated).
+
+Speakers are espeak-ng voice variants at a given pitch and speed. Everything is drawn from
+``random.Random(seed)``: the same seed gives the same corpus, another seed other speakers and
+sentences. Finished parts are marked and skipped, so a second call returns at once.
+
+The default location is ``$S3BRAIN_DATA`` if set, else ``~/.cache/s3brain/corpus``; to move a
+corpus, move the folder and set ``S3BRAIN_DATA`` (or pass ``--data_folder`` to a recipe).
+
+Command line: ``python -m s3brain.data.synthetic [--root DIR] [--seed 0] [--size default]``.
+
+Example
+-------
+>>> spec = corpus_spec(seed=0, size="tiny")
+>>> sorted(spec["librispeech"])[:3]
+['dev-clean', 'test-clean', 'test-other']
+>>> jobs = plan_jobs(spec)
+>>> other = {j["voice"] for j in jobs if j["split"] == "test-other"}
+>>> train = {j["voice"] for j in jobs if j["split"].startswith("train")}
+>>> other & train
+set()
+"""
+
+import argparse
+import concurrent.futures
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from s3brain.data.lexicon import SentenceGrammar
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SAMPLE_RATE = 16000
+
+# Voice variants heard in training; test-other uses the held-out ones.
+TRAIN_VOICES = """m1 m2 m3 m4 m5 m6 f1 f2 f3 f4 klatt klatt2 klatt3 john edward linda steph
+    david paul robert michel max""".split()
+HELD_OUT_VOICES = "m7 m8 f5 klatt4 iven2 Annie Andy norbert".split()
+TRAIN_PITCH, TRAIN_SPEED = (30, 70), (140, 180)  # espeak-ng -p (0-99) and -s (words per minute)
+OTHER_PITCH, OTHER_SPEED = ((10, 24), (76, 90)), ((110, 128), (192, 210))
+
+SIZES = {
+    # utterances per split; utterances per speaker
+    "default": {
+        "librispeech": {"train-10m": 180, "train-1h": 1040, "train-pool": 2400,
+                        "dev-clean": 200, "test-clean": 200, "test-other": 200},
+        "commonvoice": {"langs": ["en", "de", "nl", "es", "it", "fr"],
+                        "train": 300, "dev": 60, "test": 100},
+        "per_speaker": 20,
+    },
+    "tiny": {
+        "librispeech": {"train-10m": 16, "train-1h": 32, "train-pool": 32,
+                        "dev-clean": 8, "test-clean": 8, "test-other": 8},
+        "commonvoice": {"langs": ["en", "de", "nl", "es"], "train": 12, "dev": 4, "test": 4},
+        "per_speaker": 4,
+    },
+}
+
+
+def default_root():
+    """Where corpora go by default: ``$S3BRAIN_DATA`` or ``~/.cache/s3brain/corpus``."""
+    env = os.environ.get("S3BRAIN_DATA")
+    return Path(env) if env else Path.home() / ".cache" / "s3brain" / "corpus"
+
+
+def corpus_dir(seed=0, size="default", root=None):
+    """The folder of the corpus with this seed and size."""
+    return Path(root or default_root()) / f"{size}-seed{seed}"
+
+
+def corpus_spec(seed=0, size="default"):
+    """Everything that determines the corpus; its hash names the finished marks."""
+    if size not in SIZES:
+        raise ValueError(f"Unknown corpus size {size!r}; choose from {sorted(SIZES)}")
+    return {"version": FORMAT_VERSION, "seed": seed, "size": size, **SIZES[size]}
+
+
+def _speaker(rng, split, index, lang="en"):
+    other = split == "test-other"
+    voice = rng.choice(HELD_OUT_VOICES if other else TRAIN_VOICES)
+    if other:
+        pitch = rng.randint(*rng.choice(OTHER_PITCH))
+        speed = rng.randint(*rng.choice(OTHER_SPEED))
+    else:
+        pitch, speed = rng.randint(*TRAIN_PITCH), rng.randint(*TRAIN_SPEED)
+    return {"voice": voice, "pitch": pitch, "speed": speed, "lang": lang,
+            "gap": rng.randint(0, 4), "index": index}
+
+
+def plan_jobs(spec):
+    """One dict per utterance to synthesise: text, voice settings and output path (relative)."""
+    rng = random.Random(spec["seed"])
+    per_spk = spec["per_speaker"]
+    jobs, used = [], set()
+    grammar = SentenceGrammar.for_language("en")
+    # Evaluation sentences first, so that training never sees them.
+    order = ["test-other", "test-clean", "dev-clean", "train-pool", "train-1h"]
+    spk_base = {"train-1h": 100, "train-pool": 3000, "dev-clean": 6000, "test-clean": 7000,
+                "test-other": 8000}
+    split_jobs = {}
+    for split in order:
+        count = spec["librispeech"][split]
+        if split == "train-1h":
+            count -= spec["librispeech"]["train-10m"]
+        texts = grammar.sentences(count, rng, exclude=used)
+        used.update(texts)
+        split_jobs[split] = []
+        for i, text in enumerate(texts):
+            if i % per_spk == 0:
+                spk = _speaker(rng, split, spk_base[split] + i // per_spk)
+                chapter = 10 * spk["index"] + rng.randint(1, 9)
+            uid = f"{spk['index']}-{chapter}-{i % per_spk:04d}"
+            rel = f"LibriSpeech/{split}/{spk['index']}/{chapter}/{uid}.flac"
+            split_jobs[split].append({**spk, "split": split, "id": uid, "text": text,
+                                      "path": rel, "speed": spk["speed"] + rng.randint(-4, 4)})
+    # train-10m is the first speakers' share of train-1h, as in Libri-light.
+    ten = spec["librispeech"]["train-10m"]
+    head = []
+    ten_texts = grammar.sentences(ten, rng, exclude=used)
+    used.update(ten_texts)
+    for i, text in enumerate(ten_texts):
+        if i % per_spk == 0:
+            spk = _speaker(rng, "train-10m", 10 + i // per_spk)
+            chapter = 10 * spk["index"] + rng.randint(1, 9)
+        uid = f"{spk['index']}-{chapter}-{i % per_spk:04d}"
+        job = {**spk, "id": uid, "text": text, "speed": spk["speed"] + rng.randint(-4, 4)}
+        for split in ("train-10m", "train-1h"):
+            head.append({**job, "split": split,
+                         "path": f"LibriSpeech/{split}/{spk['index']}/{chapter}/{uid}.flac"})
+    for split in order:
+        jobs += split_jobs[split]
+    jobs += head
+
+    cv = spec["commonvoice"]
+    for lang in cv["langs"]:
+        grammar = SentenceGrammar.for_language(lang)
+        lang_used = set()
+        for split in ("test", "dev", "train"):
+            texts = grammar.sentences(cv[split], rng, exclude=lang_used)
+            lang_used.update(texts)
+            for i, text in enumerate(texts):
+                if i % per_spk == 0:
+                    spk = _speaker(rng, split, i // per_spk, lang)
+                    client = hashlib.sha1(f"{lang}{split}{i}{spk}".encode()).hexdigest()
+                uid = f"common_voice_{lang}_{split}_{i:05d}"
+                jobs.append({**spk, "split": f"cv-{lang}-{split}", "id": uid, "text": text,
+                             "client_id": client, "path": f"CommonVoice/{lang}/clips/{uid}.mp3"})
+    return jobs
+
+
+def synthesize(job, root):
+    """Speak one job with espeak-ng, resample to 16 kHz with sox, write it; return its length."""
+    voice = f"{job['lang']}+{job['voice']}"
+    speak = ["espeak-ng", "-v", voice, "-s", str(job["speed"]), "-p", str(job["pitch"]),
+             "-g", str(job["gap"]), "--stdout", job["text"]]
+    resample = ["sox", "-t", "wav", "-", "-t", "wav", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-"]
+    tts = subprocess.run(speak, capture_output=True, check=True)
+    wav = subprocess.run(resample, input=tts.stdout, capture_output=True, check=True)
+    audio, rate = sf.read(io.BytesIO(wav.stdout), dtype="int16")
+    audio = _trim_silence(audio)
+    out = Path(root) / job["path"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".part" + out.suffix)
+    sf.write(tmp, audio, rate, format=out.suffix[1:].upper())
+    os.replace(tmp, out)
+    return len(audio) / rate
+
+
+
+
+def _trim_silence(audio, keep=1600):
+    """Cut leading and trailing silence beyond 0.1 s (espeak-ng pads both ends)."""
+    loud = np.flatnonzero(np.abs(audio.astype(np.int32)) > 200)
+    if len(loud) == 0:
+        return audio
+    return audio[max(0, loud[0] - keep): loud[-1] + keep]
+
+
+def phonemize(text, lang):
+    """IPA phonemes of ``text`` from espeak-ng, space separated, stress marks removed.
+
+    Example
+    -------
+    >>> phonemize("hallo", "nl").split()[0]
+    'h'
+    """
+    out = subprocess.run(["espeak-ng", "-q", "--ipa", "--sep=_", "-v", lang, text],
+                         capture_output=True, text=True, check=True).stdout
+    phones = []
+    for word in out.replace("\n", " ").split():
+        phones += [p for p in word.replace("ˈ", "").replace("ˌ", "").split("_") if p]
+    return " ".join(phones)
+
+
+def _check_tools():
+    missing = [tool for tool in ("espeak-ng", "sox") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(
+            f"The synthetic corpus needs {' and '.join(missing)} on the PATH. On Debian/Ubuntu: "
+            "apt-get install espeak-ng sox (the README's commands do this for you).")
+
+
+def _mark(root, part):
+    return Path(root) / ".done" / part
+
+
+def generate(root=None, seed=0, size="default", workers=None, progress=True):
+    """Write the corpus (skipping finished parts) and return its folder.
+
+    Arguments
+    ---------
+    root : str or Path, optional
+        Folder that holds corpora; the corpus goes to ``root/<size>-seed<seed>``.
+    seed : int
+        Seed of speakers and sentences.
+    size : str
+        ``"default"`` (about 1.3 h labelled, 2 h pool, 6 languages) or ``"tiny"`` (tests).
+    workers : int, optional
+        Processes for synthesis (default: all cores).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Path
+        The corpus folder, holding ``LibriSpeech/`` and ``CommonVoice/``.
+    """
+    spec = corpus_spec(seed, size)
+    out = corpus_dir(seed, size, root)
+    fingerprint = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    jobs = plan_jobs(spec)
+    parts = sorted({j["split"] for j in jobs})
+    todo = [p for p in parts if not _is_done(out, p, fingerprint)]
+    if not todo:
+        return out
+    _check_tools()
+    pending = [j for j in jobs if j["split"] in todo]
+    logger.info("Synthesising %d utterances into %s", len(pending), out)
+    durations = {}
+    workers = workers or os.cpu_count() or 1
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        results = pool.map(synthesize, pending, [out] * len(pending), chunksize=16)
+        bar = tqdm(results, total=len(pending), desc=f"synthetic corpus {out.name}",
+                   disable=not progress, unit="utt")
+        for job, duration in zip(pending, bar):
+            durations[job["path"]] = duration
+    for part in todo:
+        part_jobs = [j for j in jobs if j["split"] == part]
+        if part.startswith("cv-"):
+            _write_commonvoice_tsv(out, part, part_jobs)
+        else:
+            _write_librispeech_trans(out, part_jobs)
+        mark = _mark(out, part)
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text(json.dumps({"fingerprint": fingerprint, "utterances": len(part_jobs),
+                                    "seconds": round(sum(durations[j["path"]] for j in part_jobs), 2)}))
+    return out
+
+
+def _is_done(out, part, fingerprint):
+    mark = _mark(out, part)
+    try:
+        return json.loads(mark.read_text())["fingerprint"] == fingerprint
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _write_librispeech_trans(out, jobs):
+    chapters = {}
+    for job in jobs:
+        chapters.setdefault(Path(job["path"]).parent, []).append(job)
+    for folder, chapter_jobs in chapters.items():
+        spk, chapter = folder.parent.name, folder.name
+        lines = [f"{j['id']} {j['text']}\n" for j in sorted(chapter_jobs, key=lambda j: j["id"])]
+        (out / folder / f"{spk}-{chapter}.trans.txt").write_text("".join(lines))
+
+
+CV_COLUMNS = ["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes",
+              "down_votes", "age", "gender", "accents", "variant", "locale", "segment", "phonemes"]
+
+
+def _write_commonvoice_tsv(out, part, jobs):
+    _, lang, split = part.split("-")
+    rows = []
+    for job in jobs:
+        gender = "female_feminine" if job["voice"].startswith("f") else "male_masculine"
+        rows.append({"client_id": job["client_id"], "path": Path(job["path"]).name,
+                     "sentence_id": hashlib.sha1(job["text"].encode()).hexdigest()[:16],
+                     "sentence": job["text"], "sentence_domain": "", "up_votes": 2,
+                     "down_votes": 0, "age": "", "gender": gender, "accents": "", "variant": "",
+                     "locale": lang, "segment": "", "phonemes": phonemize(job["text"], lang)})
+    with open(out / "CommonVoice" / lang / f"{split}.tsv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, CV_COLUMNS, delimiter="\t", quoting=csv.QUOTE_NONE,
+                                escapechar="\\")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=None, help="folder of corpora (default: $S3BRAIN_DATA "
+                        "or ~/.cache/s3brain/corpus)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", default="default", choices=sorted(SIZES))
+    parser.add_argument("--workers", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    print(generate(args.root, args.seed, args.size, args.workers))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
