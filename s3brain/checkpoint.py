@@ -1,4 +1,10 @@
-"""State that SpeechBrain's checkpointer does not keep by itself.
+"""Checkpointing that survives a kill at any moment.
+
+``Checkpointer`` is SpeechBrain's, except that a checkpoint only becomes visible once all its
+files are written. SpeechBrain writes ``CKPT.yaml`` (which marks a folder as a checkpoint) before
+the parameter files, so a process killed while saving leaves a checkpoint with truncated files
+that the next run picks and fails to load. Here the meta file is written aside and renamed into
+place last.
 
 ``RunState`` saves the random generators (torch, numpy, Python) and the training wall time with
 every checkpoint, so a run killed mid-epoch and resumed draws the same dropout and masking as an
@@ -18,12 +24,31 @@ Example
 True
 """
 
+import os
 import random
 import time
 
 import numpy as np
 import torch
+import speechbrain.utils.checkpoints as sb_checkpoints
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+
+_PENDING_META = sb_checkpoints.METAFNAME + ".pending"
+
+
+class Checkpointer(sb_checkpoints.Checkpointer):
+    """SpeechBrain's ``Checkpointer`` with checkpoints published atomically."""
+
+    def _save_checkpoint_metafile(self, fpath, meta_to_include={}, end_of_epoch=True):
+        return super()._save_checkpoint_metafile(fpath.with_name(_PENDING_META), meta_to_include,
+                                                 end_of_epoch)
+
+    def save_checkpoint(self, *args, **kwargs):
+        """Save as SpeechBrain does, then publish the checkpoint by renaming its meta file."""
+        checkpoint = super().save_checkpoint(*args, **kwargs)
+        if checkpoint is not None:  # main process
+            os.replace(checkpoint.path / _PENDING_META, checkpoint.path / sb_checkpoints.METAFNAME)
+        return checkpoint
 
 
 @register_checkpoint_hooks

@@ -258,10 +258,21 @@ def main(argv):
     if ssl.ssl_init == "random":
         logger.warning("The backbone is randomly initialised: no pretrained weights in %s",
                        hparams["ssl_hub"])
-    manifests = prepare_data(hparams)
+    try:
+        manifests = prepare_data(hparams)
+    except FileNotFoundError as err:  # a missing or wrongly laid out data folder
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
     label_encoder = label_encoder_for(hparams)
     train, valid, tests = dataio_prepare(hparams, manifests, label_encoder, ssl.model)
 
+    # A DataLoader iterator draws a seed from the global torch generator when it starts. Give the
+    # training loader its own, so that a run resumed mid-epoch draws what an uninterrupted one does.
+    hparams["train_dataloader_opts"].setdefault(
+        "generator", torch.Generator().manual_seed(hparams["seed"]))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        logger.info("Distributed training: %d processes (%s backend)",
+                    torch.distributed.get_world_size(), torch.distributed.get_backend())
     asr = ASR(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
               checkpointer=hparams["checkpointer"])
     asr.label_encoder = label_encoder

@@ -173,7 +173,10 @@ def plan_jobs(spec):
 
 
 def synthesize(job, root):
-    """Speak one job with espeak-ng, resample to 16 kHz with sox, write it; return its length."""
+    """Speak one job with espeak-ng, resample to 16 kHz with sox, write it.
+
+    Returns its length in seconds and, for CommonVoice jobs, its IPA phonemes (else None).
+    """
     voice = f"{job['lang']}+{job['voice']}"
     speak = ["espeak-ng", "-v", voice, "-s", str(job["speed"]), "-p", str(job["pitch"]),
              "-g", str(job["gap"]), "--stdout", job["text"]]
@@ -187,7 +190,8 @@ def synthesize(job, root):
     tmp = out.with_name(out.stem + ".part" + out.suffix)
     sf.write(tmp, audio, rate, format=out.suffix[1:].upper())
     os.replace(tmp, out)
-    return len(audio) / rate
+    phonemes = phonemize(job["text"], job["lang"]) if job["split"].startswith("cv-") else None
+    return len(audio) / rate, phonemes
 
 
 
@@ -258,20 +262,23 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
     if not todo:
         return out
     _check_tools()
+    for part in todo:
+        _clear_part(out, part)
     pending = [j for j in jobs if j["split"] in todo]
     logger.info("Synthesising %d utterances into %s", len(pending), out)
-    durations = {}
+    durations, phonemes = {}, {}
     workers = workers or os.cpu_count() or 1
     with concurrent.futures.ProcessPoolExecutor(workers) as pool:
         results = pool.map(synthesize, pending, [out] * len(pending), chunksize=16)
         bar = tqdm(results, total=len(pending), desc=f"synthetic corpus {out.name}",
                    disable=not progress, unit="utt")
-        for job, duration in zip(pending, bar):
+        for job, (duration, phones) in zip(pending, bar):
             durations[job["path"]] = duration
+            phonemes[job["path"]] = phones
     for part in todo:
         part_jobs = [j for j in jobs if j["split"] == part]
         if part.startswith("cv-"):
-            _write_commonvoice_tsv(out, part, part_jobs)
+            _write_commonvoice_tsv(out, part, part_jobs, phonemes)
         else:
             _write_librispeech_trans(out, part_jobs)
         mark = _mark(out, part)
@@ -279,6 +286,18 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
         mark.write_text(json.dumps({"fingerprint": fingerprint, "utterances": len(part_jobs),
                                     "seconds": round(sum(durations[j["path"]] for j in part_jobs), 2)}))
     return out
+
+
+def _clear_part(out, part):
+    """Remove what an earlier, different or unfinished generation left of ``part``."""
+    _mark(out, part).unlink(missing_ok=True)
+    if part.startswith("cv-"):
+        _, lang, split = part.split("-")
+        (out / "CommonVoice" / lang / f"{split}.tsv").unlink(missing_ok=True)
+        for clip in (out / "CommonVoice" / lang / "clips").glob(f"common_voice_{lang}_{split}_*"):
+            clip.unlink()
+    else:
+        shutil.rmtree(out / "LibriSpeech" / part, ignore_errors=True)
 
 
 def _is_done(out, part, fingerprint):
@@ -303,7 +322,7 @@ CV_COLUMNS = ["client_id", "path", "sentence_id", "sentence", "sentence_domain",
               "down_votes", "age", "gender", "accents", "variant", "locale", "segment", "phonemes"]
 
 
-def _write_commonvoice_tsv(out, part, jobs):
+def _write_commonvoice_tsv(out, part, jobs, phonemes):
     _, lang, split = part.split("-")
     rows = []
     for job in jobs:
@@ -312,7 +331,7 @@ def _write_commonvoice_tsv(out, part, jobs):
                      "sentence_id": hashlib.sha1(job["text"].encode()).hexdigest()[:16],
                      "sentence": job["text"], "sentence_domain": "", "up_votes": 2,
                      "down_votes": 0, "age": "", "gender": gender, "accents": "", "variant": "",
-                     "locale": lang, "segment": "", "phonemes": phonemize(job["text"], lang)})
+                     "locale": lang, "segment": "", "phonemes": phonemes[job["path"]]})
     with open(out / "CommonVoice" / lang / f"{split}.tsv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, CV_COLUMNS, delimiter="\t", quoting=csv.QUOTE_NONE,
                                 escapechar="\\")

@@ -1,0 +1,189 @@
+"""The LibriSpeech recipe end to end: results, bad data, offline hub, kill and resume, DDP."""
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import RECIPE, REPO, run_recipe
+
+from s3brain.results import RESULT_KEYS
+
+TINY = ["--synthetic_size=tiny"]
+
+
+def test_debug_run_writes_results(tmp_path):
+    out = tmp_path / "run"
+    # hparams path relative to the recipe folder, run from the recipe folder
+    proc = run_recipe("hparams/weight_ft.yaml", "--debug", f"--output_folder={out}", *TINY,
+                      cwd=RECIPE)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(RESULT_KEYS) <= set(results)
+    for key in ("wer_test_clean", "wer_test_other", "cer_test_clean", "cer_test_other"):
+        assert 0 <= results[key] <= 1000
+    assert results["strategy"] == "weight_ft" and results["train_split"] == "train-10m"
+    assert results["ssl_init"] in ("pretrained", "random")
+    assert 0 < results["params_transformer"] < results["params_total"]
+    # weight fine-tuning trains all but the frozen CNN feature extractor
+    assert results["params_trainable"] < results["params_total"]
+    assert results["storage_bytes_per_task"] == 4 * results["params_total"]
+    assert results["flops_10s"] > 1e8 and results["latency_ms_10s"] > 0
+    assert results["rtf"] == pytest.approx(results["latency_ms_10s"] / 1e4, rel=1e-2)
+    assert (out / "wer_test-clean.txt").exists() and (out / "wer_test-other.txt").exists()
+
+
+def test_flops_match_an_independent_count(tmp_path):
+    """flops_10s equals the flop counter over the backbone plus the head's matmuls."""
+    from s3brain.backbone import default_backbone, load_ssl
+    from s3brain.efficiency import count_flops
+
+    ssl = load_ssl(default_backbone(), tmp_path)
+    ssl.eval()
+    wav = torch.zeros(1, 160000)
+    backbone = count_flops(ssl, wav)
+    frames = ssl(wav).shape[1]
+    hidden = ssl.model.config.hidden_size
+    out = tmp_path / "run"
+    proc = run_recipe("hparams/weight_ft.yaml", "--debug", f"--output_folder={out}", *TINY,
+                      "--number_of_epochs=1")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    head = 2 * frames * (hidden * 256 + 256 * 29)
+    assert results["flops_10s"] == backbone + head
+
+
+def _corrupt_copy(tiny_corpus, tmp_path):
+    """A copy of the tiny LibriSpeech with one bad case of each kind in train-10m."""
+    root = tmp_path / "LibriSpeech"
+    for split in ("train-10m", "dev-clean", "test-clean", "test-other"):
+        shutil.copytree(tiny_corpus / "LibriSpeech" / split, root / split)
+    trans = sorted((root / "train-10m").glob("*/*/*.trans.txt"))[0]
+    lines = trans.read_text().splitlines()
+    ids = [line.split(" ", 1)[0] for line in lines]
+    (trans.parent / f"{ids[0]}.flac").write_bytes(b"")  # empty audio
+    lines[1] = f"{ids[1]} CAFÉ AU LAIT 42"               # outside the label set
+    # a 0.1 s clip with a long transcript: too short for CTC
+    import soundfile as sf
+
+    sf.write(str(trans.parent / f"{ids[2]}.flac"), [0.0] * 1600, 16000, format="FLAC")
+    trans.write_text("\n".join(lines) + "\n")
+    return root, ids[:3]
+
+
+def test_bad_data_is_skipped_not_fatal(tiny_corpus, tmp_path):
+    data, bad_ids = _corrupt_copy(tiny_corpus, tmp_path)
+    out = tmp_path / "run"
+    proc = run_recipe("hparams/weight_ft.yaml", "--debug", f"--output_folder={out}",
+                      f"--data_folder={data}")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    log = proc.stdout + proc.stderr
+    assert re.search(rf"Skipping {bad_ids[0]}: (empty|unreadable) audio", log)
+    assert f"Skipping {bad_ids[1]}: transcript has characters outside the label set" in log
+    assert f"Skipping {bad_ids[2]}: too short for CTC" in log
+    results = json.loads((out / "results.json").read_text())
+    assert all(results[k] == results[k] for k in ("wer_test_clean", "cer_test_clean"))  # no NaN
+    train_ids = (out / "train.csv").read_text()
+    assert bad_ids[0] not in train_ids  # empty audio never reaches the manifest
+
+
+def test_offline_hub_name_gives_one_clear_line(tmp_path):
+    proc = run_recipe("hparams/weight_ft.yaml", "--ssl_hub=facebook/wav2vec2-base",
+                      f"--output_folder={tmp_path}", *TINY, timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1
+    assert "facebook/wav2vec2-base" in errors[0] and "--ssl_hub=" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_folder_says_layout(tmp_path):
+    proc = run_recipe("hparams/weight_ft.yaml", f"--data_folder={tmp_path / 'none'}",
+                      f"--output_folder={tmp_path / 'run'}", "--debug")
+    assert proc.returncode == 2
+    assert "ERROR: LibriSpeech data folder" in proc.stderr
+    assert "Expected <data_folder>/<split>/<speaker>/<chapter>/" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+RESUME_ARGS = [*TINY, "--number_of_epochs=2", "--batch_size=2", "--ckpt_interval_steps=2",
+               "--ckpt_interval_minutes=0", "--cost_repeats=1"]
+
+
+def _final_state(out):
+    ckpts = sorted((out / "save").glob("CKPT+*"))
+    ssl = torch.load(ckpts[-1] / "ssl.ckpt")
+    head = torch.load(ckpts[-1] / "model.ckpt")
+    results = json.loads((out / "results.json").read_text())
+    return {**ssl, **{f"head.{k}": v for k, v in head.items()}}, results
+
+
+def test_kill_mid_epoch_and_resume_gives_same_result(tmp_path):
+    straight = tmp_path / "straight"
+    proc = run_recipe("hparams/weight_ft.yaml", f"--output_folder={straight}", *RESUME_ARGS)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+    resumed = tmp_path / "resumed"
+    cmd = [sys.executable, str(RECIPE / "train.py"), "hparams/weight_ft.yaml",
+           f"--output_folder={resumed}", *RESUME_ARGS]
+    victim = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and victim.poll() is None:
+        metas = list((resumed / "save").glob("CKPT+*/CKPT.yaml"))
+        texts = [m.read_text() for m in metas]
+        # kill in epoch 2, after a mid-epoch checkpoint
+        if any("intra_epoch" in t for t in texts) and any("WER" in t for t in texts):
+            victim.send_signal(signal.SIGKILL)
+            killed_at = texts
+            break
+        time.sleep(0.02)
+    victim.wait()
+    assert killed_at is not None, "the run ended before it could be killed mid-epoch"
+    assert not (resumed / "results.json").exists()
+
+    proc = run_recipe("hparams/weight_ft.yaml", f"--output_folder={resumed}", *RESUME_ARGS)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "Loading a checkpoint" in proc.stdout + proc.stderr
+    weights_a, results_a = _final_state(straight)
+    weights_b, results_b = _final_state(resumed)
+    for key in ("wer_test_clean", "wer_test_other", "cer_test_clean", "cer_test_other"):
+        assert results_a[key] == results_b[key], key
+    assert weights_a.keys() == weights_b.keys()
+    for key in weights_a:
+        assert torch.equal(weights_a[key], weights_b[key]), key
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                "--master_port=29531"]
+    proc = run_recipe("hparams/weight_ft.yaml", "--debug", "--distributed_backend=gloo",
+                      f"--output_folder={out}", *TINY, "--cost_repeats=1", launcher=torchrun)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["wer_test_clean"] is not None
+    assert "Distributed training: 2 processes (gloo backend)" in (out / "log.txt").read_text()
+
+
+def test_checkpoint_is_invisible_until_every_file_is_written(tmp_path):
+    """A kill while saving must not leave a checkpoint that the next run would load."""
+    from s3brain.checkpoint import Checkpointer
+
+    class Exploding(torch.nn.Module):
+        def state_dict(self, *args, **kwargs):
+            raise KeyboardInterrupt  # the process dies half-way through a save
+
+    model = torch.nn.Linear(2, 2)
+    good = Checkpointer(tmp_path, recoverables={"model": model})
+    good.save_checkpoint()
+    broken = Checkpointer(tmp_path, recoverables={"model": model, "z": Exploding()})
+    with pytest.raises(KeyboardInterrupt):
+        broken.save_checkpoint()
+    assert len(list(tmp_path.glob("CKPT+*"))) == 2  # the half-written folder exists...
+    assert len(good.list_checkpoints()) == 1         # ...but is not a checkpoint
