@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from speechbrain.utils.distributed import run_on_main
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def _materialise_random(source, save_path, seed):
     return target
 
 
-def load_ssl(source, save_path, random_init_seed=0, config_overrides=None, **wrapper_kwargs):
+def load_ssl(source, save_path, random_init=False, random_init_seed=0, config_overrides=None,
+             **wrapper_kwargs):
     """Load an SSL backbone through SpeechBrain's HF wrapper.
 
     Arguments
@@ -77,8 +79,11 @@ def load_ssl(source, save_path, random_init_seed=0, config_overrides=None, **wra
         Hub name or local directory.
     save_path : str
         Folder for downloads and, for a weightless directory, the random initialisation.
+    random_init : bool
+        Ignore the weights in ``source`` (a local directory) and initialise its architecture
+        randomly: the from-scratch baseline.
     random_init_seed : int
-        Seed of the random initialisation when ``source`` holds no weights.
+        Seed of the random initialisation (``random_init``, or ``source`` without weights).
     config_overrides : dict, optional
         Attributes set on the model config after loading (``mask_time_prob``, ...).
     **wrapper_kwargs
@@ -99,11 +104,16 @@ def load_ssl(source, save_path, random_init_seed=0, config_overrides=None, **wra
             raise BackboneUnavailableError(
                 f"ssl_hub={source} is a directory without config.json: give a folder written by "
                 "transformers' save_pretrained (config.json + model.safetensors).")
-        if not _has_weights(source):
-            logger.warning("%s holds no weights: the backbone is RANDOMLY INITIALISED (seed %d); "
-                           "WER will not reflect pretraining.", source, random_init_seed)
+        if random_init or not _has_weights(source):
+            why = "as asked (random_init)" if random_init else "as it holds no weights"
+            logger.warning("The backbone of %s is RANDOMLY INITIALISED (seed %d) %s.",
+                           source, random_init_seed, why)
+            # under DDP the main process writes it, the others wait and then read it
+            run_on_main(_materialise_random, args=[source, save_path, random_init_seed])
             source, init = str(_materialise_random(source, save_path, random_init_seed)), "random"
     else:
+        if random_init:
+            raise BackboneUnavailableError("random_init needs ssl_hub to be a local directory")
         _check_hub_reachable(source)
     Path(save_path).mkdir(parents=True, exist_ok=True)
     ssl = Wav2Vec2(source, save_path=str(save_path), **wrapper_kwargs)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import speechbrain.utils.checkpoints as sb_checkpoints
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast
 
 _PENDING_META = sb_checkpoints.METAFNAME + ".pending"
 
@@ -48,7 +49,20 @@ class Checkpointer(sb_checkpoints.Checkpointer):
         checkpoint = super().save_checkpoint(*args, **kwargs)
         if checkpoint is not None:  # main process
             os.replace(checkpoint.path / _PENDING_META, checkpoint.path / sb_checkpoints.METAFNAME)
+        # Every process must see the same checkpoints when deciding what to delete next.
+        ddp_barrier()
         return checkpoint
+
+
+def share_checkpoint_dir(checkpointer):
+    """Make every DDP process use the main process's checkpoint folder.
+
+    With ``--debug`` SpeechBrain gives each process its own temporary folder; the processes then
+    disagree on which checkpoints exist and deadlock when old ones are deleted. Call after the
+    Brain is built; without DDP it changes nothing.
+    """
+    if checkpointer is not None:
+        checkpointer.checkpoints_dir = ddp_broadcast(checkpointer.checkpoints_dir)
 
 
 @register_checkpoint_hooks

@@ -1,6 +1,7 @@
 """The LibriSpeech recipe end to end: results, bad data, offline hub, kill and resume, DDP."""
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -17,13 +18,18 @@ from s3brain.results import RESULT_KEYS
 TINY = ["--synthetic_size=tiny"]
 
 
-def test_debug_run_writes_results(tmp_path):
-    out = tmp_path / "run"
-    # hparams path relative to the recipe folder, run from the recipe folder
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    """One --debug run of the default yaml, started from the recipe folder with a relative path."""
+    out = tmp_path_factory.mktemp("debug") / "run"
     proc = run_recipe("hparams/weight_ft.yaml", "--debug", f"--output_folder={out}", *TINY,
                       cwd=RECIPE)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    results = json.loads((out / "results.json").read_text())
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_debug_run_writes_results(debug_run):
+    out, results = debug_run
     assert set(RESULT_KEYS) <= set(results)
     for key in ("wer_test_clean", "wer_test_other", "cer_test_clean", "cer_test_other"):
         assert 0 <= results[key] <= 1000
@@ -35,11 +41,12 @@ def test_debug_run_writes_results(tmp_path):
     assert results["storage_bytes_per_task"] == 4 * results["params_total"]
     assert results["flops_10s"] > 1e8 and results["latency_ms_10s"] > 0
     assert results["rtf"] == pytest.approx(results["latency_ms_10s"] / 1e4, rel=1e-2)
+    assert results["train_seconds"] > 0
     assert (out / "wer_test-clean.txt").exists() and (out / "wer_test-other.txt").exists()
 
 
-def test_flops_match_an_independent_count(tmp_path):
-    """flops_10s equals the flop counter over the backbone plus the head's matmuls."""
+def test_flops_match_an_independent_count(debug_run, tmp_path):
+    """flops_10s equals the flop counter over the backbone plus the head's two matmuls."""
     from s3brain.backbone import default_backbone, load_ssl
     from s3brain.efficiency import count_flops
 
@@ -47,15 +54,9 @@ def test_flops_match_an_independent_count(tmp_path):
     ssl.eval()
     wav = torch.zeros(1, 160000)
     backbone = count_flops(ssl, wav)
-    frames = ssl(wav).shape[1]
-    hidden = ssl.model.config.hidden_size
-    out = tmp_path / "run"
-    proc = run_recipe("hparams/weight_ft.yaml", "--debug", f"--output_folder={out}", *TINY,
-                      "--number_of_epochs=1")
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    results = json.loads((out / "results.json").read_text())
+    frames, hidden = ssl(wav).shape[1], ssl.model.config.hidden_size
     head = 2 * frames * (hidden * 256 + 256 * 29)
-    assert results["flops_10s"] == backbone + head
+    assert debug_run[1]["flops_10s"] == backbone + head
 
 
 def _corrupt_copy(tiny_corpus, tmp_path):
@@ -124,32 +125,34 @@ def _final_state(out):
 
 
 def test_kill_mid_epoch_and_resume_gives_same_result(tmp_path):
-    straight = tmp_path / "straight"
-    proc = run_recipe("hparams/weight_ft.yaml", f"--output_folder={straight}", *RESUME_ARGS)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
 
-    resumed = tmp_path / "resumed"
-    cmd = [sys.executable, str(RECIPE / "train.py"), "hparams/weight_ft.yaml",
-           f"--output_folder={resumed}", *RESUME_ARGS]
-    victim = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(out):
+        cmd = [sys.executable, str(RECIPE / "train.py"), "hparams/weight_ft.yaml",
+               f"--output_folder={out}", *RESUME_ARGS]
+        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True)
+
+    reference, victim = start(straight), start(resumed)
     deadline = time.time() + 300
-    killed_at = None
+    killed = False
     while time.time() < deadline and victim.poll() is None:
-        metas = list((resumed / "save").glob("CKPT+*/CKPT.yaml"))
-        texts = [m.read_text() for m in metas]
-        # kill in epoch 2, after a mid-epoch checkpoint
+        texts = [m.read_text() for m in (resumed / "save").glob("CKPT+*/CKPT.yaml")]
+        # kill in epoch 2 (an end-of-epoch checkpoint exists), after a mid-epoch checkpoint
         if any("intra_epoch" in t for t in texts) and any("WER" in t for t in texts):
             victim.send_signal(signal.SIGKILL)
-            killed_at = texts
+            killed = True
             break
         time.sleep(0.02)
     victim.wait()
-    assert killed_at is not None, "the run ended before it could be killed mid-epoch"
+    assert killed, "the run ended before it could be killed mid-epoch"
     assert not (resumed / "results.json").exists()
 
     proc = run_recipe("hparams/weight_ft.yaml", f"--output_folder={resumed}", *RESUME_ARGS)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "Loading a checkpoint" in proc.stdout + proc.stderr
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-3000:]
     weights_a, results_a = _final_state(straight)
     weights_b, results_b = _final_state(resumed)
     for key in ("wer_test_clean", "wer_test_other", "cer_test_clean", "cer_test_other"):
@@ -164,7 +167,8 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                 "--master_port=29531"]
     proc = run_recipe("hparams/weight_ft.yaml", "--debug", "--distributed_backend=gloo",
-                      f"--output_folder={out}", *TINY, "--cost_repeats=1", launcher=torchrun)
+                      f"--output_folder={out}", *TINY, "--cost_repeats=1", launcher=torchrun,
+                      timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     assert results["wer_test_clean"] is not None

@@ -24,6 +24,7 @@ from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
 from s3brain.backbone import BackboneUnavailableError, feature_frames  # noqa: E402
+from s3brain.checkpoint import share_checkpoint_dir  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
 from s3brain.efficiency import count_parameters, measure_cost  # noqa: E402
 from s3brain.results import update_results  # noqa: E402
@@ -256,8 +257,7 @@ def main(argv):
                                    hyperparams_to_save=hparams_file, overrides=overrides)
     ssl = hparams["ssl"]
     if ssl.ssl_init == "random":
-        logger.warning("The backbone is randomly initialised: no pretrained weights in %s",
-                       hparams["ssl_hub"])
+        logger.warning("The backbone is randomly initialised, not pretrained (%s)", hparams["ssl_hub"])
     try:
         manifests = prepare_data(hparams)
     except FileNotFoundError as err:  # a missing or wrongly laid out data folder
@@ -276,6 +276,7 @@ def main(argv):
     asr = ASR(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
               checkpointer=hparams["checkpointer"])
     asr.label_encoder = label_encoder
+    share_checkpoint_dir(asr.checkpointer)
     asr.fit(hparams["epoch_counter"], train, valid,
             train_loader_kwargs=hparams["train_dataloader_opts"],
             valid_loader_kwargs=hparams["valid_dataloader_opts"])

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
+from s3brain.checkpoint import share_checkpoint_dir  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
 from s3brain.pretraining import export_backbone, pretraining_step  # noqa: E402
 
@@ -179,6 +180,7 @@ def main(argv):
     brain = Wav2Vec2Pretraining(modules=hparams["modules"], opt_class=hparams["opt_class"],
                                 hparams=hparams, run_opts=run_opts,
                                 checkpointer=hparams["checkpointer"])
+    share_checkpoint_dir(brain.checkpointer)
     if hparams["max_steps"] > 0:
         brain.optimizer_step_limit = hparams["max_steps"]
     brain.fit(hparams["epoch_counter"], train, valid,
