@@ -77,6 +77,7 @@ class Wav2Vec2Pretraining(sb.Brain):
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
         elif stage == sb.Stage.VALID:
+            self.valid_stats = stats
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
                             "steps": self.optimizer_step},
@@ -190,7 +191,8 @@ def main(argv):
     if if_main_process():
         card = {"steps": brain.optimizer_step, "train_seconds": round(hparams["run_state"].elapsed()),
                 "seed": hparams["seed"], "synthetic_seed": hparams["synthetic_seed"],
-                "train_utterances": len(train), "valid": getattr(brain, "train_stats", None)}
+                "train_utterances": len(train), "last_epoch_train": getattr(brain, "train_stats", None),
+                "last_epoch_valid": getattr(brain, "valid_stats", None)}
         model = brain.modules.model
         path = export_backbone(getattr(model, "module", model), hparams["model_config"],
                                hparams["export_folder"], card)

@@ -1,0 +1,61 @@
+"""The shipped backbone: loads offline with transformers and through SpeechBrain, same outputs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+from s3brain.backbone import BackboneUnavailableError, default_backbone, load_ssl
+
+SHIPPED = Path(default_backbone())
+
+
+def test_shipped_backbone_is_a_small_pretrained_hf_model():
+    assert (SHIPPED / "model.safetensors").exists(), "the pretrained weights are not shipped"
+    size = sum(f.stat().st_size for f in SHIPPED.iterdir())
+    assert size <= 20 * 2**20
+    model = AutoModel.from_pretrained(SHIPPED, local_files_only=True)
+    assert model.config.model_type == "wav2vec2"
+    assert 1e6 <= sum(p.numel() for p in model.parameters()) <= 5e6
+    stored = load_file(SHIPPED / "model.safetensors")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, stored[name]), name
+    # same module names as wav2vec2-base, so every strategy finds its layers
+    layer = model.encoder.layers[0]
+    assert hasattr(layer.feed_forward, "intermediate_dense") and hasattr(layer.attention, "q_proj")
+    card = (SHIPPED / "README.md").read_text()
+    assert "test-clean" in card and "test-other" in card
+    assert json.loads((SHIPPED / "training.json").read_text())["steps"] > 0
+
+
+def test_speechbrain_wrapper_gives_the_transformers_output(tmp_path):
+    ssl = load_ssl(SHIPPED, tmp_path)
+    assert ssl.ssl_init == "pretrained"
+    ssl.eval()
+    reference = AutoModel.from_pretrained(SHIPPED, local_files_only=True).eval()
+    wav = torch.randn(2, 24000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = ssl(wav)
+        # the wrapper normalises the waveform (preprocessor_config: do_normalize)
+        theirs = reference(F.layer_norm(wav, wav.shape[1:])).last_hidden_state
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_random_init_ignores_the_weights(tmp_path):
+    pretrained = load_ssl(SHIPPED, tmp_path / "a")
+    scratch = load_ssl(SHIPPED, tmp_path / "b", random_init=True, random_init_seed=3)
+    again = load_ssl(SHIPPED, tmp_path / "c", random_init=True, random_init_seed=3)
+    assert scratch.ssl_init == "random"
+    name = "encoder.layers.0.feed_forward.intermediate_dense.weight"
+    weights = [dict(m.model.named_parameters())[name] for m in (pretrained, scratch, again)]
+    assert not torch.equal(weights[0], weights[1])
+    assert torch.equal(weights[1], weights[2])
+
+
+def test_directory_without_config_is_a_clear_error(tmp_path):
+    with pytest.raises(BackboneUnavailableError, match="config.json"):
+        load_ssl(tmp_path, tmp_path / "save")
