@@ -112,8 +112,9 @@ def test_missing_data_folder_says_layout(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+# the backbone is unfrozen after 5 of the 16 updates, so both phases are covered
 RESUME_ARGS = [*TINY, "--number_of_epochs=2", "--batch_size=2", "--ckpt_interval_steps=2",
-               "--ckpt_interval_minutes=0", "--cost_repeats=1"]
+               "--ckpt_interval_minutes=0", "--cost_repeats=1", "--ssl_frozen_steps=5"]
 
 
 def _final_state(out):
@@ -160,6 +161,16 @@ def test_kill_mid_epoch_and_resume_gives_same_result(tmp_path):
     assert weights_a.keys() == weights_b.keys()
     for key in weights_a:
         assert torch.equal(weights_a[key], weights_b[key]), key
+    # the backbone was trained after its frozen phase, its CNN feature extractor never
+    from safetensors.torch import load_file
+
+    from s3brain.backbone import default_backbone
+
+    initial = load_file(f"{default_backbone()}/model.safetensors")
+    ffn = "encoder.layers.0.feed_forward.intermediate_dense.weight"
+    conv = "feature_extractor.conv_layers.1.conv.weight"
+    assert not torch.equal(weights_a[f"model.{ffn}"], initial[ffn])
+    assert torch.equal(weights_a[f"model.{conv}"], initial[conv])
 
 
 def test_ddp_two_processes_on_cpu(tmp_path):

@@ -38,7 +38,11 @@ class ASR(sb.Brain):
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        feats = self.modules.ssl(wavs, wav_lens)
+        if stage == sb.Stage.TRAIN and self.ssl_frozen():
+            with torch.no_grad():
+                feats = self.modules.ssl(wavs, wav_lens)
+        else:
+            feats = self.modules.ssl(wavs, wav_lens)
         logits = self.modules.ctc_lin(self.modules.head(feats))
         return self.hparams.log_softmax(logits), wav_lens
 
@@ -58,6 +62,16 @@ class ASR(sb.Brain):
         """Token ids -> list of words."""
         text = "".join(self.label_encoder.decode_ndim(token_ids))
         return text.split()
+
+    def ssl_frozen(self):
+        """Whether the backbone is still held fixed (the first ``ssl_frozen_steps`` updates)."""
+        return self.optimizer_step < self.hparams.ssl_frozen_steps
+
+    def freeze_optimizers(self, optimizers):
+        """Leave the backbone's optimizer out while the backbone is held fixed."""
+        if self.ssl_frozen():
+            return {k: v for k, v in optimizers.items() if k != "ssl_optimizer"}
+        return optimizers
 
     def init_optimizers(self):
         """Separate optimizers for the backbone and the head, both checkpointed."""
