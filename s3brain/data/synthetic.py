@@ -111,49 +111,43 @@ def _speaker(rng, split, index, lang="en"):
             "gap": rng.randint(0, 4), "index": index}
 
 
+def _librispeech_utterances(rng, texts, split, first_speaker, per_spk):
+    """Speaker, chapter, utterance ID and speed for each text, ``per_spk`` texts a speaker."""
+    for i, text in enumerate(texts):
+        if i % per_spk == 0:
+            spk = _speaker(rng, split, first_speaker + i // per_spk)
+            chapter = 10 * spk["index"] + rng.randint(1, 9)
+        uid = f"{spk['index']}-{chapter}-{i % per_spk:04d}"
+        yield {**spk, "id": uid, "text": text, "speed": spk["speed"] + rng.randint(-4, 4),
+               "folder": f"{spk['index']}/{chapter}"}
+
+
 def plan_jobs(spec):
     """One dict per utterance to synthesise: text, voice settings and output path (relative)."""
     rng = random.Random(spec["seed"])
     per_spk = spec["per_speaker"]
     jobs, used = [], set()
     grammar = SentenceGrammar.for_language("en")
-    # Evaluation sentences first, so that training never sees them.
-    order = ["test-other", "test-clean", "dev-clean", "train-pool", "train-1h"]
-    spk_base = {"train-1h": 100, "train-pool": 3000, "dev-clean": 6000, "test-clean": 7000,
-                "test-other": 8000}
-    split_jobs = {}
-    for split in order:
-        count = spec["librispeech"][split]
-        if split == "train-1h":
-            count -= spec["librispeech"]["train-10m"]
+
+    def utterances(split, count, first_speaker):
         texts = grammar.sentences(count, rng, exclude=used)
         used.update(texts)
-        split_jobs[split] = []
-        for i, text in enumerate(texts):
-            if i % per_spk == 0:
-                spk = _speaker(rng, split, spk_base[split] + i // per_spk)
-                chapter = 10 * spk["index"] + rng.randint(1, 9)
-            uid = f"{spk['index']}-{chapter}-{i % per_spk:04d}"
-            rel = f"LibriSpeech/{split}/{spk['index']}/{chapter}/{uid}.flac"
-            split_jobs[split].append({**spk, "split": split, "id": uid, "text": text,
-                                      "path": rel, "speed": spk["speed"] + rng.randint(-4, 4)})
+        return list(_librispeech_utterances(rng, texts, split, first_speaker, per_spk))
+
+    def job(utt, split):
+        path = f"LibriSpeech/{split}/{utt['folder']}/{utt['id']}.flac"
+        return {**{k: v for k, v in utt.items() if k != "folder"}, "split": split, "path": path}
+
+    # Evaluation sentences first, so that training never sees them.
+    first_speaker = {"test-other": 8000, "test-clean": 7000, "dev-clean": 6000,
+                     "train-pool": 3000, "train-1h": 100}
+    sizes = dict(spec["librispeech"])
+    sizes["train-1h"] -= sizes["train-10m"]
+    for split, first in first_speaker.items():
+        jobs += [job(u, split) for u in utterances(split, sizes[split], first)]
     # train-10m is the first speakers' share of train-1h, as in Libri-light.
-    ten = spec["librispeech"]["train-10m"]
-    head = []
-    ten_texts = grammar.sentences(ten, rng, exclude=used)
-    used.update(ten_texts)
-    for i, text in enumerate(ten_texts):
-        if i % per_spk == 0:
-            spk = _speaker(rng, "train-10m", 10 + i // per_spk)
-            chapter = 10 * spk["index"] + rng.randint(1, 9)
-        uid = f"{spk['index']}-{chapter}-{i % per_spk:04d}"
-        job = {**spk, "id": uid, "text": text, "speed": spk["speed"] + rng.randint(-4, 4)}
-        for split in ("train-10m", "train-1h"):
-            head.append({**job, "split": split,
-                         "path": f"LibriSpeech/{split}/{spk['index']}/{chapter}/{uid}.flac"})
-    for split in order:
-        jobs += split_jobs[split]
-    jobs += head
+    for utt in utterances("train-10m", sizes["train-10m"], 10):
+        jobs += [job(utt, "train-10m"), job(utt, "train-1h")]
 
     cv = spec["commonvoice"]
     for lang in cv["langs"]:
