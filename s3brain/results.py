@@ -18,9 +18,10 @@ from pathlib import Path
 
 RESULT_KEYS = (
     "strategy", "ssl_hub", "ssl_init", "train_split", "wer_test_clean", "wer_test_other",
-    "cer_test_clean", "cer_test_other", "params_total", "params_transformer",
+    "cer_test_clean", "cer_test_other", "wer_test_clean_lm", "wer_test_other_lm",
+    "sparsity", "sparsity_linear", "params_total", "params_transformer",
     "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "train_seconds",
-    "storage_bytes_per_task",
+    "storage_bytes_per_task", "storage_share_of_backbone", "backbone_bytes",
 )
 
 

@@ -78,6 +78,17 @@ def read_split(split_dir):
     return rows, skipped
 
 
+def transcripts(data_folder, splits):
+    """Every transcript line (words only) of ``splits``, read from the trans.txt files."""
+    root = find_librispeech_root(data_folder, splits)
+    lines = []
+    for split in splits:
+        for trans in sorted((root / split).glob("*/*/*.trans.txt")):
+            lines += [line.partition(" ")[2].strip()
+                      for line in trans.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return lines
+
+
 def write_csv(rows, path):
     """Write rows as a SpeechBrain CSV manifest (atomically)."""
     tmp = Path(str(path) + ".tmp")

@@ -7,11 +7,16 @@
 The hparams path may be given relative to the current directory or to this folder. With the
 default yaml values the run uses the embedded synthetic corpus (generated on first use) and the
 project's own small backbone. Every run writes ``results.json`` in its output folder: WER/CER on
-each test split, parameters, FLOPs, CPU latency and real-time factor, training time.
+each test split (greedy and, with ``lm_decoding``, KenLM beam search), parameters, FLOPs, CPU
+latency and real-time factor, storage per task, training time.
+
+Strategies are yaml keys: ``masks`` (S3-Router: learned masks over the frozen backbone),
+``pruning`` (a ``s3brain.pruning`` schedule: OMP, IMP, PARP) and ``init_from`` (start from the
+best checkpoint of an earlier run, e.g. weight fine-tuning, for the pruning strategies).
 """
 
+import copy
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -27,6 +32,9 @@ from s3brain.backbone import BackboneUnavailableError, feature_frames  # noqa: E
 from s3brain.checkpoint import share_checkpoint_dir  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
 from s3brain.efficiency import count_parameters, measure_cost  # noqa: E402
+from s3brain.lm import CTCBeamLMDecoder, build_ngram  # noqa: E402
+from s3brain.mask_bank import save_mask  # noqa: E402
+from s3brain.masks import add_masks, fold, weight_sparsity  # noqa: E402
 from s3brain.results import update_results  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -56,7 +64,14 @@ class ASR(sb.Brain):
             target = [w.split(" ") for w in batch.wrd]
             self.wer_metric.append(batch.id, predicted, target)
             self.cer_metric.append(batch.id, predicted, target)
+        if stage == sb.Stage.TEST and self.lm_decoder is not None:
+            frames = (wav_lens * p_ctc.shape[1]).round().int().tolist()
+            log_probs = p_ctc.detach().float().cpu().numpy()
+            predicted = [self.lm_decoder.decode(lp[:n]) for lp, n in zip(log_probs, frames)]
+            self.wer_lm_metric.append(batch.id, predicted, target)
         return loss
+
+    lm_decoder = None
 
     def decode_words(self, token_ids):
         """Token ids -> list of words."""
@@ -89,10 +104,19 @@ class ASR(sb.Brain):
         super().on_fit_start()
         self.hparams.run_state.start_timer()
 
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        pruning = getattr(self.hparams, "pruning", None)
+        if should_step and pruning is not None:
+            pruning.on_step(self.modules.ssl, self.optimizer_step)
+
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:
             self.wer_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
+            self.wer_lm_metric = self.hparams.error_rate_computer()
+            pruning = getattr(self.hparams, "pruning", None)
+            if pruning is not None:
+                pruning.before_eval(self.modules.ssl)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         stats = {"loss": stage_loss}
@@ -113,13 +137,19 @@ class ASR(sb.Brain):
                 stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
             self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
         elif stage == sb.Stage.TEST:
+            if self.lm_decoder is not None:
+                stats["WER_LM"] = self.wer_lm_metric.summarize("error_rate")
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current,
                             "test split": self.test_split}, test_stats=stats)
             self.test_stats = stats
             if if_main_process():
-                with open(Path(self.hparams.output_folder) / f"wer_{self.test_split}.txt", "w") as w:
+                out = Path(self.hparams.output_folder)
+                with open(out / f"wer_{self.test_split}.txt", "w") as w:
                     self.wer_metric.write_stats(w)
+                if self.lm_decoder is not None:
+                    with open(out / f"wer_lm_{self.test_split}.txt", "w") as w:
+                        self.wer_lm_metric.write_stats(w)
 
 
 def label_encoder_for(hparams):
@@ -232,10 +262,84 @@ def prepare_data(hparams):
     return prepare_librispeech(**{**kwargs, "skip_prep": True})
 
 
+def lm_decoder_for(hparams, label_encoder):
+    """The KenLM beam-search decoder, or None without ``lm_decoding``.
+
+    Without ``kenlm_model`` an n-gram is estimated from the transcripts of ``lm_text_splits``
+    (for the embedded default: every training split, whose sentences are disjoint from the test
+    sentences).
+    """
+    if not hparams["lm_decoding"]:
+        return None
+    kenlm_model = hparams["kenlm_model"]
+    if not kenlm_model:
+        from librispeech_prepare import transcripts
+
+        kenlm_model = Path(hparams["save_folder"]) / f"lm_{hparams['lm_order']}gram.arpa"
+        if not kenlm_model.exists():
+            text = transcripts(hparams["data_folder"], hparams["lm_text_splits"])
+            logger.info("Estimating a %d-gram LM from %d sentences of %s", hparams["lm_order"],
+                        len(text), hparams["lm_text_splits"])
+            run_on_main(build_ngram, args=[text, kenlm_model, hparams["lm_order"]])
+    labels = ["" if i == hparams["blank_index"] else label_encoder.ind2lab[i]
+              for i in range(len(label_encoder))]
+    return CTCBeamLMDecoder(labels, str(kenlm_model), beam_width=hparams["lm_beam_width"],
+                            lm_weight=hparams["lm_weight"],
+                            word_insertion=hparams["lm_word_insertion"])
+
+
+def load_finetuned(folder, recoverables):
+    """Load the best (lowest dev WER) checkpoint of the run in ``folder`` into ``recoverables``."""
+    save = Path(folder) / "save"
+    ckpt = sb.utils.checkpoints.Checkpointer(save).find_checkpoint(min_key="WER") \
+        if save.is_dir() else None
+    if ckpt is None:
+        raise FileNotFoundError(
+            f"init_from={folder}: no checkpoint in {save}. This strategy starts from a fine-tuned "
+            f"model: run weight fine-tuning first (python train.py hparams/weight_ft.yaml with the "
+            f"same data and backbone) or pass --init_from=<its output folder>.")
+    for name, module in recoverables.items():
+        state = torch.load(ckpt.paramfiles[name], map_location="cpu")
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"init_from={folder}: its {name} does not fit this model "
+                             f"(another backbone or strategy?): {str(err)[:300]}") from err
+    logger.info("Initialised from %s (dev WER %.2f)", ckpt.path, ckpt.meta["WER"])
+
+
+def setup_strategy(hparams):
+    """Apply the yaml's strategy keys to the backbone before training: ``init_from``, ``masks``
+    (S3-Router) and ``pruning`` (OMP, IMP, PARP)."""
+    ssl = hparams["ssl"]
+    if hparams.get("init_from"):
+        load_finetuned(hparams["init_from"], {"ssl": ssl, "model": hparams["model"]})
+    if hparams.get("masks"):
+        names = add_masks(ssl, seed=hparams["seed"], **hparams["masks"])
+        logger.info("Learned masks on %d layers (%s), backbone weights frozen", len(names),
+                    hparams["masks"])
+    if hparams.get("pruning"):
+        hparams["pruning"].setup(ssl)
+
+
+def sparsity_of(hparams):
+    """The strategy's nominal sparsity (mean over blocks for a per-block list), 0 if dense."""
+    if hparams.get("masks"):
+        value = hparams["masks"].get("sparsity", 0.1)
+    elif hparams.get("pruning"):
+        value = hparams["pruning"].sparsity
+    else:
+        return 0.0
+    return float(sum(value) / len(value)) if isinstance(value, (list, tuple)) else float(value)
+
+
 def cost_report(asr, hparams):
-    """Parameters, FLOPs, latency and storage of the model that serves one task."""
+    """Parameters, FLOPs, latency and sparsity of the model that serves one task, measured on a
+    copy with the masks folded into the weights (what would be deployed)."""
     ssl, head, ctc_lin = asr.modules.ssl, asr.hparams.head, asr.hparams.ctc_lin
     ssl = getattr(ssl, "module", ssl)
+    trainable = count_parameters(torch.nn.ModuleList([ssl, head, ctc_lin]), trainable_only=True)
+    ssl = fold(copy.deepcopy(ssl))
     hf = ssl.model
 
     def forward(wav):
@@ -245,10 +349,10 @@ def cost_report(asr, hparams):
     modules.eval()  # inference cost: no dropout, no masking
     cost = measure_cost(forward, seconds=10, repeats=hparams["cost_repeats"],
                         threads=hparams["cost_threads"])
-    trainable = count_parameters(modules, trainable_only=True)
-    # Weight fine-tuning stores a whole model per task.
+    # A strategy that changes weights stores a whole model per task.
     storage = sum(p.numel() * p.element_size() for p in modules.parameters())
-    return {"params_total": count_parameters(modules),
+    backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())
+    return {"backbone_bytes": backbone, "sparsity_linear": round(weight_sparsity(hf), 4), "params_total": count_parameters(modules),
             "params_transformer": count_parameters(hf.encoder),
             "params_trainable": trainable, "storage_bytes_per_task": storage,
             "flops_10s": cost["flops_10s"], "latency_ms_10s": cost["latency_ms_10s"],
@@ -270,12 +374,14 @@ def main(argv):
     ssl = hparams["ssl"]
     if ssl.ssl_init == "random":
         logger.warning("The backbone is randomly initialised, not pretrained (%s)", hparams["ssl_hub"])
+    label_encoder = label_encoder_for(hparams)
     try:
         manifests = prepare_data(hparams)
-    except FileNotFoundError as err:  # a missing or wrongly laid out data folder
+        setup_strategy(hparams)
+        lm_decoder = lm_decoder_for(hparams, label_encoder)
+    except (FileNotFoundError, ValueError) as err:  # missing data, wrong init_from, bad keys
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
-    label_encoder = label_encoder_for(hparams)
     train, valid, tests = dataio_prepare(hparams, manifests, label_encoder, ssl.model)
 
     # A DataLoader iterator draws a seed from the global torch generator when it starts. Give the
@@ -288,6 +394,7 @@ def main(argv):
     asr = ASR(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
               checkpointer=hparams["checkpointer"])
     asr.label_encoder = label_encoder
+    asr.lm_decoder = lm_decoder
     share_checkpoint_dir(asr.checkpointer)
     asr.fit(hparams["epoch_counter"], train, valid,
             train_loader_kwargs=hparams["train_dataloader_opts"],
@@ -304,8 +411,19 @@ def main(argv):
         tag = split.replace("-", "_")
         results[f"wer_{tag}"] = round(asr.test_stats["WER"], 2)
         results[f"cer_{tag}"] = round(asr.test_stats["CER"], 2)
+        if "WER_LM" in asr.test_stats:
+            results[f"wer_{tag}_lm"] = round(asr.test_stats["WER_LM"], 2)
     if if_main_process():
         results.update(cost_report(asr, hparams))
+        results["sparsity"] = sparsity_of(hparams)
+        if hparams.get("masks") and not hparams.get("init_from"):
+            # Masks over the shared frozen backbone: a task is its mask file (bits + head).
+            task_file = Path(hparams["output_folder"]) / "task_mask.safetensors"
+            results["storage_bytes_per_task"] = save_mask(
+                task_file, asr.modules.ssl, head=hparams["model"], strategy=hparams["strategy"],
+                train_split=results["train_split"], **hparams["masks"])
+        results["storage_share_of_backbone"] = round(
+            results["storage_bytes_per_task"] / results["backbone_bytes"], 4)
         update_results(results_file, **results)
         logger.info("Results in %s: %s", results_file,
                     {k: v for k, v in results.items() if k.startswith(("wer", "cer"))})
