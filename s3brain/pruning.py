@@ -44,6 +44,10 @@ class PruningSchedule:
     def before_eval(self, model):
         """Called before each validation or test pass."""
 
+    def at_target(self, step):
+        """Whether the model has its final sparsity after ``step`` optimizer steps."""
+        return True
+
 
 class OneShotMagnitudePruning(PruningSchedule):
     """OMP: prune once by weight magnitude, then fine-tune the rest with the mask fixed."""
@@ -67,6 +71,9 @@ class IterativeMagnitudePruning(PruningSchedule):
 
     def setup(self, model):
         add_magnitude_masks(model, self.sparsity_at(0), self.scope, self.blocks)
+
+    def at_target(self, step):
+        return step >= (self.rounds - 1) * self.interval_steps
 
     def on_step(self, model, step):
         target = self.sparsity_at(step)

@@ -5,7 +5,7 @@ import re
 import shlex
 
 import pytest
-from conftest import REPO, run_recipe
+from conftest import RECIPE, REPO, run_recipe
 
 COLUMNS = ["Task", "Dataset", "Script_file", "Hparam_file", "Data_prep_file", "Readme_file",
            "Result_url", "HF_repo", "test_debug_flags", "test_debug_checks", "performance"]
@@ -33,9 +33,24 @@ def test_every_yaml_is_listed_and_every_listed_file_exists():
                 assert (REPO / row[key]).is_file(), f"{row[key]} listed but missing"
 
 
+@pytest.fixture(scope="session")
+def finetuned_folder(tiny_corpus, tmp_path_factory):
+    """A weight fine-tuning run with a real checkpoint (debug runs keep none), for the rows that
+    start from one (``--init_from=``)."""
+    out = tmp_path_factory.mktemp("weight_ft_full")
+    proc = run_recipe(str(RECIPE / "hparams" / "weight_ft.yaml"), "--synthetic_size=tiny",
+                      "--number_of_epochs=1", "--cost_repeats=1", "--lm_decoding=False",
+                      f"--output_folder={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.mark.parametrize("row", [r for _, r in _rows()], ids=lambda r: r["Hparam_file"])
-def test_row_runs_in_debug_mode(row, tmp_path):
+def test_row_runs_in_debug_mode(row, tmp_path, request):
     flags = [f for f in shlex.split(row["test_debug_flags"]) if not f.startswith("--output_folder")]
+    if any(f.startswith("--init_from=") for f in flags):
+        finetuned = request.getfixturevalue("finetuned_folder")
+        flags = [f"--init_from={finetuned}" if f.startswith("--init_from=") else f for f in flags]
     out = tmp_path / "out"
     hparams = str(REPO / row["Hparam_file"])
     proc = run_recipe(hparams, "--debug", *flags, f"--output_folder={out}",

@@ -135,7 +135,13 @@ class ASR(sb.Brain):
                 lrs["lr_ssl"] = old_lr_ssl
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
-            self.checkpointer.save_and_keep_only(meta={"WER": stats["WER"]}, min_keys=["WER"])
+            # A checkpoint taken before a pruning schedule reaches its sparsity ranks after all
+            # those that have it, so the evaluated model is always at the target sparsity.
+            pruning = getattr(self.hparams, "pruning", None)
+            early = pruning is not None and not pruning.at_target(self.optimizer_step)
+            self.checkpointer.save_and_keep_only(
+                meta={"WER": stats["WER"] + (1000.0 if early else 0.0), "dev_WER": stats["WER"]},
+                min_keys=["WER"])
         elif stage == sb.Stage.TEST:
             if self.lm_decoder is not None:
                 stats["WER_LM"] = self.wer_lm_metric.summarize("error_rate")
@@ -305,7 +311,8 @@ def load_finetuned(folder, recoverables):
         except RuntimeError as err:
             raise ValueError(f"init_from={folder}: its {name} does not fit this model "
                              f"(another backbone or strategy?): {str(err)[:300]}") from err
-    logger.info("Initialised from %s (dev WER %.2f)", ckpt.path, ckpt.meta["WER"])
+    logger.info("Initialised from %s (dev WER %.2f)", ckpt.path,
+                ckpt.meta.get("dev_WER", ckpt.meta["WER"]))
 
 
 def setup_strategy(hparams):
