@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""S3-Router sparsity x mask-init sweep against weight fine-tuning, and the pruning methods,
+on the LibriSpeech recipe; writes a Markdown table, a CSV and a PNG plot.
+
+Every run is the recipe itself (``recipes/LibriSpeech/train.py``) in its own output folder; a run
+whose ``results.json`` has test WERs is reused, not rerun, so an interrupted sweep continues.
+Runs go ``--jobs`` at a time, one CPU thread each.
+
+    ./s3env python benchmarks/s3router_sweep.py --splits train-10m            # the full grid
+    ./s3env python benchmarks/s3router_sweep.py --splits train-1h --inits ori \\
+        --set train-1h:number_of_epochs=6
+    ./s3env python benchmarks/s3router_sweep.py --splits train-10m --pruning --inits \\
+        --pruning-sparsities 0.3 0.6
+    ./s3env python benchmarks/s3router_sweep.py --report-only                 # table and plot
+"""
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "LibriSpeech"
+PRUNING = ("s3router_p", "omp", "imp", "parp")
+
+
+def finished(folder):
+    path = Path(folder) / "results.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    return results if results.get("wer_test_clean") is not None else None
+
+
+def run(job):
+    """Run one recipe job unless it is done; return (name, results or None, seconds)."""
+    name, folder, yaml, overrides = job
+    if finished(folder):
+        return name, finished(folder), 0.0
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(RECIPE / "train.py"), str(RECIPE / "hparams" / yaml),
+           f"--output_folder={folder}", *[f"--{k}={v}" for k, v in overrides.items()]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    start = time.time()
+    with open(Path(folder) / "sweep.log", "w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        print(f"FAILED {name} (exit {proc.returncode}), see {folder}/sweep.log", flush=True)
+    return name, finished(folder), time.time() - start
+
+
+def jobs_for(args):
+    extra = {}
+    for item in args.set:
+        split, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        extra.setdefault(split, {})[key] = value
+    jobs = []
+    for split in args.splits:
+        base = {"train_splits": f"[{split}]", **extra.get(split, {})}
+        root = args.out / split
+        if args.baseline:
+            jobs.append((f"{split}/weight_ft", root / "weight_ft", "weight_ft.yaml", base))
+        for init in args.inits:
+            for sparsity in args.sparsities:
+                jobs.append((f"{split}/s3router {init} {sparsity}", root / f"s3router_{init}_{sparsity}",
+                             "s3router.yaml", {**base, "mask_init": init, "sparsity": sparsity}))
+        if args.pruning:
+            for method in PRUNING:
+                for sparsity in args.pruning_sparsities:
+                    jobs.append((f"{split}/{method} {sparsity}", root / f"{method}_{sparsity}",
+                                 f"{method}.yaml", {**base, "sparsity": sparsity,
+                                                    "init_from": root / "weight_ft"}))
+    return jobs
+
+
+def collect(out):
+    rows = []
+    for path in sorted(Path(out).glob("*/*/results.json")):
+        results = json.loads(path.read_text())
+        if results.get("wer_test_clean") is None:
+            continue
+        folder = path.parent.name
+        init = folder.split("_")[1] if folder.startswith("s3router_") and "_p_" not in folder \
+            else ""
+        rows.append({"split": path.parent.parent.name, "strategy": results["strategy"],
+                     "init": init, **{k: results.get(k) for k in (
+                         "sparsity", "sparsity_linear", "wer_test_clean", "wer_test_other",
+                         "wer_test_clean_lm", "wer_test_other_lm", "cer_test_clean",
+                         "params_trainable", "storage_bytes_per_task", "train_seconds")}})
+    rows.sort(key=lambda r: (r["split"], r["strategy"] != "weight_ft", r["strategy"], r["init"],
+                             r["sparsity"] or 0))
+    return rows
+
+
+def write_report(out):
+    rows = collect(out)
+    if not rows:
+        print("no finished runs yet")
+        return
+    columns = list(rows[0])
+    with open(out / "sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = ["split", "strategy", "init", "sparsity", "wer_test_clean", "wer_test_other",
+             "wer_test_clean_lm", "wer_test_other_lm", "storage_bytes_per_task"]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for row in rows:
+        lines.append("| " + " | ".join("" if row[k] is None else str(row[k]) for k in shown) + " |")
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(rows, out / "sweep.png")
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = sorted({r["split"] for r in rows})
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        mine = [r for r in rows if r["split"] == split]
+        for r in mine:
+            if r["strategy"] == "weight_ft":
+                ax.axhline(r["wer_test_clean"], color="k", ls="--", label="weight fine-tuning")
+        series = {}
+        for r in mine:
+            if r["strategy"] == "s3router":
+                series.setdefault(f"S3-Router {r['init'].upper()}", []).append(r)
+            elif r["strategy"] in PRUNING:
+                series.setdefault(r["strategy"], []).append(r)
+        for label, points in sorted(series.items()):
+            points.sort(key=lambda r: r["sparsity"])
+            ax.plot([p["sparsity"] for p in points], [p["wer_test_clean"] for p in points],
+                    marker="o", ls=":" if label in PRUNING else "-", label=label)
+        ax.set_title(f"{split}: test-clean WER (greedy)")
+        ax.set_xlabel("sparsity (share of masked weights removed)")
+        ax.set_ylabel("WER %")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "s3router_sweep")
+    parser.add_argument("--splits", nargs="*", default=["train-10m"])
+    parser.add_argument("--inits", nargs="*", default=["ori", "ri", "wmi"])
+    parser.add_argument("--sparsities", nargs="*", default=["0.02", "0.05", "0.1", "0.2", "0.3"])
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the weight fine-tuning run")
+    parser.add_argument("--pruning", action="store_true",
+                        help="also S3-Router-P, OMP, IMP and PARP from the weight_ft run")
+    parser.add_argument("--pruning-sparsities", nargs="*", default=["0.5"])
+    parser.add_argument("--set", action="append", default=[], metavar="SPLIT:KEY=VALUE",
+                        help="an hparams override for one split's runs")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        jobs = jobs_for(args)
+        # Weight fine-tuning first: the pruning runs start from it.
+        first = [j for j in jobs if j[2] == "weight_ft.yaml"]
+        rest = [j for j in jobs if j[2] != "weight_ft.yaml"]
+        with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
+            for batch in (first, rest):
+                for done, (name, results, seconds) in enumerate(pool.map(run, batch), 1):
+                    wer = results and (results["wer_test_clean"], results["wer_test_other"])
+                    print(f"[{done}/{len(batch)}] {name}: WER clean/other {wer} "
+                          f"({seconds / 60:.1f} min)", flush=True)
+    write_report(args.out)
+
+
+if __name__ == "__main__":
+    main()
