@@ -170,15 +170,20 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         jobs = jobs_for(args)
-        # Weight fine-tuning first: the pruning runs start from it.
-        first = [j for j in jobs if j[2] == "weight_ft.yaml"]
-        rest = [j for j in jobs if j[2] != "weight_ft.yaml"]
+        # The pruning runs start from the weight fine-tuning run: it goes first, they go last
+        # and wait for it.
+        pruning = [j for j in jobs if j[2].removesuffix(".yaml") in PRUNING]
+        plain = [j for j in jobs if j not in pruning]
         with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-            for batch in (first, rest):
-                for done, (name, results, seconds) in enumerate(pool.map(run, batch), 1):
-                    wer = results and (results["wer_test_clean"], results["wer_test_other"])
-                    print(f"[{done}/{len(batch)}] {name}: WER clean/other {wer} "
-                          f"({seconds / 60:.1f} min)", flush=True)
+            futures = {pool.submit(run, job): job for job in plain}
+            if pruning:
+                concurrent.futures.wait([f for f, j in futures.items() if j[2] == "weight_ft.yaml"])
+                futures.update({pool.submit(run, job): job for job in pruning})
+            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                name, results, seconds = future.result()
+                wer = results and (results["wer_test_clean"], results["wer_test_other"])
+                print(f"[{done}/{len(futures)}] {name}: WER clean/other {wer} "
+                      f"({seconds / 60:.1f} min)", flush=True)
     write_report(args.out)
 
 

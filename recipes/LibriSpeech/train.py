@@ -279,13 +279,23 @@ def lm_decoder_for(hparams, label_encoder):
         return None
     kenlm_model = hparams["kenlm_model"]
     if not kenlm_model:
-        from librispeech_prepare import transcripts
+        from librispeech_prepare import find_librispeech_root, transcripts
 
         kenlm_model = Path(hparams["save_folder"]) / f"lm_{hparams['lm_order']}gram.arpa"
         if not kenlm_model.exists():
-            text = transcripts(hparams["data_folder"], hparams["lm_text_splits"])
+            root = find_librispeech_root(hparams["data_folder"], hparams["train_splits"])
+            splits = [s for s in hparams["lm_text_splits"] if (root / s).is_dir()]
+            if len(splits) < len(hparams["lm_text_splits"]):
+                logger.warning("LM text: splits %s not in %s, using %s",
+                               sorted(set(hparams["lm_text_splits"]) - set(splits)), root, splits)
+            if not splits:
+                raise FileNotFoundError(
+                    f"none of lm_text_splits={hparams['lm_text_splits']} is in {root}: give "
+                    f"--kenlm_model=<an ARPA or KenLM binary>, other --lm_text_splits, or "
+                    f"--lm_decoding=False")
+            text = transcripts(root, splits)
             logger.info("Estimating a %d-gram LM from %d sentences of %s", hparams["lm_order"],
-                        len(text), hparams["lm_text_splits"])
+                        len(text), splits)
             run_on_main(build_ngram, args=[text, kenlm_model, hparams["lm_order"]])
     labels = ["" if i == hparams["blank_index"] else label_encoder.ind2lab[i]
               for i in range(len(label_encoder))]
@@ -432,9 +442,27 @@ def main(argv):
         results["storage_share_of_backbone"] = round(
             results["storage_bytes_per_task"] / results["backbone_bytes"], 4)
         update_results(results_file, **results)
-        logger.info("Results in %s: %s", results_file,
-                    {k: v for k, v in results.items() if k.startswith(("wer", "cer"))})
+        logger.info("Results in %s", results_file)
+        print(summary(results))
     return 0
+
+
+def summary(results):
+    """The run's accuracy and cost, as printed at the end."""
+    lines = [f"{results['strategy']} on {results['train_split']} (sparsity {results['sparsity']})"]
+    for split in ("test_clean", "test_other"):
+        if results.get(f"wer_{split}") is not None:
+            lm = results.get(f"wer_{split}_lm")
+            lines.append(f"  {split.replace('_', '-')}: WER {results[f'wer_{split}']:.2f} greedy"
+                         + (f", {lm:.2f} with LM" if lm is not None else "")
+                         + f" | CER {results[f'cer_{split}']:.2f}")
+    lines.append(f"  params {results['params_total']:,} (trainable {results['params_trainable']:,})"
+                 f" | {results['flops_10s'] / 1e9:.2f} GFLOPs / 10 s | "
+                 f"{results['latency_ms_10s']:.0f} ms / 10 s on {results['latency_threads']} "
+                 f"thread(s), RTF {results['rtf']:.4f}")
+    lines.append(f"  storage per task {results['storage_bytes_per_task']:,} bytes "
+                 f"({results['storage_share_of_backbone']:.1%} of the backbone)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
