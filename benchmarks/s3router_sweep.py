@@ -18,40 +18,25 @@ import argparse
 import concurrent.futures
 import csv
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from s3brain.compare import markdown_table, run_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 PRUNING = ("s3router_p", "omp", "imp", "parp")
 
 
-def finished(folder):
-    path = Path(folder) / "results.json"
-    if not path.exists():
-        return None
-    results = json.loads(path.read_text())
-    return results if results.get("wer_test_clean") is not None else None
-
-
 def run(job):
     """Run one recipe job unless it is done; return (name, results or None, seconds)."""
     name, folder, yaml, overrides = job
-    if finished(folder):
-        return name, finished(folder), 0.0
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(RECIPE / "train.py"), str(RECIPE / "hparams" / yaml),
-           f"--output_folder={folder}", *[f"--{k}={v}" for k, v in overrides.items()]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.time()
-    with open(Path(folder) / "sweep.log", "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        print(f"FAILED {name} (exit {proc.returncode}), see {folder}/sweep.log", flush=True)
-    return name, finished(folder), time.time() - start
+    results, status = run_strategy(RECIPE, yaml, folder, [f"--{k}={v}" for k, v in overrides.items()],
+                                   threads=1, log_name="sweep.log")
+    if results is None:
+        print(f"{name}: {status}", flush=True)
+    return name, results, 0.0 if status == "ok (reused)" else time.time() - start
 
 
 def jobs_for(args):
@@ -110,11 +95,9 @@ def write_report(out):
         writer.writerows(rows)
     shown = ["split", "strategy", "init", "sparsity", "wer_test_clean", "wer_test_other",
              "wer_test_clean_lm", "wer_test_other_lm", "storage_bytes_per_task"]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    for row in rows:
-        lines.append("| " + " | ".join("" if row[k] is None else str(row[k]) for k in shown) + " |")
-    (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = markdown_table(rows, shown)
+    (out / "sweep.md").write_text(table + "\n")
+    print(table)
     plot(rows, out / "sweep.png")
 
 

@@ -1,0 +1,187 @@
+"""Run, or collect when already done, several strategies of one recipe on the same data and
+backbone, and write one comparison table (Markdown and CSV) and plots (PNG).
+
+    python -m s3brain.compare recipes/LibriSpeech hparams/weight_ft.yaml hparams/s3router.yaml
+    python -m s3brain.compare recipes/LibriSpeech --all -- --train_splits='["train-1h"]'
+
+Each strategy runs as ``<recipe>/train.py <yaml> --output_folder=<out>/<yaml stem>`` plus the
+overrides after ``--``. A run whose ``results.json`` holds test WERs is reused, not rerun; a run
+that fails becomes a row saying so. A yaml with an ``init_from`` key (the pruning strategies)
+starts from this comparison's weight fine-tuning run, which then runs first.
+
+Example
+-------
+>>> rows = [{"name": "weight_ft", "status": "ok", "wer_test_clean": 80.0, "flops_10s": 2.8e9,
+...          "sparsity": 0.0},
+...         {"name": "s3router", "status": "failed (exit 1)", "wer_test_clean": None}]
+>>> print(markdown_table(rows, ["name", "status", "wer_test_clean"]))
+| name | status | wer_test_clean |
+| --- | --- | --- |
+| weight_ft | ok | 80.0 |
+| s3router | failed (exit 1) |  |
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+COLUMNS = ["name", "status", "strategy", "train_split", "sparsity", "wer_test_clean",
+           "wer_test_other", "wer_test_clean_lm", "wer_test_other_lm", "params_total",
+           "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "storage_bytes_per_task",
+           "train_seconds"]
+BASELINE = "weight_ft.yaml"
+
+
+def finished_results(folder):
+    """The run's results.json if it finished (test WERs present), else None."""
+    path = Path(folder) / "results.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    return results if results.get("wer_test_clean") is not None else None
+
+
+def needs_baseline(yaml_path):
+    """Whether the yaml starts from a weight fine-tuning run (has a top-level ``init_from``)."""
+    return any(line.startswith("init_from:") for line in Path(yaml_path).read_text().splitlines())
+
+
+def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="compare.log"):
+    """Run one strategy unless finished; return ``(results or None, status)``."""
+    done = finished_results(folder)
+    if done:
+        return done, "ok (reused)"
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(recipe) / "train.py"), str(Path(recipe) / "hparams" / yaml),
+           f"--output_folder={folder}", *overrides]
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(folder / log_name, "w") as log:
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    done = finished_results(folder)
+    if proc.returncode != 0 or not done:
+        return None, f"failed (exit {proc.returncode}, see {folder / log_name})"
+    return done, "ok"
+
+
+def row_for(name, results, status):
+    row = {key: None for key in COLUMNS}
+    row.update({k: v for k, v in (results or {}).items() if k in COLUMNS})
+    row.update(name=name, status=status)
+    return row
+
+
+def markdown_table(rows, columns=COLUMNS):
+    def cell(value):
+        if value is None:
+            return ""
+        if isinstance(value, float) and value >= 1e6:
+            return f"{value:.3g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_tables(rows, out, stem="comparison"):
+    """``<stem>.md`` and ``<stem>.csv`` in ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv_path = out / f"{stem}.md", out / f"{stem}.csv"
+    md.write_text(markdown_table(rows) + "\n")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return md, csv_path
+
+
+def plot(rows, path, x="flops_10s", xlabel="GFLOPs for 10 s of audio", scale=1e-9):
+    """WER (test-clean, greedy) of every finished row against ``x``; one labelled point each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if r.get("wer_test_clean") is not None and r.get(x) is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in points:
+        ax.scatter(r[x] * scale, r["wer_test_clean"])
+        ax.annotate(r["name"], (r[x] * scale, r["wer_test_clean"]), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test-clean WER % (greedy)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def compare(recipe, yamls, out, overrides=(), threads=None):
+    """Run or collect each yaml of ``recipe``; write the tables and plots; return the rows."""
+    recipe, out = Path(recipe), Path(out)
+    yamls = [Path(y).name for y in yamls]
+    if any(needs_baseline(recipe / "hparams" / y) for y in yamls) and BASELINE not in yamls:
+        yamls.insert(0, BASELINE)
+    yamls.sort(key=lambda y: y != BASELINE)  # the baseline first: others may start from it
+    rows = []
+    progress = tqdm(yamls, desc="strategies", unit="run")
+    for yaml in progress:
+        name = Path(yaml).stem
+        progress.set_postfix_str(name)
+        extra = list(overrides)
+        if needs_baseline(recipe / "hparams" / yaml):
+            extra.append(f"--init_from={out / Path(BASELINE).stem}")
+        start = time.time()
+        results, status = run_strategy(recipe, yaml, out / name, extra, threads)
+        rows.append(row_for(name, results, status))
+        tqdm.write(f"{name}: {status}, WER test-clean {rows[-1]['wer_test_clean']} "
+                   f"({(time.time() - start) / 60:.1f} min)")
+    write_tables(rows, out)
+    plot(rows, out / "wer_vs_flops.png")
+    plot(rows, out / "wer_vs_sparsity.png", x="sparsity", xlabel="sparsity", scale=1.0)
+    return rows
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, overrides = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(prog="python -m s3brain.compare",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipe", type=Path, help="recipe folder (holds train.py and hparams/)")
+    parser.add_argument("yamls", nargs="*", help="hparams files (names or paths)")
+    parser.add_argument("--all", action="store_true", help="every yaml in <recipe>/hparams")
+    parser.add_argument("--out", type=Path, default=Path("results") / "compare")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
+    args = parser.parse_args(argv)
+    if not (args.recipe / "train.py").is_file():
+        parser.error(f"{args.recipe} has no train.py")
+    yamls = sorted(p.name for p in (args.recipe / "hparams").glob("*.yaml")) if args.all \
+        else args.yamls
+    if not yamls:
+        parser.error("give hparams files or --all")
+    missing = [y for y in yamls if not (args.recipe / "hparams" / Path(y).name).is_file()]
+    if missing:
+        parser.error(f"not in {args.recipe / 'hparams'}: {missing}")
+    rows = compare(args.recipe, yamls, args.out, overrides, args.threads)
+    print(markdown_table(rows))
+    print(f"tables and plots in {args.out}")
+    return 0 if all(r["status"].startswith("ok") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
