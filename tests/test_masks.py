@@ -236,6 +236,8 @@ def test_imp_reaches_the_target_in_rounds_with_nested_masks():
         levels.append(round(M.weight_sparsity(model, scope="ffn"), 3))
     assert levels == sorted(levels) and levels[-1] == pytest.approx(0.6, abs=1e-3)
     assert levels[0] == pytest.approx(1 - 0.4 ** (1 / 3), abs=1e-3)
+    # Checkpoints count as final only once the last round is done (step 20).
+    assert not imp.at_target(19) and imp.at_target(20)
 
 
 def test_parp_lets_pruned_weights_grow_back_then_reprunes():
