@@ -1,0 +1,332 @@
+"""CTC fine-tuning of a speech SSL backbone under any strategy: the Brain and the helpers the
+recipes share (LibriSpeech characters, CommonVoice phonemes).
+
+A recipe's ``train.py`` keeps what is its own (data preparation, label encoder, datasets) and
+uses from here:
+
+- ``CTCFineTuning``: the ``sb.Brain`` (backbone -> head -> CTC; separate optimizers for the
+  backbone and the head; backbone held fixed for ``ssl_frozen_steps``; pruning hooks; greedy and
+  KenLM decoding; error rates by words and characters, or by phonemes);
+- ``setup_strategy``: the yaml's strategy keys (``init_from``, ``masks``, ``pruning``);
+- ``usable_utterances``: rows CTC can learn from;
+- ``evaluate_and_report``: test every split, measure the cost, write ``results.json``.
+"""
+
+import copy
+import logging
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from speechbrain.utils.distributed import if_main_process
+
+from s3brain.efficiency import count_parameters, measure_cost
+from s3brain.mask_bank import save_mask
+from s3brain.masks import add_masks, fold, weight_sparsity
+from s3brain.results import update_results
+
+logger = logging.getLogger(__name__)
+
+
+class CTCFineTuning(sb.Brain):
+    """Backbone -> head -> CTC over characters (``units = "chars"``: WER and CER) or phonemes
+    (``units = "phonemes"``: PER). The recipe sets ``label_encoder`` and ``lm_decoder``."""
+
+    units = "chars"
+    lm_decoder = None
+    label_encoder = None
+
+    @property
+    def error_key(self):
+        return "WER" if self.units == "chars" else "PER"
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        if stage == sb.Stage.TRAIN and self.ssl_frozen():
+            with torch.no_grad():
+                feats = self.modules.ssl(wavs, wav_lens)
+        else:
+            feats = self.modules.ssl(wavs, wav_lens)
+        logits = self.modules.ctc_lin(self.modules.head(feats))
+        return self.hparams.log_softmax(logits), wav_lens
+
+    def references(self, batch):
+        if self.units == "chars":
+            return [w.split(" ") for w in batch.wrd]
+        return [p.split() for p in batch.phn]
+
+    def hypothesis(self, token_ids):
+        """Token ids -> words (characters joined, split at spaces) or phonemes. Outputs beyond
+        the label set (a head wider than the phoneme set) are dropped."""
+        known = self.label_encoder.ind2lab
+        labels = self.label_encoder.decode_ndim([i for i in token_ids if i in known])
+        return "".join(labels).split() if self.units == "chars" else list(labels)
+
+    def compute_objectives(self, predictions, batch, stage):
+        p_ctc, wav_lens = predictions
+        tokens, tokens_lens = batch.tokens
+        loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
+        if stage != sb.Stage.TRAIN:
+            hyps = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens, blank_id=self.hparams.blank_index)
+            predicted = [self.hypothesis(h) for h in hyps]
+            target = self.references(batch)
+            self.error_metric.append(batch.id, predicted, target)
+            if self.units == "chars":
+                self.cer_metric.append(batch.id, predicted, target)
+            if stage == sb.Stage.TEST and self.lm_decoder is not None:
+                frames = (wav_lens * p_ctc.shape[1]).round().int().tolist()
+                log_probs = p_ctc.detach().float().cpu().numpy()
+                predicted = [self.lm_decoder.decode(lp[:n]) for lp, n in zip(log_probs, frames)]
+                self.lm_metric.append(batch.id, predicted, target)
+        return loss
+
+    def ssl_frozen(self):
+        """Whether the backbone is still held fixed (the first ``ssl_frozen_steps`` updates)."""
+        return self.optimizer_step < self.hparams.ssl_frozen_steps
+
+    def freeze_optimizers(self, optimizers):
+        """Leave the backbone's optimizer out while the backbone is held fixed."""
+        if self.ssl_frozen():
+            return {k: v for k, v in optimizers.items() if k != "ssl_optimizer"}
+        return optimizers
+
+    def init_optimizers(self):
+        """Separate optimizers for the backbone's trainable tensors (weights, or mask scores) and
+        the head, both checkpointed."""
+        self.model_optimizer = self.hparams.model_opt_class(self.hparams.model.parameters())
+        self.optimizers_dict = {"model_optimizer": self.model_optimizer}
+        ssl_params = [p for p in self.modules.ssl.parameters() if p.requires_grad]
+        if ssl_params:
+            self.ssl_optimizer = self.hparams.ssl_opt_class(ssl_params)
+            self.optimizers_dict["ssl_optimizer"] = self.ssl_optimizer
+        if self.checkpointer is not None:
+            for name, opt in self.optimizers_dict.items():
+                self.checkpointer.add_recoverable(name, opt)
+
+    @property
+    def pruning(self):
+        return getattr(self.hparams, "pruning", None)
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        self.hparams.run_state.start_timer()
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if should_step and self.pruning is not None:
+            self.pruning.on_step(self.modules.ssl, self.optimizer_step)
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage != sb.Stage.TRAIN:
+            self.error_metric = self.hparams.error_rate_computer()
+            self.cer_metric = self.hparams.cer_computer()
+            self.lm_metric = self.hparams.error_rate_computer()
+            if self.pruning is not None:
+                self.pruning.before_eval(self.modules.ssl)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        key = self.error_key
+        if self.units == "chars":
+            stats["CER"] = self.cer_metric.summarize("error_rate")
+        stats[key] = self.error_metric.summarize("error_rate")
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing_model(stats["loss"])
+            sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr)
+            lrs = {"lr_model": old_lr}
+            if hasattr(self, "ssl_optimizer"):
+                old_lr_ssl, new_lr_ssl = self.hparams.lr_annealing_ssl(stats["loss"])
+                sb.nnet.schedulers.update_learning_rate(self.ssl_optimizer, new_lr_ssl)
+                lrs["lr_ssl"] = old_lr_ssl
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
+            # A checkpoint taken before a pruning schedule reaches its sparsity ranks after all
+            # those that have it, so the evaluated model is always at the target sparsity.
+            early = self.pruning is not None and not self.pruning.at_target(self.optimizer_step)
+            self.checkpointer.save_and_keep_only(
+                meta={key: stats[key] + (1000.0 if early else 0.0), f"dev_{key}": stats[key]},
+                min_keys=[key])
+        elif stage == sb.Stage.TEST:
+            if self.lm_decoder is not None:
+                stats[f"{key}_LM"] = self.lm_metric.summarize("error_rate")
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current,
+                            "test split": self.test_split}, test_stats=stats)
+            self.test_stats = stats
+            if if_main_process():
+                out = Path(self.hparams.output_folder)
+                with open(out / f"{key.lower()}_{self.test_split}.txt", "w") as w:
+                    self.error_metric.write_stats(w)
+                if self.lm_decoder is not None:
+                    with open(out / f"{key.lower()}_lm_{self.test_split}.txt", "w") as w:
+                        self.lm_metric.write_stats(w)
+
+
+def resolve_hparams_path(path, recipe_dir):
+    """The hparams file, relative to the current directory or to the recipe folder."""
+    for candidate in (Path(path), Path(recipe_dir) / path):
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"hparams file {path} not found in {Path.cwd()} nor in {recipe_dir}")
+
+
+def ctc_frames_needed(labels):
+    """Least number of CTC frames for a label sequence: one per label, one blank per repeat."""
+    return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
+
+
+def usable_utterances(data, labels_of, allowed, frames_of, max_duration):
+    """Split manifest rows into usable ones and ``(ID, reason)`` for the rest.
+
+    ``labels_of(row)`` gives the row's label sequence. A row is dropped if a label is not in
+    ``allowed``, if it has no labels, if its audio is longer than ``max_duration`` seconds, or if
+    the backbone gives fewer frames (``frames_of(seconds)``) than CTC needs.
+    """
+    kept, dropped = {}, []
+    for uid, row in data.items():
+        labels, duration = labels_of(row), float(row["duration"])
+        bad = sorted(set(labels) - set(allowed))
+        if bad:
+            dropped.append((uid, f"labels outside the label set: {bad}"))
+        elif not "".join(labels).strip():
+            dropped.append((uid, "empty transcript"))
+        elif duration > max_duration:
+            dropped.append((uid, f"longer than avoid_if_longer_than ({duration:.1f} s)"))
+        elif frames_of(duration) < ctc_frames_needed(labels):
+            dropped.append((uid, f"too short for CTC: {frames_of(duration)} frames for "
+                                 f"{ctc_frames_needed(labels)} labels"))
+        else:
+            kept[uid] = row
+    return kept, dropped
+
+
+def load_finetuned(folder, recoverables, key="WER"):
+    """Load the best (lowest dev ``key``) checkpoint of the run in ``folder`` into
+    ``recoverables``."""
+    save = Path(folder) / "save"
+    ckpt = sb.utils.checkpoints.Checkpointer(save).find_checkpoint(min_key=key) \
+        if save.is_dir() else None
+    if ckpt is None:
+        raise FileNotFoundError(
+            f"init_from={folder}: no checkpoint in {save}. This strategy starts from a fine-tuned "
+            f"model: run weight fine-tuning first (python train.py hparams/weight_ft.yaml with the "
+            f"same data and backbone) or pass --init_from=<its output folder>.")
+    for name, module in recoverables.items():
+        state = torch.load(ckpt.paramfiles[name], map_location="cpu")
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"init_from={folder}: its {name} does not fit this model "
+                             f"(another backbone or strategy?): {str(err)[:300]}") from err
+    logger.info("Initialised from %s (dev %s %.2f)", ckpt.path, key,
+                ckpt.meta.get(f"dev_{key}", ckpt.meta[key]))
+
+
+def setup_strategy(hparams, key="WER"):
+    """Apply the yaml's strategy keys to the backbone before training: ``init_from``, ``masks``
+    (S3-Router) and ``pruning`` (OMP, IMP, PARP)."""
+    ssl = hparams["ssl"]
+    if hparams.get("init_from"):
+        load_finetuned(hparams["init_from"], {"ssl": ssl, "model": hparams["model"]}, key)
+    if hparams.get("masks"):
+        names = add_masks(ssl, seed=hparams["seed"], **hparams["masks"])
+        logger.info("Learned masks on %d layers (%s), backbone weights frozen", len(names),
+                    hparams["masks"])
+    if hparams.get("pruning"):
+        hparams["pruning"].setup(ssl)
+
+
+def sparsity_of(hparams):
+    """The strategy's nominal sparsity (mean over blocks for a per-block list), 0 if dense."""
+    if hparams.get("masks"):
+        value = hparams["masks"].get("sparsity", 0.1)
+    elif hparams.get("pruning"):
+        value = hparams["pruning"].sparsity
+    else:
+        return 0.0
+    return float(sum(value) / len(value)) if isinstance(value, (list, tuple)) else float(value)
+
+
+def cost_report(brain, hparams):
+    """Parameters, FLOPs, latency and sparsity of the model that serves one task, measured on a
+    copy with the masks folded into the weights (what would be deployed)."""
+    ssl, head, ctc_lin = brain.modules.ssl, brain.hparams.head, brain.hparams.ctc_lin
+    ssl = getattr(ssl, "module", ssl)
+    trainable = count_parameters(torch.nn.ModuleList([ssl, head, ctc_lin]), trainable_only=True)
+    ssl = fold(copy.deepcopy(ssl))
+    hf = ssl.model
+
+    def forward(wav):
+        return ctc_lin(head(ssl(wav)))
+
+    modules = torch.nn.ModuleList([ssl, head, ctc_lin])
+    modules.eval()  # inference cost: no dropout, no masking
+    cost = measure_cost(forward, seconds=10, repeats=hparams["cost_repeats"],
+                        threads=hparams["cost_threads"])
+    # A strategy that changes weights stores a whole model per task.
+    storage = sum(p.numel() * p.element_size() for p in modules.parameters())
+    backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())
+    return {"backbone_bytes": backbone, "sparsity_linear": round(weight_sparsity(hf), 4),
+            "params_total": count_parameters(modules),
+            "params_transformer": count_parameters(hf.encoder),
+            "params_trainable": trainable, "storage_bytes_per_task": storage,
+            "flops_10s": cost["flops_10s"], "latency_ms_10s": cost["latency_ms_10s"],
+            "rtf": cost["rtf"], "latency_threads": cost["latency_threads"]}
+
+
+def evaluate_and_report(brain, hparams, tests, results):
+    """Test every split (best checkpoint), measure the cost, save the S3-Router task file, write
+    ``results.json`` and print the summary. ``results`` holds the run's descriptive keys."""
+    key = brain.error_key
+    results["train_seconds"] = round(hparams["run_state"].elapsed(), 1)
+    for split, dataset in tests.items():
+        brain.test_split = split
+        brain.evaluate(dataset, min_key=key, test_loader_kwargs=hparams["test_dataloader_opts"])
+        tag = split.replace("-", "_")
+        results[f"{key.lower()}_{tag}"] = round(brain.test_stats[key], 2)
+        if "CER" in brain.test_stats:
+            results[f"cer_{tag}"] = round(brain.test_stats["CER"], 2)
+        if f"{key}_LM" in brain.test_stats:
+            results[f"{key.lower()}_{tag}_lm"] = round(brain.test_stats[f"{key}_LM"], 2)
+    if not if_main_process():
+        return results
+    results.update(cost_report(brain, hparams))
+    results["sparsity"] = sparsity_of(hparams)
+    if hparams.get("masks") and not hparams.get("init_from"):
+        # Masks over the shared frozen backbone: a task is its mask file (bits + head).
+        task_file = Path(hparams["output_folder"]) / "task_mask.safetensors"
+        info = {k: results[k] for k in ("strategy", "train_split", "language") if k in results}
+        results["storage_bytes_per_task"] = save_mask(
+            task_file, brain.modules.ssl, head=hparams["model"], **info, **hparams["masks"])
+    results["storage_share_of_backbone"] = round(
+        results["storage_bytes_per_task"] / results["backbone_bytes"], 4)
+    results_file = Path(hparams["output_folder"]) / "results.json"
+    update_results(results_file, **results)
+    logger.info("Results in %s", results_file)
+    print(summary(results, key))
+    return results
+
+
+def summary(results, key="WER"):
+    """The run's accuracy and cost, as printed at the end of a run."""
+    name = key.lower()
+    lines = [f"{results['strategy']} on {results.get('train_split')} "
+             f"(sparsity {results['sparsity']})"]
+    for result_key in sorted(results):
+        if result_key.startswith(f"{name}_") and not result_key.endswith("_lm"):
+            split = result_key[len(name) + 1:]
+            lm = results.get(f"{result_key}_lm")
+            cer = results.get(f"cer_{split}")
+            lines.append(f"  {split.replace('_', '-')}: {key} {results[result_key]:.2f} greedy"
+                         + (f", {lm:.2f} with LM" if lm is not None else "")
+                         + (f" | CER {cer:.2f}" if cer is not None else ""))
+    lines.append(f"  params {results['params_total']:,} (trainable {results['params_trainable']:,})"
+                 f" | {results['flops_10s'] / 1e9:.2f} GFLOPs / 10 s | "
+                 f"{results['latency_ms_10s']:.0f} ms / 10 s on {results['latency_threads']} "
+                 f"thread(s), RTF {results['rtf']:.4f}")
+    lines.append(f"  storage per task {results['storage_bytes_per_task']:,} bytes "
+                 f"({results['storage_share_of_backbone']:.1%} of the backbone)")
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""CommonVoice phoneme recognition: per-language S3-Router runs served by one mask bank."""
+
+import json
+import sys
+
+import pytest
+from conftest import REPO, run_recipe
+
+CV = REPO / "recipes" / "CommonVoice"
+sys.path.insert(0, str(CV))
+import multilingual  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def language_runs(tiny_corpus, tmp_path_factory):
+    runs = {}
+    for language in ("en", "de"):
+        out = tmp_path_factory.mktemp(f"cv_{language}")
+        proc = run_recipe(str(CV / "hparams" / "s3router.yaml"), "--synthetic_size=tiny",
+                          f"--language={language}", "--number_of_epochs=2", "--cost_repeats=1",
+                          f"--output_folder={out}", script=CV / "train.py")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[language] = out
+    return runs
+
+
+def test_each_language_learns_its_own_phoneme_set(language_runs):
+    sets = {}
+    for language, out in language_runs.items():
+        results = json.loads((out / "results.json").read_text())
+        assert results["language"] == language and 0 <= results["per_test"] <= 100
+        labels = (out / "save" / "label_encoder.txt").read_text()
+        sets[language] = {line.split(" => ")[0] for line in labels.splitlines() if " => " in line}
+    assert sets["en"] != sets["de"]
+    assert "'ð'" in sets["en"] and "'ð'" not in sets["de"]
+
+
+def test_one_bank_serves_every_language_as_its_own_run(language_runs, tmp_path):
+    rows, storage = multilingual.main([str(language_runs["en"]), str(language_runs["de"]),
+                                       "--out", str(tmp_path)])
+    for row in rows:
+        assert row["PER (bank)"] == pytest.approx(row["PER (own run)"], abs=0.01)
+    assert storage["languages"] == 2
+    assert storage["bank_total_bytes"] < storage["separate_models_bytes"]
+    assert (tmp_path / "multilingual.md").exists()
