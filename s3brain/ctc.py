@@ -190,7 +190,7 @@ def usable_utterances(data, labels_of, allowed, frames_of, max_duration):
         labels, duration = labels_of(row), float(row["duration"])
         bad = sorted(set(labels) - set(allowed))
         if bad:
-            dropped.append((uid, f"labels outside the label set: {bad}"))
+            dropped.append((uid, f"transcript has symbols outside the label set: {bad}"))
         elif not "".join(labels).strip():
             dropped.append((uid, "empty transcript"))
         elif duration > max_duration:
