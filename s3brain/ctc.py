@@ -24,6 +24,7 @@ from s3brain.efficiency import count_parameters, measure_cost
 from s3brain.mask_bank import save_mask
 from s3brain.masks import add_masks, fold, weight_sparsity
 from s3brain.results import update_results
+from s3brain.structured import shrink
 
 logger = logging.getLogger(__name__)
 
@@ -252,11 +253,15 @@ def sparsity_of(hparams):
 
 def cost_report(brain, hparams):
     """Parameters, FLOPs, latency and sparsity of the model that serves one task, measured on a
-    copy with the masks folded into the weights (what would be deployed)."""
+    copy with the masks folded into the weights, and with ``shrink_for_cost`` (structured
+    pruning) physically shrunk: what would be deployed."""
     ssl, head, ctc_lin = brain.modules.ssl, brain.hparams.head, brain.hparams.ctc_lin
     ssl = getattr(ssl, "module", ssl)
     trainable = count_parameters(torch.nn.ModuleList([ssl, head, ctc_lin]), trainable_only=True)
     ssl = fold(copy.deepcopy(ssl))
+    backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())  # before shrinking
+    if hparams.get("shrink_for_cost"):  # structured pruning: measure the physically smaller model
+        shrink(ssl)
     hf = ssl.model
 
     def forward(wav):
@@ -268,7 +273,6 @@ def cost_report(brain, hparams):
                         threads=hparams["cost_threads"])
     # A strategy that changes weights stores a whole model per task.
     storage = sum(p.numel() * p.element_size() for p in modules.parameters())
-    backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())
     return {"backbone_bytes": backbone, "sparsity_linear": round(weight_sparsity(hf), 4),
             "params_total": count_parameters(modules),
             "params_transformer": count_parameters(hf.encoder),

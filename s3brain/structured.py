@@ -275,6 +275,26 @@ def fold_units(model):
     return model
 
 
+def silent_units(model):
+    """Keep-masks inferred from the weights: a unit whose incoming weights and biases are all
+    zero is pruned (how ``StructuredPARP`` leaves a model)."""
+    model, blocks, names = _block_layers(model)
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    found = {}
+    for b, block in enumerate(blocks):
+        for kind, slices in _slices(block, names).items():
+            group = head_dim if kind == "heads" else 1
+            alive = 0
+            for module, tensor, axis in slices:
+                values = getattr(module, tensor).detach().abs()
+                per_row = values.sum(1) if values.dim() == 2 else values
+                alive = alive + per_row.view(-1, group).sum(1)
+            units = UnitMask(alive.numel(), kind)
+            units.keep.copy_(alive > 0)
+            found[f"{b}.{kind}"] = units
+    return found
+
+
 def _select(linear, rows=None, cols=None):
     weight = linear.weight.detach()
     bias = linear.bias.detach() if linear.bias is not None else None
@@ -292,21 +312,21 @@ def _select(linear, rows=None, cols=None):
 
 def shrink(model):
     """Physically remove pruned units: each block's FFN and attention projections get only the
-    kept neurons and heads. In place; returns the transformers model, whose config then lists
+    kept neurons and heads (from the unit masks, or, without masks, the units whose incoming
+    weights are all zero). In place; returns the transformers model, whose config then lists
     the per-block sizes (``layer_intermediate_sizes``, ``layer_attention_heads``)."""
     model, blocks, names = _block_layers(model)
     if model.config.model_type not in ("wav2vec2", "hubert", "data2vec-audio"):
         raise NotImplementedError(f"shrinking {model.config.model_type} is not supported")
-    masks = unit_masks(model)
     head_dim = model.config.hidden_size // model.config.num_attention_heads
+    masks = unit_masks(model) or silent_units(model)
     fold_units(model)
     widths, heads = [], []
     for b, block in enumerate(blocks):
         ffn_keep = masks[f"{b}.ffn"].keep if f"{b}.ffn" in masks else None
         head_keep = masks[f"{b}.heads"].keep if f"{b}.heads" in masks else None
-        (q, k, v, o), (inter, out) = names.attention, names.ffn
-        attention = block.get_submodule(q.rsplit(".", 1)[0])
-        ffn = block.get_submodule(inter.rsplit(".", 1)[0])
+        attention = block.get_submodule(names.attention[0].rsplit(".", 1)[0])
+        ffn = block.get_submodule(names.ffn[0].rsplit(".", 1)[0])
         if ffn_keep is not None:
             rows = ffn_keep.nonzero().squeeze(1)
             ffn.intermediate_dense = _select(ffn.intermediate_dense, rows=rows)

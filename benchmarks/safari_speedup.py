@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Does structured pruning really run faster? Dense against SAFARI-shrunk models, side by side.
+
+A wav2vec2-base sized model (random weights: timing does not depend on them) is pruned with the
+SAFARI split (sp_heads - sp_ffn = 0.2) at each sparsity and physically shrunk. For each model the
+script measures, in one run with a fixed thread count, FLOPs (torch's flop counter) and CPU
+latency (median of repeats) of the transformer encoder on 10 s of audio, and of the whole model.
+Target: transformer speed-up >= 0.9 x the FLOPs reduction.
+
+    ./s3env python benchmarks/safari_speedup.py
+    ./s3env python benchmarks/safari_speedup.py --model tiny --sparsities 0.2 0.5 --threads 2
+"""
+
+import argparse
+import copy
+
+import torch
+from transformers import AutoModel, Wav2Vec2Config
+
+from s3brain.backbone import default_backbone
+from s3brain.efficiency import count_flops, median_latency_ms
+from s3brain.structured import Safari, shrink
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["base", "tiny"], default="base")
+    parser.add_argument("--sparsities", type=float, nargs="*", default=[0.2, 0.3, 0.5])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    dense = (AutoModel.from_config(Wav2Vec2Config()) if args.model == "base"
+             else AutoModel.from_pretrained(default_backbone())).eval()
+    wav = torch.randn(1, int(args.seconds * 16000))
+    with torch.no_grad():
+        features = dense.feature_projection(dense.feature_extractor(wav).transpose(1, 2))[0]
+
+    def measure(model):
+        encoder = lambda: model.encoder(features)  # noqa: E731
+        whole = lambda: model(wav)  # noqa: E731
+        with torch.no_grad():
+            return (count_flops(encoder), median_latency_ms(encoder, repeats=args.repeats,
+                                                            threads=args.threads),
+                    count_flops(whole), median_latency_ms(whole, repeats=args.repeats,
+                                                          threads=args.threads))
+
+    rows = [("dense", *measure(dense))]
+    for sp in args.sparsities:
+        model = copy.deepcopy(dense)
+        Safari(sp).setup(model)
+        shrink(model)
+        rows.append((f"SAFARI sp {sp:g}", *measure(model.eval())))
+    d_flops, d_ms = rows[0][1], rows[0][2]
+    print(f"{args.model} model, {args.seconds:g} s of audio, {args.threads} thread(s), "
+          f"median of {args.repeats}")
+    print(f"{'':16s} {'enc GFLOPs':>10s} {'enc ms':>8s} {'FLOPs red.':>10s} {'speed-up':>9s} "
+          f"{'ratio':>6s} {'all GFLOPs':>10s} {'all ms':>8s}")
+    for name, flops, ms, all_flops, all_ms in rows:
+        reduction, speedup = d_flops / flops, d_ms / ms
+        print(f"{name:16s} {flops / 1e9:10.2f} {ms:8.1f} {reduction:9.2f}x {speedup:8.2f}x "
+              f"{speedup / reduction:6.2f} {all_flops / 1e9:10.2f} {all_ms:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
