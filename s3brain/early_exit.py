@@ -1,0 +1,92 @@
+"""Early exit: a CTC head after every transformer block, and inference that really stops at the
+exit block (the comparative study, paper 003).
+
+``layer_outputs`` runs the encoder of a transformers SSL model block by block as a generator, so
+the caller decides after each block whether to go on: blocks after the exit are never computed.
+Exit criteria: ``entropy`` (mean frame entropy of the exit head's output below the threshold) and
+``similarity`` (mean cosine similarity between a block's input and output frames above the
+threshold).
+
+Example
+-------
+>>> import torch
+>>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+>>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=3,
+...     num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8), conv_stride=(5, 2),
+...     conv_kernel=(10, 3), num_feat_extract_layers=2)).eval()
+>>> heads = ExitHeads(hidden_size=32, outputs=5, layers=3)
+>>> wav = torch.randn(1, 1600)
+>>> _, layer = early_exit(model, heads, wav, "entropy", threshold=float("inf"))
+>>> _, last = early_exit(model, heads, wav, "entropy", threshold=0.0)
+>>> layer, last
+(1, 3)
+"""
+
+import torch
+from torch import nn
+
+from s3brain.masks import hf_model
+
+CRITERIA = ("entropy", "similarity")
+
+
+class ExitHeads(nn.ModuleList):
+    """One linear CTC head per transformer block (block i's head reads block i's output)."""
+
+    def __init__(self, hidden_size, outputs, layers):
+        super().__init__([nn.Linear(hidden_size, outputs) for _ in range(layers)])
+
+
+def layer_outputs(model, wav):
+    """Yield ``(block input, block output)`` for each transformer block in turn (one utterance,
+    or a batch without padding). The last output equals ``model(wav).last_hidden_state``."""
+    model = hf_model(model)
+    encoder = model.encoder
+    if not hasattr(encoder, "pos_conv_embed") or model.config.model_type == "wavlm":
+        raise NotImplementedError(f"early exit for {model.config.model_type} is not supported")
+    stable = "StableLayerNorm" in type(encoder).__name__
+    features = model.feature_extractor(wav).transpose(1, 2)
+    hidden = model.feature_projection(features)
+    hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+    hidden = hidden + encoder.pos_conv_embed(hidden)
+    if not stable:
+        hidden = encoder.layer_norm(hidden)
+    hidden = encoder.dropout(hidden)
+    for layer in encoder.layers:
+        block_input = hidden
+        out = layer(hidden)
+        hidden = out[0] if isinstance(out, tuple) else out
+        yield block_input, (encoder.layer_norm(hidden) if stable else hidden)
+
+
+def mean_entropy(log_probs):
+    """Mean over frames of the entropy (nats) of each frame's output distribution."""
+    return float(-(log_probs.exp() * log_probs).sum(-1).mean())
+
+
+def mean_similarity(before, after):
+    """Mean over frames of the cosine similarity of a block's input and output."""
+    return float(nn.functional.cosine_similarity(before, after, dim=-1).mean())
+
+
+@torch.no_grad()
+def early_exit(model, heads, wav, criterion, threshold, min_layer=1, head_fn=None):
+    """Run blocks until the criterion says stop; return ``(log_probs, exit block)`` (1-based).
+
+    ``head_fn(i, hidden)`` maps block i's output to logits (default: ``heads[i - 1]``); the last
+    block always exits.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    head_fn = head_fn or (lambda i, hidden: heads[i - 1](hidden))
+    layers = len(hf_model(model).encoder.layers)
+    for i, (before, after) in enumerate(layer_outputs(model, wav), start=1):
+        last = i == layers
+        if criterion == "similarity" and not last:
+            if i < min_layer or mean_similarity(before, after) <= threshold:
+                continue
+            return head_fn(i, after).log_softmax(-1), i
+        log_probs = head_fn(i, after).log_softmax(-1)
+        if last or (i >= min_layer and mean_entropy(log_probs) < threshold):
+            return log_probs, i
+    raise RuntimeError("the encoder has no blocks")
