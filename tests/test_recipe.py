@@ -85,7 +85,7 @@ def test_bad_data_is_skipped_not_fatal(tiny_corpus, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     log = proc.stdout + proc.stderr
     assert re.search(rf"Skipping {bad_ids[0]}: (empty|unreadable) audio", log)
-    assert f"Skipping {bad_ids[1]}: transcript has characters outside the label set" in log
+    assert f"Skipping {bad_ids[1]}: transcript has symbols outside the label set" in log
     assert f"Skipping {bad_ids[2]}: too short for CTC" in log
     results = json.loads((out / "results.json").read_text())
     assert all(results[k] == results[k] for k in ("wer_test_clean", "cer_test_clean"))  # no NaN

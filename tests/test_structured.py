@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from test_masks import SMALL, audio, small_model, train_scores
+from test_masks import SMALL, audio, train_scores
 from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config
 
 from s3brain import structured as S
