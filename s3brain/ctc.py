@@ -7,18 +7,26 @@ uses from here:
 - ``CTCFineTuning``: the ``sb.Brain`` (backbone -> head -> CTC; separate optimizers for the
   backbone and the head; backbone held fixed for ``ssl_frozen_steps``; pruning hooks; greedy and
   KenLM decoding; error rates by words and characters, or by phonemes);
+- ``start_experiment`` and ``fit``: command line, yaml, experiment folder, training;
 - ``setup_strategy``: the yaml's strategy keys (``init_from``, ``masks``, ``pruning``);
 - ``usable_utterances``: rows CTC can learn from;
 - ``evaluate_and_report``: test every split, measure the cost, write ``results.json``.
 """
 
 import copy
+import inspect
 import logging
+import shutil
+import time
 from pathlib import Path
 
 import speechbrain as sb
 import torch
+from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process
+
+from s3brain.checkpoint import share_checkpoint_dir
+from s3brain.early_exit import early_exit
 
 from s3brain.efficiency import count_parameters, measure_cost
 from s3brain.mask_bank import save_mask
@@ -41,6 +49,11 @@ class CTCFineTuning(sb.Brain):
     def error_key(self):
         return "WER" if self.units == "chars" else "PER"
 
+    @property
+    def exit_heads(self):
+        """The early-exit heads (one per block but the last), or None."""
+        return self.modules["exit_heads"] if "exit_heads" in self.modules else None
+
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
@@ -49,8 +62,13 @@ class CTCFineTuning(sb.Brain):
                 feats = self.modules.ssl(wavs, wav_lens)
         else:
             feats = self.modules.ssl(wavs, wav_lens)
+        exits = None
+        if self.exit_heads is not None:  # the backbone returns every block's output
+            hiddens, feats = feats, feats[-1]
+            exits = [self.hparams.log_softmax(head(h))
+                     for head, h in zip(self.exit_heads, hiddens[1:-1])]
         logits = self.modules.ctc_lin(self.modules.head(feats))
-        return self.hparams.log_softmax(logits), wav_lens
+        return self.hparams.log_softmax(logits), wav_lens, exits
 
     def references(self, batch):
         if self.units == "chars":
@@ -65,11 +83,20 @@ class CTCFineTuning(sb.Brain):
         return "".join(labels).split() if self.units == "chars" else list(labels)
 
     def compute_objectives(self, predictions, batch, stage):
-        p_ctc, wav_lens = predictions
+        p_ctc, wav_lens, exits = predictions
         tokens, tokens_lens = batch.tokens
         loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
+        if exits:
+            exit_loss = sum(self.hparams.ctc_cost(e, tokens, wav_lens, tokens_lens)
+                            for e in exits) / len(exits)
+            two_step = self.hparams.exit_training == "two_step"
+            loss = exit_loss if two_step else loss + exit_loss
         if stage != sb.Stage.TRAIN:
-            hyps = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens, blank_id=self.hparams.blank_index)
+            if exits is not None:  # decode as deployed: each utterance stops at its exit
+                hyps = self.early_exit_decode(batch)
+            else:
+                hyps = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens,
+                                                     blank_id=self.hparams.blank_index)
             predicted = [self.hypothesis(h) for h in hyps]
             target = self.references(batch)
             self.error_metric.append(batch.id, predicted, target)
@@ -81,6 +108,38 @@ class CTCFineTuning(sb.Brain):
                 predicted = [self.lm_decoder.decode(lp[:n]) for lp, n in zip(log_probs, frames)]
                 self.lm_metric.append(batch.id, predicted, target)
         return loss
+
+    @torch.no_grad()
+    def early_exit_decode(self, batch):
+        """Greedy CTC of each utterance at its early exit; records exit blocks and time."""
+        ssl = self.modules.ssl
+        ssl = getattr(ssl, "module", ssl)
+        blocks = len(ssl.model.encoder.layers)
+
+        def head_fn(i, hidden):
+            if ssl.output_norm:
+                hidden = torch.nn.functional.layer_norm(hidden, hidden.shape[-2:])
+            if i == blocks:
+                return self.modules.ctc_lin(self.modules.head(hidden))
+            return self.exit_heads[i - 1](hidden)
+
+        wavs, wav_lens = batch.sig
+        hyps = []
+        for wav, rel in zip(wavs, wav_lens):
+            wav = wav[: int(round(float(rel) * wavs.shape[1]))].unsqueeze(0)
+            if ssl.normalize_wav:
+                wav = torch.nn.functional.layer_norm(wav, wav.shape[1:])
+            start = time.perf_counter()
+            log_probs, block = early_exit(ssl.model, self.exit_heads, wav,
+                                          self.hparams.exit_criterion,
+                                          self.hparams.exit_threshold,
+                                          self.hparams.exit_min_layer, head_fn)
+            self.exit_seconds += time.perf_counter() - start
+            self.exit_audio_seconds += wav.shape[1] / 16000
+            self.exit_blocks.append(block)
+            hyps += sb.decoders.ctc_greedy_decode(log_probs, torch.ones(1),
+                                                  blank_id=self.hparams.blank_index)
+        return hyps
 
     def ssl_frozen(self):
         """Whether the backbone is still held fixed (the first ``ssl_frozen_steps`` updates)."""
@@ -95,7 +154,10 @@ class CTCFineTuning(sb.Brain):
     def init_optimizers(self):
         """Separate optimizers for the backbone's trainable tensors (weights, or mask scores) and
         the head, both checkpointed."""
-        self.model_optimizer = self.hparams.model_opt_class(self.hparams.model.parameters())
+        head_params = list(self.hparams.model.parameters())
+        if self.exit_heads is not None:
+            head_params += list(self.exit_heads.parameters())
+        self.model_optimizer = self.hparams.model_opt_class(head_params)
         self.optimizers_dict = {"model_optimizer": self.model_optimizer}
         ssl_params = [p for p in self.modules.ssl.parameters() if p.requires_grad]
         if ssl_params:
@@ -122,6 +184,7 @@ class CTCFineTuning(sb.Brain):
             self.error_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
             self.lm_metric = self.hparams.error_rate_computer()
+            self.exit_blocks, self.exit_seconds, self.exit_audio_seconds = [], 0.0, 0.0
             if self.pruning is not None:
                 self.pruning.before_eval(self.modules.ssl)
 
@@ -134,6 +197,9 @@ class CTCFineTuning(sb.Brain):
         if self.units == "chars":
             stats["CER"] = self.cer_metric.summarize("error_rate")
         stats[key] = self.error_metric.summarize("error_rate")
+        if self.exit_blocks:
+            stats["exit_block"] = sum(self.exit_blocks) / len(self.exit_blocks)
+            stats["exit_rtf"] = self.exit_seconds / self.exit_audio_seconds
         if stage == sb.Stage.VALID:
             old_lr, new_lr = self.hparams.lr_annealing_model(stats["loss"])
             sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr)
@@ -164,6 +230,45 @@ class CTCFineTuning(sb.Brain):
                 if self.lm_decoder is not None:
                     with open(out / f"{key.lower()}_lm_{self.test_split}.txt", "w") as w:
                         self.lm_metric.write_stats(w)
+
+
+def start_experiment(argv, recipe_dir):
+    """Parse the command line, load the yaml (path relative to the current directory or the
+    recipe folder) and create the experiment folder; returns ``(hparams, run_opts)``."""
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file = resolve_hparams_path(hparams_file, recipe_dir)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
+                                   hyperparams_to_save=hparams_file, overrides=overrides)
+    if if_main_process():  # SpeechBrain copies the calling module (this one); add the recipe's
+        shutil.copy(inspect.stack()[1].filename, hparams["output_folder"])
+    if hparams["ssl"].ssl_init == "random":
+        logger.warning("The backbone is randomly initialised, not pretrained (%s)",
+                       hparams["ssl_hub"])
+    return hparams, run_opts
+
+
+def fit(brain_class, hparams, run_opts, train, valid, label_encoder, lm_decoder=None):
+    """Build the Brain and train it (resuming from the last checkpoint if there is one)."""
+    # A DataLoader iterator draws a seed from the global torch generator when it starts. Give the
+    # training loader its own, so that a run resumed mid-epoch draws what an uninterrupted one does.
+    hparams["train_dataloader_opts"].setdefault(
+        "generator", torch.Generator().manual_seed(hparams["seed"]))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        logger.info("Distributed training: %d processes (%s backend)",
+                    torch.distributed.get_world_size(), torch.distributed.get_backend())
+    brain = brain_class(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+                        checkpointer=hparams["checkpointer"])
+    brain.label_encoder = label_encoder
+    brain.lm_decoder = lm_decoder
+    share_checkpoint_dir(brain.checkpointer)
+    brain.fit(hparams["epoch_counter"], train, valid,
+              train_loader_kwargs=hparams["train_dataloader_opts"],
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    hparams["run_state"].stop_timer()
+    return brain
 
 
 def resolve_hparams_path(path, recipe_dir):
@@ -238,6 +343,11 @@ def setup_strategy(hparams, key="WER"):
                     hparams["masks"])
     if hparams.get("pruning"):
         hparams["pruning"].setup(ssl)
+    if hparams.get("exit_training") == "two_step":
+        # Exit heads trained on a fixed fine-tuned model (init_from): nothing else learns.
+        for module in (ssl, hparams["model"]):
+            for p in module.parameters():
+                p.requires_grad_(False)
 
 
 def sparsity_of(hparams):
@@ -257,7 +367,9 @@ def cost_report(brain, hparams):
     pruning) physically shrunk: what would be deployed."""
     ssl, head, ctc_lin = brain.modules.ssl, brain.hparams.head, brain.hparams.ctc_lin
     ssl = getattr(ssl, "module", ssl)
-    trainable = count_parameters(torch.nn.ModuleList([ssl, head, ctc_lin]), trainable_only=True)
+    extra = [brain.exit_heads] if brain.exit_heads is not None else []
+    trainable = count_parameters(torch.nn.ModuleList([ssl, head, ctc_lin, *extra]),
+                                 trainable_only=True)
     ssl = fold(copy.deepcopy(ssl))
     backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())  # before shrinking
     if hparams.get("shrink_for_cost"):  # structured pruning: measure the physically smaller model
@@ -265,7 +377,8 @@ def cost_report(brain, hparams):
     hf = ssl.model
 
     def forward(wav):
-        return ctc_lin(head(ssl(wav)))
+        feats = ssl(wav)
+        return ctc_lin(head(feats[-1] if feats.dim() == 4 else feats))  # all blocks' outputs
 
     modules = torch.nn.ModuleList([ssl, head, ctc_lin])
     modules.eval()  # inference cost: no dropout, no masking
@@ -295,6 +408,9 @@ def evaluate_and_report(brain, hparams, tests, results):
             results[f"cer_{tag}"] = round(brain.test_stats["CER"], 2)
         if f"{key}_LM" in brain.test_stats:
             results[f"{key.lower()}_{tag}_lm"] = round(brain.test_stats[f"{key}_LM"], 2)
+        if "exit_block" in brain.test_stats:
+            results[f"mean_exit_block_{tag}"] = round(brain.test_stats["exit_block"], 3)
+            results[f"exit_rtf_{tag}"] = round(brain.test_stats["exit_rtf"], 5)
     if not if_main_process():
         return results
     results.update(cost_report(brain, hparams))

@@ -37,6 +37,12 @@ class ExitHeads(nn.ModuleList):
         super().__init__([nn.Linear(hidden_size, outputs) for _ in range(layers)])
 
 
+def exit_head_count(ssl):
+    """Exit heads a recipe needs: one per transformer block but the last (whose exit is the
+    model's own CTC head)."""
+    return len(hf_model(ssl).encoder.layers) - 1
+
+
 def layer_outputs(model, wav):
     """Yield ``(block input, block output)`` for each transformer block in turn (one utterance,
     or a batch without padding). The last output equals ``model(wav).last_hidden_state``."""

@@ -21,13 +21,11 @@ sys.path.insert(0, str(RECIPE_DIR))
 
 import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
-from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import run_on_main  # noqa: E402
 
 from s3brain.backbone import BackboneUnavailableError, feature_frames  # noqa: E402
-from s3brain.checkpoint import share_checkpoint_dir  # noqa: E402
-from s3brain.ctc import (CTCFineTuning, evaluate_and_report, resolve_hparams_path,  # noqa: E402
-                         setup_strategy, usable_utterances)
+from s3brain.ctc import (CTCFineTuning, evaluate_and_report, fit,  # noqa: E402
+                         setup_strategy, start_experiment, usable_utterances)
 from s3brain.data import synthetic  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -111,42 +109,22 @@ def dataio_prepare(hparams, manifests, label_encoder, ssl_model):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    hparams_file = resolve_hparams_path(hparams_file, RECIPE_DIR)
-    sb.utils.distributed.ddp_init_group(run_opts)
     try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            hparams = load_hyperpyyaml(fin, overrides)
-    except BackboneUnavailableError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
-                                   hyperparams_to_save=hparams_file, overrides=overrides)
-    try:
+        hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         manifests = prepare_data(hparams)
         label_encoder = label_encoder_for(hparams, manifests[hparams["train_split"]])
         setup_strategy(hparams, key="PER")
-    except (FileNotFoundError, ValueError) as err:
+    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
     train, dev, test = dataio_prepare(hparams, manifests, label_encoder, hparams["ssl"].model)
-    hparams["train_dataloader_opts"].setdefault(
-        "generator", torch.Generator().manual_seed(hparams["seed"]))
-    brain = PhonemeRecognition(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-                               checkpointer=hparams["checkpointer"])
-    brain.label_encoder = label_encoder
-    share_checkpoint_dir(brain.checkpointer)
-    brain.fit(hparams["epoch_counter"], train, dev,
-              train_loader_kwargs=hparams["train_dataloader_opts"],
-              valid_loader_kwargs=hparams["valid_dataloader_opts"])
-    hparams["run_state"].stop_timer()
+    brain = fit(PhonemeRecognition, hparams, run_opts, train, dev, label_encoder)
     evaluate_and_report(brain, hparams, {"test": test}, {
         "strategy": hparams["strategy"], "language": hparams["language"],
         "ssl_hub": str(hparams["ssl_hub"]), "ssl_init": hparams["ssl"].ssl_init,
         "train_split": f"{hparams['language']}/{hparams['train_split']}",
         "phonemes": len(label_encoder) - 1})
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -24,14 +24,12 @@ sys.path.insert(0, str(RECIPE_DIR))
 
 import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
-from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import run_on_main  # noqa: E402
 
 from s3brain.backbone import BackboneUnavailableError, feature_frames  # noqa: E402
-from s3brain.checkpoint import share_checkpoint_dir  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
-from s3brain.ctc import (CTCFineTuning, evaluate_and_report, resolve_hparams_path,  # noqa: E402
-                         setup_strategy, usable_utterances)
+from s3brain.ctc import (CTCFineTuning, evaluate_and_report, fit,  # noqa: E402
+                         setup_strategy, start_experiment, usable_utterances)
 from s3brain.lm import CTCBeamLMDecoder, build_ngram  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -153,51 +151,23 @@ def lm_decoder_for(hparams, label_encoder):
 
 
 def main(argv):
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    hparams_file = resolve_hparams_path(hparams_file, RECIPE_DIR)
-    sb.utils.distributed.ddp_init_group(run_opts)
     try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            hparams = load_hyperpyyaml(fin, overrides)
-    except BackboneUnavailableError as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
-                                   hyperparams_to_save=hparams_file, overrides=overrides)
-    ssl = hparams["ssl"]
-    if ssl.ssl_init == "random":
-        logger.warning("The backbone is randomly initialised, not pretrained (%s)", hparams["ssl_hub"])
-    label_encoder = label_encoder_for(hparams)
-    try:
+        hparams, run_opts = start_experiment(argv, RECIPE_DIR)
+        label_encoder = label_encoder_for(hparams)
         manifests = prepare_data(hparams)
         setup_strategy(hparams)
         lm_decoder = lm_decoder_for(hparams, label_encoder)
-    except (FileNotFoundError, ValueError) as err:  # missing data, wrong init_from, bad keys
+    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
+        # no backbone, missing data, wrong init_from, bad keys: one line saying what to do
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
+    ssl = hparams["ssl"]
     train, valid, tests = dataio_prepare(hparams, manifests, label_encoder, ssl.model)
-
-    # A DataLoader iterator draws a seed from the global torch generator when it starts. Give the
-    # training loader its own, so that a run resumed mid-epoch draws what an uninterrupted one does.
-    hparams["train_dataloader_opts"].setdefault(
-        "generator", torch.Generator().manual_seed(hparams["seed"]))
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        logger.info("Distributed training: %d processes (%s backend)",
-                    torch.distributed.get_world_size(), torch.distributed.get_backend())
-    asr = ASR(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
-              checkpointer=hparams["checkpointer"])
-    asr.label_encoder = label_encoder
-    asr.lm_decoder = lm_decoder
-    share_checkpoint_dir(asr.checkpointer)
-    asr.fit(hparams["epoch_counter"], train, valid,
-            train_loader_kwargs=hparams["train_dataloader_opts"],
-            valid_loader_kwargs=hparams["valid_dataloader_opts"])
-    hparams["run_state"].stop_timer()
+    asr = fit(ASR, hparams, run_opts, train, valid, label_encoder, lm_decoder)
     evaluate_and_report(asr, hparams, tests, {
         "strategy": hparams["strategy"], "ssl_hub": str(hparams["ssl_hub"]),
         "ssl_init": ssl.ssl_init, "train_split": "+".join(hparams["train_splits"])})
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
