@@ -50,6 +50,60 @@ def median_latency_ms(forward, *inputs, repeats=5, warmup=1, threads=1):
     return 1000 * statistics.median(times)
 
 
+def peak_memory_mb(forward, *inputs):
+    """Peak CPU memory (MiB) that one call allocates on top of what exists before it, from the
+    allocations and frees torch's profiler records, in order."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        forward(*inputs)
+    running = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        running += event.self_cpu_memory_usage
+        peak = max(peak, running)
+    return peak / 2**20
+
+
+class _Traced(torch.nn.Module):
+    """A forward function with the modules it uses, as one module to export."""
+
+    def __init__(self, forward, modules):
+        super().__init__()
+        self.modules_used = torch.nn.ModuleList(modules)
+        self.fn = forward
+
+    def forward(self, wav):
+        return self.fn(wav)
+
+
+def onnx_latency_ms(forward, modules, wav, repeats=5, threads=1):
+    """Export ``forward`` (which uses ``modules``) to ONNX and return the median onnxruntime CPU
+    latency in ms on ``wav``, and the largest difference from the torch output."""
+    import tempfile
+
+    import onnxruntime
+
+    module = _Traced(forward, modules).eval()
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        path = f"{tmp}/model.onnx"
+        torch.onnx.export(module, (wav,), path, input_names=["wav"], output_names=["out"],
+                          dynamic_axes={"wav": {1: "samples"}}, dynamo=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {"wav": wav.numpy()}
+        out = session.run(None, feed)[0]
+        difference = float((torch.from_numpy(out) - module(wav)).abs().max())
+        times = []
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            session.run(None, feed)
+            if i:
+                times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times), difference
+
+
 def measure_cost(forward, seconds=10, sample_rate=16000, repeats=5, threads=1):
     """FLOPs, CPU latency and real-time factor of ``forward`` on ``seconds`` of audio.
 

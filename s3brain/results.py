@@ -20,7 +20,8 @@ RESULT_KEYS = (
     "strategy", "ssl_hub", "ssl_init", "train_split", "wer_test_clean", "wer_test_other",
     "cer_test_clean", "cer_test_other", "wer_test_clean_lm", "wer_test_other_lm",
     "sparsity", "sparsity_linear", "params_total", "params_transformer",
-    "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "train_seconds",
+    "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "onnx_latency_ms_10s",
+    "peak_memory_mb_10s", "train_seconds",
     "storage_bytes_per_task", "storage_share_of_backbone", "backbone_bytes",
 )
 
