@@ -98,7 +98,37 @@ def write_report(out):
     table = markdown_table(rows, shown)
     (out / "sweep.md").write_text(table + "\n")
     print(table)
+    pivot = pivot_table(rows)
+    (out / "sweep_pivot.md").write_text(pivot + "\n")
+    print(pivot)
     plot(rows, out / "sweep.png")
+
+
+def pivot_table(rows):
+    """Per split: one row per mask init, one column per sparsity; cells are test-clean /
+    test-other WER, greedy then with the LM; weight fine-tuning as its own row."""
+    def cell(r):
+        return (f"{r['wer_test_clean']} / {r['wer_test_other']}<br>"
+                f"LM {r['wer_test_clean_lm']} / {r['wer_test_other_lm']}")
+
+    lines = []
+    for split in sorted({r["split"] for r in rows}):
+        mine = [r for r in rows if r["split"] == split]
+        sparsities = sorted({r["sparsity"] for r in mine if r["strategy"] == "s3router"})
+        lines += [f"**{split}** (WER test-clean / test-other; greedy, then 4-gram LM)", "",
+                  "| | " + " | ".join(f"sparsity {s:g}" for s in sparsities) + " |",
+                  "|---" * (len(sparsities) + 1) + "|"]
+        for r in mine:
+            if r["strategy"] == "weight_ft":
+                lines.append(f"| weight fine-tuning | {cell(r)} |" + " |" * (len(sparsities) - 1))
+        for init in ("ori", "ri", "wmi"):
+            by_sparsity = {r["sparsity"]: r for r in mine
+                           if r["strategy"] == "s3router" and r["init"] == init}
+            if by_sparsity:
+                cells = [cell(by_sparsity[s]) if s in by_sparsity else "" for s in sparsities]
+                lines.append(f"| S3-Router {init.upper()} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def plot(rows, path):
@@ -108,23 +138,25 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     splits = sorted({r["split"] for r in rows})
-    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False)
-    for ax, split in zip(axes[0], splits):
-        mine = [r for r in rows if r["split"] == split]
+    panels = [(split, key, label) for split in splits for key, label in (
+        ("wer_test_clean", "greedy"), ("wer_test_clean_lm", "4-gram LM"))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (split, key, label) in zip(axes[0], panels):
+        mine = [r for r in rows if r["split"] == split and r[key] is not None]
         for r in mine:
             if r["strategy"] == "weight_ft":
-                ax.axhline(r["wer_test_clean"], color="k", ls="--", label="weight fine-tuning")
+                ax.axhline(r[key], color="k", ls="--", label="weight fine-tuning")
         series = {}
         for r in mine:
             if r["strategy"] == "s3router":
                 series.setdefault(f"S3-Router {r['init'].upper()}", []).append(r)
             elif r["strategy"] in PRUNING:
                 series.setdefault(r["strategy"], []).append(r)
-        for label, points in sorted(series.items()):
+        for name, points in sorted(series.items()):
             points.sort(key=lambda r: r["sparsity"])
-            ax.plot([p["sparsity"] for p in points], [p["wer_test_clean"] for p in points],
-                    marker="o", ls=":" if label in PRUNING else "-", label=label)
-        ax.set_title(f"{split}: test-clean WER (greedy)")
+            ax.plot([p["sparsity"] for p in points], [p[key] for p in points],
+                    marker="o", ls=":" if name in PRUNING else "-", label=name)
+        ax.set_title(f"{split}: test-clean WER, {label}")
         ax.set_xlabel("sparsity (share of masked weights removed)")
         ax.set_ylabel("WER %")
         ax.grid(alpha=0.3)
