@@ -106,7 +106,7 @@ def write_report(out):
 
 def pivot_table(rows):
     """Per split: one row per mask init, one column per sparsity; cells are test-clean /
-    test-other WER, greedy then with the LM; weight fine-tuning as its own row."""
+    test-other WER, greedy then with the LM; weight fine-tuning above the table."""
     def cell(r):
         return (f"{r['wer_test_clean']} / {r['wer_test_other']}<br>"
                 f"LM {r['wer_test_clean_lm']} / {r['wer_test_other_lm']}")
@@ -115,12 +115,12 @@ def pivot_table(rows):
     for split in sorted({r["split"] for r in rows}):
         mine = [r for r in rows if r["split"] == split]
         sparsities = sorted({r["sparsity"] for r in mine if r["strategy"] == "s3router"})
-        lines += [f"**{split}** (WER test-clean / test-other; greedy, then 4-gram LM)", "",
-                  "| | " + " | ".join(f"sparsity {s:g}" for s in sparsities) + " |",
-                  "|---" * (len(sparsities) + 1) + "|"]
+        lines += [f"**{split}** (WER test-clean / test-other; greedy, then 4-gram LM)", ""]
         for r in mine:
             if r["strategy"] == "weight_ft":
-                lines.append(f"| weight fine-tuning | {cell(r)} |" + " |" * (len(sparsities) - 1))
+                lines += [f"Weight fine-tuning: {cell(r).replace('<br>', ', ')}", ""]
+        lines += ["| | " + " | ".join(f"sparsity {s:g}" for s in sparsities) + " |",
+                  "|---" * (len(sparsities) + 1) + "|"]
         for init in ("ori", "ri", "wmi"):
             by_sparsity = {r["sparsity"]: r for r in mine
                            if r["strategy"] == "s3router" and r["init"] == init}
