@@ -1,0 +1,123 @@
+"""SALAD: detect and drop non-salient audio tokens before the transformer (S6-DAMON, paper 004).
+
+- ``salient_labels``: the teacher's pseudo labels. A CNN frame is salient (1) when the teacher's
+  greedy CTC output there is a non-blank symbol that differs from the previous frame's; blank
+  frames and repeats of the previous frame's symbol are non-salient (0).
+- ``SaladDetector``: a few light 1-D convolutions over the CNN features, one logit per frame.
+- ``recall_aware_bce``: binary cross entropy with weight ``alpha`` on salient frames, so that
+  missing a salient frame costs more than keeping a non-salient one.
+- ``drop_tokens``: remove the ``skip_ratio`` share of the frames detected as non-salient, the
+  most confident first, keeping order; every salient frame stays. ``uniform_keep`` and
+  ``random_keep`` are the skip baselines at a matched rate.
+
+Example
+-------
+>>> import torch
+>>> salient_labels(torch.tensor([[0, 3, 3, 0, 3, 5, 5, 0]]), blank=0).tolist()
+[[0, 1, 0, 0, 1, 1, 0, 0]]
+>>> feats = torch.arange(6.).view(1, 6, 1)
+>>> prob = torch.tensor([[0.9, 0.1, 0.2, 0.8, 0.05, 0.3]])   # P(salient)
+>>> out, lengths, kept = drop_tokens(feats, torch.tensor([6]), prob, skip_ratio=0.5)
+>>> out.squeeze(-1).tolist(), lengths.tolist()
+([[0.0, 2.0, 3.0, 5.0]], [4])
+"""
+
+import torch
+from torch import nn
+
+
+def salient_labels(frame_ids, blank=0):
+    """1 where the frame starts a new non-blank symbol, else 0 (``frame_ids``: [batch, frames])."""
+    previous = torch.cat([torch.full_like(frame_ids[:, :1], blank), frame_ids[:, :-1]], dim=1)
+    return ((frame_ids != blank) & (frame_ids != previous)).long()
+
+
+class SaladDetector(nn.Module):
+    """Salient-token detector: ``layers`` 1-D convolutions (kernel ``kernel``, GELU) over CNN
+    features ``[batch, frames, in_channels]``, then a per-frame logit ``[batch, frames]``."""
+
+    def __init__(self, in_channels, channels=128, layers=4, kernel=3):
+        super().__init__()
+        blocks, width = [], in_channels
+        for _ in range(layers - 1):
+            blocks += [nn.Conv1d(width, channels, kernel, padding=kernel // 2), nn.GELU()]
+            width = channels
+        blocks.append(nn.Conv1d(width, 1, kernel, padding=kernel // 2))
+        self.net = nn.Sequential(nn.LayerNorm(in_channels), _Transpose(), *blocks)
+
+    def forward(self, features):
+        return self.net(features).squeeze(1)
+
+
+class _Transpose(nn.Module):
+    def forward(self, x):
+        return x.transpose(1, 2)
+
+
+def recall_aware_bce(logits, labels, lengths=None, alpha=10.0):
+    """Mean BCE over real frames, salient frames weighted ``alpha`` and the others 1."""
+    weights = torch.where(labels.bool(), torch.full_like(logits, alpha), torch.ones_like(logits))
+    if lengths is not None:
+        frames = torch.arange(logits.shape[1], device=logits.device)
+        weights = weights * (frames[None, :] < lengths[:, None])
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), weight=weights,
+                                                          reduction="sum")
+    return loss / weights.sum()
+
+
+def detection_stats(logits, labels, lengths=None):
+    """Accuracy and recall on salient frames of a detector's decisions (logit > 0)."""
+    mask = torch.ones_like(labels, dtype=torch.bool)
+    if lengths is not None:
+        mask = torch.arange(labels.shape[1])[None, :] < lengths[:, None]
+    predicted, truth = (logits > 0)[mask], labels.bool()[mask]
+    accuracy = float((predicted == truth).float().mean())
+    recall = float((predicted & truth).sum() / truth.sum().clamp(min=1))
+    return {"accuracy": accuracy, "salient_recall": recall, "salient_share": float(truth.float().mean())}
+
+
+def keep_mask(prob_salient, lengths, skip_ratio):
+    """Frames to keep: all but the ``skip_ratio`` share (rounded down) of each utterance's
+    detected non-salient frames (P(salient) < 0.5), those with the lowest P(salient) first."""
+    keep = torch.zeros_like(prob_salient, dtype=torch.bool)
+    for b, length in enumerate(lengths.tolist()):
+        p = prob_salient[b, :length]
+        keep[b, :length] = True
+        non_salient = (p < 0.5).nonzero().squeeze(1)
+        drop = int(skip_ratio * non_salient.numel())
+        if drop:
+            keep[b, non_salient[p[non_salient].argsort()[:drop]]] = False
+    return keep
+
+
+def pack_kept(features, keep):
+    """Kept frames of each utterance, in order, padded to the batch's longest; new lengths."""
+    lengths = keep.sum(1)
+    out = features.new_zeros(features.shape[0], int(lengths.max()), features.shape[2])
+    for b in range(features.shape[0]):
+        out[b, : lengths[b]] = features[b, keep[b]]
+    return out, lengths
+
+
+def drop_tokens(features, lengths, prob_salient, skip_ratio):
+    """``(features, lengths, keep)`` after removing detected non-salient frames."""
+    keep = keep_mask(prob_salient, lengths, skip_ratio)
+    out, new_lengths = pack_kept(features, keep)
+    return out, new_lengths, keep
+
+
+def uniform_keep(lengths, frames, drop_share):
+    """Baseline: drop every frame whose running share passes ``drop_share`` (evenly spaced)."""
+    index = torch.arange(frames, dtype=torch.float64)
+    keep = torch.floor((index + 1) * (1 - drop_share)) > torch.floor(index * (1 - drop_share))
+    keep = keep[None, :].expand(len(lengths), frames).clone()
+    return keep & (torch.arange(frames)[None, :] < lengths[:, None])
+
+
+def random_keep(lengths, frames, drop_share, generator=None):
+    """Baseline: drop a random ``drop_share`` of each utterance's frames."""
+    keep = torch.zeros(len(lengths), frames, dtype=torch.bool)
+    for b, length in enumerate(lengths.tolist()):
+        kept = length - int(drop_share * length)
+        keep[b, torch.randperm(length, generator=generator)[:kept]] = True
+    return keep

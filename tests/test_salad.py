@@ -1,0 +1,77 @@
+"""SALAD pseudo labels, recall-aware loss, token dropping and the skip baselines."""
+
+import pytest
+import torch
+
+from s3brain import salad
+
+
+@pytest.mark.parametrize("frames,expected", [
+    ([0, 0, 0], [0, 0, 0]),                    # all blank
+    ([4, 4, 4, 4], [1, 0, 0, 0]),              # one symbol held: only its first frame
+    ([4, 0, 4], [1, 0, 1]),                    # the same symbol twice, split by a blank
+    ([4, 5, 5, 6, 0, 0, 6], [1, 1, 0, 1, 0, 0, 1]),
+])
+def test_pseudo_label_rule(frames, expected):
+    assert salad.salient_labels(torch.tensor([frames]), blank=0).tolist() == [expected]
+
+
+@pytest.mark.parametrize("skip_ratio", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+def test_dropper_keeps_every_salient_frame_in_order(skip_ratio):
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([50, 37, 12])
+    prob = torch.rand(3, 50, generator=g)
+    prob[:, ::4] = 0.95  # clearly salient
+    features = torch.arange(50.).repeat(3, 1).unsqueeze(-1)  # frame index as the feature
+    out, new_lengths, keep = salad.drop_tokens(features, lengths, prob, skip_ratio)
+    assert out.shape[1] == int(new_lengths.max())
+    for b, length in enumerate(lengths.tolist()):
+        detected_salient = (prob[b, :length] >= 0.5).nonzero().squeeze(1)
+        kept_index = out[b, : new_lengths[b], 0].long()
+        assert set(detected_salient.tolist()) <= set(kept_index.tolist())
+        assert kept_index.tolist() == sorted(kept_index.tolist())  # order kept
+        non_salient = length - detected_salient.numel()
+        assert new_lengths[b] == length - int(skip_ratio * non_salient)
+        assert (out[b, new_lengths[b]:] == 0).all()  # padding
+        assert not keep[b, length:].any()
+        # the dropped ones are the most confident non-salient frames
+        dropped = (~keep[b, :length]).nonzero().squeeze(1)
+        if dropped.numel() and new_lengths[b] > detected_salient.numel():
+            kept_ns = [i for i in kept_index.tolist() if prob[b, i] < 0.5]
+            assert prob[b, dropped].max() <= min(prob[b, kept_ns])
+
+
+def test_recall_aware_loss_weights_salient_frames_alpha_times():
+    logits = torch.tensor([[0.3, -1.2, 2.0, 0.0]])
+    labels = torch.tensor([[1, 0, 0, 1]])
+    per_frame = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, labels.float(), reduction="none")[0]
+    weights = torch.tensor([10.0, 1.0, 1.0, 10.0])
+    expected = (per_frame * weights).sum() / weights.sum()
+    assert salad.recall_aware_bce(logits, labels, alpha=10.0) == pytest.approx(float(expected))
+    # frames past the length do not count
+    short = salad.recall_aware_bce(logits, labels, torch.tensor([2]), alpha=10.0)
+    assert short == pytest.approx(float((per_frame[:2] * weights[:2]).sum() / 11.0))
+
+
+def test_detector_shapes_and_stats():
+    detector = salad.SaladDetector(in_channels=64, channels=32)
+    logits = detector(torch.randn(2, 40, 64))
+    assert logits.shape == (2, 40)
+    labels = torch.zeros(2, 40, dtype=torch.long)
+    labels[:, ::5] = 1
+    stats = salad.detection_stats(torch.where(labels.bool(), 1.0, -1.0), labels)
+    assert stats == pytest.approx({"accuracy": 1.0, "salient_recall": 1.0, "salient_share": 0.2})
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 0.6])
+def test_skip_baselines_drop_the_matched_share(share):
+    lengths = torch.tensor([40, 23])
+    uniform = salad.uniform_keep(lengths, 40, share)
+    rand = salad.random_keep(lengths, 40, share, torch.Generator().manual_seed(1))
+    for keep in (uniform, rand):
+        assert not keep[1, 23:].any()
+        for b, length in enumerate(lengths.tolist()):
+            assert abs(int(keep[b].sum()) - length * (1 - share)) <= 1
+    gaps = torch.diff(uniform[0].nonzero().squeeze(1))
+    assert gaps.max() - gaps.min() <= 1  # evenly spaced
