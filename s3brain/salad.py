@@ -9,6 +9,8 @@
 - ``drop_tokens``: remove the ``skip_ratio`` share of the frames detected as non-salient, the
   most confident first, keeping order; every salient frame stays. ``uniform_keep`` and
   ``random_keep`` are the skip baselines at a matched rate.
+- ``forward_with_dropping``: a transformers SSL model's forward with the dropping between the
+  CNN feature extractor and the transformer; returns the shorter outputs and their lengths.
 
 Example
 -------
@@ -121,3 +123,31 @@ def random_keep(lengths, frames, drop_share, generator=None):
         kept = length - int(drop_share * length)
         keep[b, torch.randperm(length, generator=generator)[:kept]] = True
     return keep
+
+
+def forward_with_dropping(model, wav, wav_lengths, keep_fn):
+    """Forward of a wav2vec2-family model that drops CNN frames before the transformer.
+
+    Parameters
+    ----------
+    model : transformers model (``feature_extractor``, ``feature_projection``, ``encoder``)
+    wav : [batch, samples]; wav_lengths : samples per utterance (LongTensor)
+    keep_fn : callable ``(cnn_features [B, T, C], frame_lengths [B]) -> keep [B, T] bool``
+
+    Returns
+    -------
+    ``(hidden [B, T', D], lengths [B], keep [B, T])``, T' the longest kept length; SpecAugment
+    masking applies in training as in the model's own forward.
+    """
+    features = model.feature_extractor(wav).transpose(1, 2)
+    frames = model._get_feat_extract_output_lengths(wav_lengths).long()
+    frames = frames.clamp(max=features.shape[1])
+    keep = keep_fn(features, frames)
+    keep = keep & (torch.arange(features.shape[1], device=keep.device)[None, :] < frames[:, None])
+    features, lengths = pack_kept(features, keep)
+    hidden = model.feature_projection(features)
+    hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+    mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
+    hidden = model._mask_hidden_states(hidden, attention_mask=mask)
+    out = model.encoder(hidden, attention_mask=mask)
+    return out.last_hidden_state, lengths, keep

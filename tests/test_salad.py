@@ -75,3 +75,39 @@ def test_skip_baselines_drop_the_matched_share(share):
             assert abs(int(keep[b].sum()) - length * (1 - share)) <= 1
     gaps = torch.diff(uniform[0].nonzero().squeeze(1))
     assert gaps.max() - gaps.min() <= 1  # evenly spaced
+
+
+def _small_model():
+    from transformers import AutoModel, Wav2Vec2Config
+    torch.manual_seed(0)
+    return AutoModel.from_config(Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,
+        feat_extract_norm="layer", do_stable_layer_norm=True)).eval()
+
+
+def test_forward_without_dropping_equals_the_model():
+    model = _small_model()
+    wav = torch.randn(2, 3200)
+    lengths = torch.tensor([3200, 2000])
+    mask = (torch.arange(3200)[None, :] < lengths[:, None]).long()
+    with torch.no_grad():
+        hidden, frames, _ = salad.forward_with_dropping(
+            model, wav * mask, lengths, lambda f, n: torch.ones(f.shape[:2], dtype=torch.bool))
+        reference = model(wav * mask, attention_mask=mask).last_hidden_state
+    assert frames.tolist() == model._get_feat_extract_output_lengths(lengths).tolist()
+    assert torch.allclose(hidden[0], reference[0], atol=1e-5)
+    assert torch.allclose(hidden[1, : frames[1]], reference[1, : frames[1]], atol=1e-5)
+
+
+def test_forward_with_dropping_gives_the_kept_lengths():
+    model = _small_model()
+    wav = torch.randn(2, 3200)
+    lengths = torch.tensor([3200, 2400])
+    with torch.no_grad():
+        hidden, frames, keep = salad.forward_with_dropping(
+            model, wav, lengths, lambda f, n: salad.uniform_keep(n, f.shape[1], 0.5))
+    full = model._get_feat_extract_output_lengths(lengths)
+    assert frames.tolist() == keep.sum(1).tolist()
+    assert all(abs(int(k) - int(f) / 2) <= 1 for k, f in zip(frames, full))
+    assert hidden.shape[1] == int(frames.max())
