@@ -368,7 +368,7 @@ def cost_report(brain, hparams):
     pruning) physically shrunk: what would be deployed."""
     ssl, head, ctc_lin = brain.modules.ssl, brain.hparams.head, brain.hparams.ctc_lin
     ssl = getattr(ssl, "module", ssl)
-    extra = [brain.exit_heads] if brain.exit_heads is not None else []
+    extra = [m for k, m in brain.modules.items() if k not in ("ssl", "head", "ctc_lin")]
     trainable = count_parameters(torch.nn.ModuleList([ssl, head, ctc_lin, *extra]),
                                  trainable_only=True)
     ssl = fold(copy.deepcopy(ssl))
@@ -381,7 +381,7 @@ def cost_report(brain, hparams):
         feats = ssl(wav)
         return ctc_lin(head(feats[-1] if feats.dim() == 4 else feats))  # all blocks' outputs
 
-    modules = torch.nn.ModuleList([ssl, head, ctc_lin])
+    modules = torch.nn.ModuleList([ssl, head, ctc_lin, *extra])  # extra: adapters, exit heads
     modules.eval()  # inference cost: no dropout, no masking
     cost = measure_cost(forward, seconds=10, repeats=hparams["cost_repeats"],
                         threads=hparams["cost_threads"])
@@ -397,7 +397,7 @@ def cost_report(brain, hparams):
     if ssl.normalize_wav:
         wav = torch.nn.functional.layer_norm(wav, wav.shape[1:])
     try:  # the paper's deployment path; a failed export must not lose the run's results
-        onnx_ms, difference = onnx_latency_ms(deployed, [hf, head, ctc_lin], wav,
+        onnx_ms, difference = onnx_latency_ms(deployed, [hf, head, ctc_lin, *extra], wav,
                                               repeats=hparams["cost_repeats"],
                                               threads=hparams["cost_threads"])
         cost["onnx_latency_ms_10s"] = round(onnx_ms, 2)
@@ -445,6 +445,10 @@ def evaluate_and_report(brain, hparams, tests, results):
         info = {k: results[k] for k in ("strategy", "train_split", "language") if k in results}
         results["storage_bytes_per_task"] = save_mask(
             task_file, brain.modules.ssl, head=hparams["model"], **info, **hparams["masks"])
+    if hparams.get("task_storage") == "trainable":
+        # A frozen shared backbone: a task is what was trained (adapters and head).
+        results["storage_bytes_per_task"] = sum(
+            p.numel() * p.element_size() for p in hparams["model"].parameters())
     results["storage_share_of_backbone"] = round(
         results["storage_bytes_per_task"] / results["backbone_bytes"], 4)
     results_file = Path(hparams["output_folder"]) / "results.json"
