@@ -58,11 +58,12 @@ class CTCFineTuning(sb.Brain):
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
+        downsampler = self.modules["downsampler"] if "downsampler" in self.modules else None
         if stage == sb.Stage.TRAIN and self.ssl_frozen():
             with torch.no_grad():
-                feats = self.modules.ssl(wavs, wav_lens)
+                feats = encode(self.modules.ssl, wavs, wav_lens, downsampler)
         else:
-            feats = self.modules.ssl(wavs, wav_lens)
+            feats = encode(self.modules.ssl, wavs, wav_lens, downsampler)
         exits = None
         if self.exit_heads is not None:  # the backbone returns every block's output
             hiddens, feats = feats, feats[-1]
@@ -280,6 +281,24 @@ def resolve_hparams_path(path, recipe_dir):
     raise FileNotFoundError(f"hparams file {path} not found in {Path.cwd()} nor in {recipe_dir}")
 
 
+def encode(ssl, wavs, wav_lens=None, downsampler=None):
+    """Backbone features of a batch, with the optional input downsampling (and upsampling of
+    the output frames) around the backbone."""
+    if downsampler is None:
+        return ssl(wavs, wav_lens)
+    return downsampler.upsample(ssl(downsampler(wavs), wav_lens))
+
+
+def frames_function(hparams):
+    """``seconds -> CTC frames`` of the recipe's model (with its input downsampling)."""
+    from s3brain.backbone import feature_frames
+
+    hf, downsampler = hparams["ssl"].model, hparams.get("downsampler")
+    if downsampler is not None:
+        return lambda seconds: downsampler.frames(hf, int(seconds * 16000))
+    return lambda seconds: feature_frames(hf, int(seconds * 16000))
+
+
 def ctc_frames_needed(labels):
     """Least number of CTC frames for a label sequence: one per label, one blank per repeat."""
     return len(labels) + sum(a == b for a, b in zip(labels, labels[1:]))
@@ -377,8 +396,10 @@ def cost_report(brain, hparams):
         shrink(ssl)
     hf = ssl.model
 
+    downsampler = hparams.get("downsampler")
+
     def forward(wav):
-        feats = ssl(wav)
+        feats = encode(ssl, wav, None, downsampler)
         return ctc_lin(head(feats[-1] if feats.dim() == 4 else feats))  # all blocks' outputs
 
     modules = torch.nn.ModuleList([ssl, head, ctc_lin, *extra])  # extra: adapters, exit heads
@@ -388,14 +409,19 @@ def cost_report(brain, hparams):
     wav = torch.randn(1, 160000, generator=torch.Generator().manual_seed(0)) * 0.1
     cost["peak_memory_mb_10s"] = round(peak_memory_mb(forward, wav), 1)
 
-    def deployed(normalized_wav):  # SpeechBrain's wrapper normalises the wav first (not traced)
-        feats = hf(normalized_wav).last_hidden_state
+    def deployed(wav):  # the wrapper's path, written so that it traces with any length
+        if downsampler is not None:
+            wav = downsampler(wav)
+        if ssl.normalize_wav:
+            wav = (wav - wav.mean(1, keepdim=True)) / torch.sqrt(
+                wav.var(1, unbiased=False, keepdim=True) + 1e-5)
+        feats = hf(wav).last_hidden_state
         if ssl.output_norm:
             feats = torch.nn.functional.layer_norm(feats, feats.shape[1:])
+        if downsampler is not None:
+            feats = downsampler.upsample(feats)
         return ctc_lin(head(feats))
 
-    if ssl.normalize_wav:
-        wav = torch.nn.functional.layer_norm(wav, wav.shape[1:])
     try:  # the paper's deployment path; a failed export must not lose the run's results
         onnx_ms, difference = onnx_latency_ms(deployed, [hf, head, ctc_lin, *extra], wav,
                                               repeats=hparams["cost_repeats"],

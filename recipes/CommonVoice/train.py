@@ -23,9 +23,10 @@ import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from speechbrain.utils.distributed import run_on_main  # noqa: E402
 
-from s3brain.backbone import BackboneUnavailableError, feature_frames  # noqa: E402
+from s3brain.backbone import BackboneUnavailableError  # noqa: E402
 from s3brain.ctc import (CTCFineTuning, evaluate_and_report, fit,  # noqa: E402
-                         setup_strategy, start_experiment, usable_utterances)
+                         frames_function, setup_strategy, start_experiment,
+                         usable_utterances)
 from s3brain.data import synthetic  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def label_encoder_for(hparams, train_csv):
     return encoder
 
 
-def dataio_prepare(hparams, manifests, label_encoder, ssl_model):
+def dataio_prepare(hparams, manifests, label_encoder):
     """Datasets for train, dev and test, with unusable clips reported and skipped."""
     allowed = [label for label in label_encoder.lab2ind if label != label_encoder.blank_label]
 
@@ -81,7 +82,7 @@ def dataio_prepare(hparams, manifests, label_encoder, ssl_model):
         data = sb.dataio.dataio.load_data_csv(path)
         kept, dropped = usable_utterances(
             data, lambda row: row["phn"].split(), allowed,
-            lambda seconds: feature_frames(ssl_model, int(seconds * 16000)),
+            frames_function(hparams),
             hparams["avoid_if_longer_than"])
         for uid, reason in dropped:
             logger.warning("Skipping %s: %s", uid, reason)
@@ -117,7 +118,7 @@ def main(argv):
     except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
-    train, dev, test = dataio_prepare(hparams, manifests, label_encoder, hparams["ssl"].model)
+    train, dev, test = dataio_prepare(hparams, manifests, label_encoder)
     brain = fit(PhonemeRecognition, hparams, run_opts, train, dev, label_encoder)
     evaluate_and_report(brain, hparams, {"test": test}, {
         "strategy": hparams["strategy"], "language": hparams["language"],

@@ -26,10 +26,11 @@ import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from speechbrain.utils.distributed import run_on_main  # noqa: E402
 
-from s3brain.backbone import BackboneUnavailableError, feature_frames  # noqa: E402
+from s3brain.backbone import BackboneUnavailableError  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
 from s3brain.ctc import (CTCFineTuning, evaluate_and_report, fit,  # noqa: E402
-                         setup_strategy, start_experiment, usable_utterances)
+                         frames_function, setup_strategy, start_experiment,
+                         usable_utterances)
 from s3brain.lm import CTCBeamLMDecoder, build_ngram  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,9 @@ def label_encoder_for(hparams):
     return encoder
 
 
-def dataio_prepare(hparams, manifests, label_encoder, ssl_model):
+def dataio_prepare(hparams, manifests, label_encoder):
     """Datasets for train, valid and every test split, with bad utterances reported and skipped."""
-    def frames_of(seconds):
-        return feature_frames(ssl_model, int(seconds * 16000))
+    frames_of = frames_function(hparams)
 
     def load(csv_paths):
         data = {}
@@ -162,7 +162,7 @@ def main(argv):
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
     ssl = hparams["ssl"]
-    train, valid, tests = dataio_prepare(hparams, manifests, label_encoder, ssl.model)
+    train, valid, tests = dataio_prepare(hparams, manifests, label_encoder)
     asr = fit(ASR, hparams, run_opts, train, valid, label_encoder, lm_decoder)
     evaluate_and_report(asr, hparams, tests, {
         "strategy": hparams["strategy"], "ssl_hub": str(hparams["ssl_hub"]),
