@@ -143,6 +143,9 @@ def analyse(mask_files, phoneme_files, reference, out):
     plot_similarity(layers, tasks, sim, reference or tasks[0], out / "mask_similarity.png")
     if not phoneme_files:
         return []
+    if len(tasks) < 3:
+        raise ValueError("correlating mask and phoneme similarity needs at least 3 languages "
+                         "(2 or more pairs)")
     if set(phoneme_files) != set(tasks):
         raise ValueError(f"phoneme files for {sorted(phoneme_files)} but masks for {sorted(tasks)}")
     _, phoneme_sim = inventory_similarity({t: read_inventory(phoneme_files[t]) for t in tasks})
@@ -175,7 +178,10 @@ def main(argv=None):
     masks = _pairs(args.masks, "masks")
     if len(masks) < 2:
         parser.error("need the masks of at least two tasks")
-    rows = analyse(masks, _pairs(args.phonemes, "phonemes"), args.reference, args.out)
+    try:
+        rows = analyse(masks, _pairs(args.phonemes, "phonemes"), args.reference, args.out)
+    except ValueError as err:
+        raise SystemExit(f"ERROR: {err}") from err
     for row in rows:
         print(f"{short_layer_name(row['layer']):>20s}  Pearson {row['pearson']:+.3f}  "
               f"Spearman {row['spearman']:+.3f}")
