@@ -58,8 +58,9 @@ def ensure_kenlm_tools():
     target.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if find_lmplz():  # built by another process meanwhile
-            return find_lmplz()
+        found = find_lmplz()  # built by another process meanwhile?
+        if found:
+            return found
         for tool in ("cmake", "g++"):
             if not shutil.which(tool):
                 raise RuntimeError(f"building KenLM's lmplz needs {tool}: run ./s3env once, or "
