@@ -26,6 +26,7 @@ from s3brain.compare import markdown_table, run_strategy
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 PRUNING = ("s3router_p", "omp", "imp", "parp")
+STRUCTURED = ("safari", "omp_structured", "parp_structured")
 
 
 def run(job):
@@ -55,9 +56,12 @@ def jobs_for(args):
             for sparsity in args.sparsities:
                 jobs.append((f"{split}/s3router {init} {sparsity}", root / f"s3router_{init}_{sparsity}",
                              "s3router.yaml", {**base, "mask_init": init, "sparsity": sparsity}))
-        if args.pruning:
-            for method in PRUNING:
-                for sparsity in args.pruning_sparsities:
+        groups = [(PRUNING, args.pruning_sparsities)] if args.pruning else []
+        if args.structured:
+            groups.append((STRUCTURED, args.structured_sparsities))
+        for methods, sparsities in groups:
+            for method in methods:
+                for sparsity in sparsities:
                     jobs.append((f"{split}/{method} {sparsity}", root / f"{method}_{sparsity}",
                                  f"{method}.yaml", {**base, "sparsity": sparsity,
                                                     "init_from": root / "weight_ft"}))
@@ -77,7 +81,8 @@ def collect(out):
                      "init": init, **{k: results.get(k) for k in (
                          "sparsity", "sparsity_linear", "wer_test_clean", "wer_test_other",
                          "wer_test_clean_lm", "wer_test_other_lm", "cer_test_clean",
-                         "params_trainable", "storage_bytes_per_task", "train_seconds")}})
+                         "params_trainable", "params_total", "flops_10s", "latency_ms_10s",
+                         "storage_bytes_per_task", "train_seconds")}})
     rows.sort(key=lambda r: (r["split"], r["strategy"] != "weight_ft", r["strategy"], r["init"],
                              r["sparsity"] or 0))
     return rows
@@ -102,6 +107,62 @@ def write_report(out):
     (out / "sweep_pivot.md").write_text(pivot + "\n")
     print(pivot)
     plot(rows, out / "sweep.png")
+    structured = [r for r in rows if r["strategy"] in STRUCTURED + ("weight_ft",)]
+    if any(r["strategy"] in STRUCTURED for r in structured):
+        table = structured_table(structured)
+        (out / "structured.md").write_text(table + "\n")
+        print(table)
+        plot_flops(structured, out / "structured_wer_vs_flops.png")
+
+
+def structured_table(rows):
+    """WER against FLOPs and measured latency of the physically shrunk models, per split."""
+    lines = ["| split | method | sparsity | GFLOPs / 10 s | FLOPs saved | params | CPU ms / 10 s "
+             "| WER clean / other | WER LM clean / other |", "|---" * 9 + "|"]
+    for split in sorted({r["split"] for r in rows}):
+        mine = [r for r in rows if r["split"] == split]
+        dense = next((r for r in mine if r["strategy"] == "weight_ft"), None)
+        for r in mine:
+            saved = f"{1 - r['flops_10s'] / dense['flops_10s']:.1%}" if dense else ""
+            lines.append(
+                f"| {split} | {r['strategy']} | {r['sparsity'] or 0:g} | {r['flops_10s'] / 1e9:.2f} "
+                f"| {saved} | {r['params_total'] / 1e6:.2f} M | {r['latency_ms_10s']:.0f} "
+                f"| {r['wer_test_clean']} / {r['wer_test_other']} "
+                f"| {r['wer_test_clean_lm']} / {r['wer_test_other_lm']} |")
+    return "\n".join(lines)
+
+
+def plot_flops(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = sorted({r["split"] for r in rows})
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        mine = [r for r in rows if r["split"] == split]
+        for r in mine:
+            if r["strategy"] == "weight_ft":
+                ax.scatter(r["flops_10s"] / 1e9, r["wer_test_clean"], color="k", marker="*",
+                           s=120, label="weight fine-tuning (dense)", zorder=3)
+        for method in STRUCTURED:
+            points = sorted((r for r in mine if r["strategy"] == method),
+                            key=lambda r: r["flops_10s"])
+            if points:
+                ax.plot([p["flops_10s"] / 1e9 for p in points],
+                        [p["wer_test_clean"] for p in points], marker="o", label=method)
+                for p in points:
+                    ax.annotate(f"{p['sparsity']:g}", (p["flops_10s"] / 1e9, p["wer_test_clean"]),
+                                fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_title(f"{split}: structured pruning (labels: sparsity)")
+        ax.set_xlabel("GFLOPs for 10 s of audio (shrunk model)")
+        ax.set_ylabel("test-clean WER % (greedy)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
 
 
 def pivot_table(rows):
@@ -177,6 +238,9 @@ def main():
     parser.add_argument("--pruning", action="store_true",
                         help="also S3-Router-P, OMP, IMP and PARP from the weight_ft run")
     parser.add_argument("--pruning-sparsities", nargs="*", default=["0.5"])
+    parser.add_argument("--structured", action="store_true",
+                        help="also SAFARI and structured OMP / PARP from the weight_ft run")
+    parser.add_argument("--structured-sparsities", nargs="*", default=["0.2", "0.3", "0.5"])
     parser.add_argument("--set", action="append", default=[], metavar="SPLIT:KEY=VALUE",
                         help="an hparams override for one split's runs")
     parser.add_argument("--jobs", type=int, default=2)
@@ -187,7 +251,7 @@ def main():
         jobs = jobs_for(args)
         # The pruning runs start from the weight fine-tuning run: it goes first, they go last
         # and wait for it.
-        pruning = [j for j in jobs if j[2].removesuffix(".yaml") in PRUNING]
+        pruning = [j for j in jobs if j[2].removesuffix(".yaml") in PRUNING + STRUCTURED]
         plain = [j for j in jobs if j not in pruning]
         with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
             futures = {pool.submit(run, job): job for job in plain}

@@ -22,6 +22,7 @@ Example
 """
 
 import argparse
+import concurrent.futures
 import csv
 import json
 import os
@@ -128,26 +129,40 @@ def plot(rows, path, x="flops_10s", xlabel="GFLOPs for 10 s of audio", scale=1e-
     return path
 
 
-def compare(recipe, yamls, out, overrides=(), threads=None):
-    """Run or collect each yaml of ``recipe``; write the tables and plots; return the rows."""
+def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1):
+    """Run or collect each yaml of ``recipe``, ``jobs`` runs at a time (the weight fine-tuning
+    run first and alone when others start from it); write the tables and plots; return the rows
+    in the order of ``yamls``."""
     recipe, out = Path(recipe), Path(out)
     yamls = [Path(y).name for y in yamls]
     if any(needs_baseline(recipe / "hparams" / y) for y in yamls) and BASELINE not in yamls:
         yamls.insert(0, BASELINE)
     yamls.sort(key=lambda y: y != BASELINE)  # the baseline first: others may start from it
-    rows = []
-    progress = tqdm(yamls, desc="strategies", unit="run")
-    for yaml in progress:
+    if threads is None and jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    progress = tqdm(total=len(yamls), desc="strategies", unit="run")
+
+    def one(yaml):
         name = Path(yaml).stem
-        progress.set_postfix_str(name)
         extra = list(overrides)
         if needs_baseline(recipe / "hparams" / yaml):
             extra.append(f"--init_from={out / Path(BASELINE).stem}")
         start = time.time()
         results, status = run_strategy(recipe, yaml, out / name, extra, threads)
-        rows.append(row_for(name, results, status))
-        tqdm.write(f"{name}: {status}, WER test-clean {rows[-1]['wer_test_clean']} "
+        row = row_for(name, results, status)
+        progress.update()
+        tqdm.write(f"{name}: {status}, WER test-clean {row['wer_test_clean']} "
                    f"({(time.time() - start) / 60:.1f} min)")
+        return row
+
+    rows = {}
+    rest = list(yamls)
+    if rest and rest[0] == BASELINE:
+        rows[BASELINE] = one(rest.pop(0))
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        rows.update(zip(rest, pool.map(one, rest)))
+    progress.close()
+    rows = [rows[y] for y in yamls]
     write_tables(rows, out)
     plot(rows, out / "wer_vs_flops.png")
     plot(rows, out / "wer_vs_sparsity.png", x="sparsity", xlabel="sparsity", scale=1.0)
@@ -166,7 +181,9 @@ def main(argv=None):
     parser.add_argument("yamls", nargs="*", help="hparams files (names or paths)")
     parser.add_argument("--all", action="store_true", help="every yaml in <recipe>/hparams")
     parser.add_argument("--out", type=Path, default=Path("results") / "compare")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per run (default: all, or the cores shared by --jobs)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
     args = parser.parse_args(argv)
     if not (args.recipe / "train.py").is_file():
         parser.error(f"{args.recipe} has no train.py")
@@ -177,7 +194,7 @@ def main(argv=None):
     missing = [y for y in yamls if not (args.recipe / "hparams" / Path(y).name).is_file()]
     if missing:
         parser.error(f"not in {args.recipe / 'hparams'}: {missing}")
-    rows = compare(args.recipe, yamls, args.out, overrides, args.threads)
+    rows = compare(args.recipe, yamls, args.out, overrides, args.threads, args.jobs)
     print(markdown_table(rows))
     print(f"tables and plots in {args.out}")
     return 0 if all(r["status"].startswith("ok") for r in rows) else 1

@@ -35,7 +35,7 @@ def test_two_strategies_then_reuse_and_a_failure(tiny_corpus, tmp_path):
     broken = (RECIPE / "hparams" / "weight_ft.yaml").read_text().replace(
         "ssl: !apply:s3brain.backbone.load_ssl", "ssl: !apply:s3brain.backbone.no_such_function")
     (recipe / "hparams" / "broken.yaml").write_text(broken)
-    code = compare.main([str(recipe), "--all", "--out", str(out), "--", *TINY])
+    code = compare.main([str(recipe), "--all", "--out", str(out), "--jobs", "2", "--", *TINY])
     assert code == 1
     with open(out / "comparison.csv") as f:
         table = {t["name"]: t for t in csv.DictReader(f)}
