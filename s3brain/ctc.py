@@ -8,7 +8,8 @@ uses from here:
   backbone and the head; backbone held fixed for ``ssl_frozen_steps``; pruning hooks; greedy and
   KenLM decoding; error rates by words and characters, or by phonemes);
 - ``start_experiment`` and ``fit``: command line, yaml, experiment folder, training;
-- ``setup_strategy``: the yaml's strategy keys (``init_from``, ``masks``, ``pruning``);
+- ``setup_strategy``: the yaml's strategy keys (``init_from``, ``masks``, ``pruning``, the
+  distillation teacher of ``distill_weight``);
 - ``usable_utterances``: rows CTC can learn from;
 - ``evaluate_and_report``: test every split, measure the cost, write ``results.json``.
 """
@@ -33,6 +34,7 @@ from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
 from s3brain.mask_bank import save_mask
 from s3brain.masks import add_masks, fold, weight_sparsity
 from s3brain.results import update_results
+from s3brain.salad import block_outputs, encode_with_dropping, pack_kept, uniform_keep
 from s3brain.structured import shrink
 
 logger = logging.getLogger(__name__)
@@ -55,15 +57,29 @@ class CTCFineTuning(sb.Brain):
         """The early-exit heads (one per block but the last), or None."""
         return self.modules["exit_heads"] if "exit_heads" in self.modules else None
 
+    @property
+    def token_dropping(self):
+        """The ``s3brain.salad.TokenDropping`` module (SALAD, uniform or random skip), or None."""
+        return self.modules["token_dropping"] if "token_dropping" in self.modules else None
+
+    def distilling(self, stage):
+        return stage == sb.Stage.TRAIN and getattr(self.hparams, "distill_weight", 0) > 0
+
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         downsampler = self.modules["downsampler"] if "downsampler" in self.modules else None
-        if stage == sb.Stage.TRAIN and self.ssl_frozen():
-            with torch.no_grad():
+        self.kept = self.student_hiddens = None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not (
+                stage == sb.Stage.TRAIN and self.ssl_frozen())):
+            if self.token_dropping is not None:
+                # Frames dropped between the CNN and the transformer: shorter outputs, new lengths
+                ssl = getattr(self.modules.ssl, "module", self.modules.ssl)
+                feats, wav_lens, self.kept, *blocks = encode_with_dropping(
+                    ssl, wavs, wav_lens, self.token_dropping, blocks=self.distilling(stage))
+                self.student_hiddens = blocks[0] if blocks else None
+            else:
                 feats = encode(self.modules.ssl, wavs, wav_lens, downsampler)
-        else:
-            feats = encode(self.modules.ssl, wavs, wav_lens, downsampler)
         exits = None
         if self.exit_heads is not None:  # the backbone returns every block's output
             hiddens, feats = feats, feats[-1]
@@ -88,6 +104,8 @@ class CTCFineTuning(sb.Brain):
         p_ctc, wav_lens, exits = predictions
         tokens, tokens_lens = batch.tokens
         loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
+        if self.distilling(stage):
+            loss = loss + self.hparams.distill_weight * self.distillation_loss(batch)
         if exits:
             exit_loss = sum(self.hparams.ctc_cost(e, tokens, wav_lens, tokens_lens)
                             for e in exits) / len(exits)
@@ -110,6 +128,30 @@ class CTCFineTuning(sb.Brain):
                 predicted = [self.lm_decoder.decode(lp[:n]) for lp, n in zip(log_probs, frames)]
                 self.lm_metric.append(batch.id, predicted, target)
         return loss
+
+    def distillation_loss(self, batch):
+        """Layer-wise MSE between the student's blocks and the teacher's on the frames the
+        student kept (S6-DAMON, Eq. 2); the teacher sees the whole utterance."""
+        wavs, wav_lens = batch.sig
+        teacher = self.hparams.teacher
+        with torch.no_grad():
+            if teacher.normalize_wav:
+                wavs = torch.nn.functional.layer_norm(wavs, wavs.shape[1:])
+            samples = (wav_lens * wavs.shape[1]).round().long()
+            mask = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < samples[:, None]
+            with block_outputs(teacher.model) as hiddens:
+                teacher.model(wavs, attention_mask=mask.long())
+        student = self.student_hiddens
+        if student is None or len(student) != len(hiddens):
+            raise ValueError("distillation needs token dropping and as many blocks as the teacher")
+        lengths = self.kept.sum(1)
+        valid = (torch.arange(student[0].shape[1], device=wavs.device)[None, :]
+                 < lengths[:, None]).unsqueeze(-1)
+        loss = 0.0
+        for t_hidden, s_hidden in zip(hiddens, student):  # every block's output
+            t_kept, _ = pack_kept(t_hidden, self.kept)
+            loss = loss + ((s_hidden - t_kept) ** 2 * valid).sum() / (valid.sum() * s_hidden.shape[-1])
+        return loss / len(hiddens)
 
     @torch.no_grad()
     def early_exit_decode(self, batch):
@@ -176,6 +218,8 @@ class CTCFineTuning(sb.Brain):
     def on_fit_start(self):
         super().on_fit_start()
         self.hparams.run_state.start_timer()
+        if getattr(self.hparams, "teacher", None) is not None:
+            self.hparams.teacher.to(self.device).eval()
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
         if should_step and self.pruning is not None:
@@ -187,6 +231,8 @@ class CTCFineTuning(sb.Brain):
             self.cer_metric = self.hparams.cer_computer()
             self.lm_metric = self.hparams.error_rate_computer()
             self.exit_blocks, self.exit_seconds, self.exit_audio_seconds = [], 0.0, 0.0
+            if self.token_dropping is not None:
+                self.token_dropping.reset_counts()
             if self.pruning is not None:
                 self.pruning.before_eval(self.modules.ssl)
 
@@ -202,6 +248,8 @@ class CTCFineTuning(sb.Brain):
         if self.exit_blocks:
             stats["exit_block"] = sum(self.exit_blocks) / len(self.exit_blocks)
             stats["exit_rtf"] = self.exit_seconds / self.exit_audio_seconds
+        if self.token_dropping is not None:
+            stats["kept_share"] = round(self.token_dropping.kept_share, 4)
         if stage == sb.Stage.VALID:
             old_lr, new_lr = self.hparams.lr_annealing_model(stats["loss"])
             sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr)
@@ -361,6 +409,14 @@ def setup_strategy(hparams, key="WER"):
         names = add_masks(ssl, seed=hparams["seed"], **hparams["masks"])
         logger.info("Learned masks on %d layers (%s), backbone weights frozen", len(names),
                     hparams["masks"])
+    if hparams.get("distill_weight", 0) > 0:
+        # The teacher of the layer-wise distillation: a frozen copy of the backbone with the
+        # weights of a fine-tuned run, taken before any mask or pruning is set up.
+        if not hparams.get("teacher_from"):
+            raise ValueError("distill_weight > 0 needs teacher_from=<a weight fine-tuning run>")
+        teacher = copy.deepcopy(ssl)
+        load_finetuned(hparams["teacher_from"], {"ssl": teacher}, key)
+        hparams["teacher"] = teacher.requires_grad_(False).eval()
     if hparams.get("pruning"):
         hparams["pruning"].setup(ssl)
     if hparams.get("exit_training") == "two_step":
@@ -397,8 +453,20 @@ def cost_report(brain, hparams):
     hf = ssl.model
 
     downsampler = hparams.get("downsampler")
+    dropper = hparams.get("token_dropping")
+    if dropper is not None:
+        # Token dropping: the transformer runs on the share of frames kept on the first test
+        # split (FLOPs and time do not depend on which frames); the detector's cost counts.
+        kept_share = hparams["kept_share"]
+
+        def cost_keep(features, lengths):
+            if dropper.detector is not None:
+                dropper.detector(features)
+            return uniform_keep(lengths, features.shape[1], 1.0 - kept_share)
 
     def forward(wav):
+        if dropper is not None:
+            return ctc_lin(head(encode_with_dropping(ssl, wav, None, cost_keep)[0]))
         feats = encode(ssl, wav, None, downsampler)
         return ctc_lin(head(feats[-1] if feats.dim() == 4 else feats))  # all blocks' outputs
 
@@ -423,6 +491,8 @@ def cost_report(brain, hparams):
         return ctc_lin(head(feats))
 
     try:  # the paper's deployment path; a failed export must not lose the run's results
+        if dropper is not None:
+            raise NotImplementedError("the export of token dropping is not written yet")
         onnx_ms, difference = onnx_latency_ms(deployed, [hf, head, ctc_lin, *extra], wav,
                                               repeats=hparams["cost_repeats"],
                                               threads=hparams["cost_threads"])
@@ -461,6 +531,9 @@ def evaluate_and_report(brain, hparams, tests, results):
         if "exit_block" in brain.test_stats:
             results[f"mean_exit_block_{tag}"] = round(brain.test_stats["exit_block"], 3)
             results[f"exit_rtf_{tag}"] = round(brain.test_stats["exit_rtf"], 5)
+        if "kept_share" in brain.test_stats:  # token dropping: share of frames kept
+            results[f"kept_share_{tag}"] = brain.test_stats["kept_share"]
+            hparams.setdefault("kept_share", brain.test_stats["kept_share"])
     if not if_main_process():
         return results
     results.update(cost_report(brain, hparams))

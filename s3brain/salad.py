@@ -24,6 +24,8 @@ Example
 ([[0.0, 2.0, 3.0, 5.0]], [4])
 """
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -40,6 +42,8 @@ class SaladDetector(nn.Module):
 
     def __init__(self, in_channels, channels=128, layers=4, kernel=3):
         super().__init__()
+        self.config = {"in_channels": in_channels, "channels": channels, "layers": layers,
+                       "kernel": kernel}
         blocks, width = [], in_channels
         for _ in range(layers - 1):
             blocks += [nn.Conv1d(width, channels, kernel, padding=kernel // 2), nn.GELU()]
@@ -125,7 +129,7 @@ def random_keep(lengths, frames, drop_share, generator=None):
     return keep
 
 
-def forward_with_dropping(model, wav, wav_lengths, keep_fn):
+def forward_with_dropping(model, wav, wav_lengths, keep_fn, output_hidden_states=False):
     """Forward of a wav2vec2-family model that drops CNN frames before the transformer.
 
     Parameters
@@ -133,21 +137,139 @@ def forward_with_dropping(model, wav, wav_lengths, keep_fn):
     model : transformers model (``feature_extractor``, ``feature_projection``, ``encoder``)
     wav : [batch, samples]; wav_lengths : samples per utterance (LongTensor)
     keep_fn : callable ``(cnn_features [B, T, C], frame_lengths [B]) -> keep [B, T] bool``
+    output_hidden_states : also return every transformer block's output (a list)
 
     Returns
     -------
-    ``(hidden [B, T', D], lengths [B], keep [B, T])``, T' the longest kept length; SpecAugment
-    masking applies in training as in the model's own forward.
+    ``(hidden [B, T', D], lengths [B], keep [B, T])``, T' the longest kept length, and with
+    ``output_hidden_states`` a fourth item, the blocks' outputs; SpecAugment masking
+    applies in training as in the model's own forward.
     """
     features = model.feature_extractor(wav).transpose(1, 2)
     frames = model._get_feat_extract_output_lengths(wav_lengths).long()
     frames = frames.clamp(max=features.shape[1])
     keep = keep_fn(features, frames)
     keep = keep & (torch.arange(features.shape[1], device=keep.device)[None, :] < frames[:, None])
+    empty = (keep.sum(1) == 0) & (frames > 0)
+    keep[empty, 0] = True  # an utterance keeps at least one frame
     features, lengths = pack_kept(features, keep)
     hidden = model.feature_projection(features)
     hidden = hidden[0] if isinstance(hidden, tuple) else hidden
     mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
     hidden = model._mask_hidden_states(hidden, attention_mask=mask)
-    out = model.encoder(hidden, attention_mask=mask)
+    with block_outputs(model) as blocks:
+        out = model.encoder(hidden, attention_mask=mask)
+    if output_hidden_states:
+        return out.last_hidden_state, lengths, keep, blocks
     return out.last_hidden_state, lengths, keep
+
+
+@contextlib.contextmanager
+def block_outputs(model):
+    """Collect the output of every transformer block of ``model`` while the context is open."""
+    outputs = []
+
+    def hook(module, args, output):
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [layer.register_forward_hook(hook) for layer in model.encoder.layers]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class TokenDropping(nn.Module):
+    """Which CNN frames of a batch reach the transformer, as a module of a recipe.
+
+    ``method``: ``"salad"`` drops the ``skip_ratio`` share of the frames the (frozen) ``detector``
+    calls non-salient, most confident first; ``"uniform"`` and ``"random"`` drop ``drop_share`` of
+    every utterance's frames, evenly spaced or at random (the skip baselines). The module counts
+    the frames it keeps (``kept_share``) so that a run can report its measured saving.
+    """
+
+    METHODS = ("salad", "uniform", "random")
+
+    def __init__(self, method="salad", skip_ratio=0.6, drop_share=0.0, detector=None, seed=0):
+        super().__init__()
+        if method not in self.METHODS:
+            raise ValueError(f"token dropping method {method!r}: use one of {self.METHODS}")
+        if method == "salad" and detector is None:
+            raise ValueError("token dropping with SALAD needs a detector (salad_detector)")
+        if not 0.0 <= (skip_ratio if method == "salad" else drop_share) <= 1.0:
+            raise ValueError("skip_ratio and drop_share are shares between 0 and 1")
+        self.method, self.skip_ratio, self.drop_share = method, skip_ratio, drop_share
+        self.detector = detector
+        if detector is not None:
+            detector.requires_grad_(False)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.reset_counts()
+
+    def reset_counts(self):
+        self.frames_kept, self.frames_total = 0, 0
+
+    @property
+    def kept_share(self):
+        return self.frames_kept / max(self.frames_total, 1)
+
+    def train(self, mode=True):  # the detector is frozen: it stays in eval mode
+        super().train(mode)
+        if self.detector is not None:
+            self.detector.eval()
+        return self
+
+    def forward(self, features, lengths):
+        frames = features.shape[1]
+        if self.method == "salad":
+            with torch.no_grad():
+                prob = torch.sigmoid(self.detector(features))
+            keep = keep_mask(prob, lengths, self.skip_ratio)
+        elif self.method == "uniform":
+            keep = uniform_keep(lengths.cpu(), frames, self.drop_share).to(features.device)
+        else:
+            keep = random_keep(lengths.cpu(), frames, self.drop_share,
+                               self.generator).to(features.device)
+        self.frames_kept += int(keep.sum())
+        self.frames_total += int(lengths.sum())
+        return keep
+
+
+def encode_with_dropping(ssl, wavs, wav_lens, dropper, blocks=False):
+    """SpeechBrain's ``Wav2Vec2`` lobe forward (``ssl``) with ``dropper`` between its CNN and
+    its transformer: ``(features, relative lengths, keep)``, the features those the lobe gives
+    (with its ``output_norm``) for the kept frames only; with ``blocks`` a fourth item, every
+    transformer block's output."""
+    samples = (wav_lens * wavs.shape[1]).round().long() if wav_lens is not None \
+        else torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
+    if ssl.normalize_wav:
+        wavs = nn.functional.layer_norm(wavs, wavs.shape[1:])
+    out = forward_with_dropping(ssl.model, wavs, samples.to(wavs.device), dropper,
+                                output_hidden_states=blocks)
+    hidden, lengths, keep = out[:3]
+    if ssl.output_norm:
+        hidden = nn.functional.layer_norm(hidden, hidden.shape[1:])  # over time and channels
+    return (hidden, lengths.float() / lengths.max().clamp(min=1), keep, *out[3:])
+
+
+def save_detector(path, detector, **info):
+    """A trained detector with its shape (and any ``info``: teacher, stats), for ``load_detector``."""
+    torch.save({"config": detector.config, "state_dict": detector.state_dict(), "info": info}, path)
+
+
+def load_detector(path):
+    """The ``SaladDetector`` saved by ``save_detector`` (a file, or a folder holding
+    ``salad_detector.pt``), in eval mode."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "salad_detector.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no SALAD detector at {path}: train one first (python recipes/LibriSpeech/"
+            f"train_salad.py hparams/salad/detector.yaml) or give --salad_detector=<its folder>")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    detector = SaladDetector(**saved["config"])
+    detector.load_state_dict(saved["state_dict"])
+    return detector.eval()

@@ -45,12 +45,28 @@ def finetuned_folder(tiny_corpus, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def salad_detector_folder(finetuned_folder, tmp_path_factory):
+    """A SALAD detector trained (briefly) with the fine-tuned run as its teacher."""
+    out = tmp_path_factory.mktemp("salad_detector")
+    proc = run_recipe(str(RECIPE / "hparams" / "salad" / "detector.yaml"), "--synthetic_size=tiny",
+                      "--number_of_epochs=2", f"--teacher_from={finetuned_folder}",
+                      f"--output_folder={out}", script=RECIPE / "train_salad.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
 @pytest.mark.parametrize("row", [r for _, r in _rows()], ids=lambda r: r["Hparam_file"])
 def test_row_runs_in_debug_mode(row, tmp_path, request):
     flags = [f for f in shlex.split(row["test_debug_flags"]) if not f.startswith("--output_folder")]
-    if any(f.startswith("--init_from=") for f in flags):
-        finetuned = request.getfixturevalue("finetuned_folder")
-        flags = [f"--init_from={finetuned}" if f.startswith("--init_from=") else f for f in flags]
+    # Rows that start from earlier runs get this session's: a fine-tuned model (init_from, the
+    # teacher of SALAD) and a SALAD detector.
+    needs = {"--init_from=": "finetuned_folder", "--teacher_from=": "finetuned_folder",
+             "--salad_detector=": "salad_detector_folder"}
+    for prefix, fixture in needs.items():
+        if any(f.startswith(prefix) for f in flags):
+            folder = request.getfixturevalue(fixture)
+            flags = [f"{prefix}{folder}" if f.startswith(prefix) else f for f in flags]
     out = tmp_path / "out"
     hparams = str(REPO / row["Hparam_file"])
     proc = run_recipe(hparams, "--debug", *flags, f"--output_folder={out}",

@@ -111,3 +111,82 @@ def test_forward_with_dropping_gives_the_kept_lengths():
     assert frames.tolist() == keep.sum(1).tolist()
     assert all(abs(int(k) - int(f) / 2) <= 1 for k, f in zip(frames, full))
     assert hidden.shape[1] == int(frames.max())
+
+
+def test_block_outputs_are_the_models_hidden_states():
+    model = _small_model()
+    wav = torch.randn(1, 3200)
+    with torch.no_grad(), salad.block_outputs(model) as blocks:
+        out = model(wav, output_hidden_states=True)
+    assert len(blocks) == model.config.num_hidden_layers
+    # stable layer norm: the last hidden state is the final layer norm of the last block
+    for mine, theirs in zip(blocks[:-1], out.hidden_states[1:-1]):
+        assert torch.allclose(mine, theirs, atol=1e-6)
+    assert torch.allclose(model.encoder.layer_norm(blocks[-1]), out.last_hidden_state, atol=1e-5)
+
+
+def test_lobe_forward_with_dropping_matches_the_lobe(tmp_path):
+    """Keeping every frame, the recipe's path through the dropper gives what SpeechBrain's
+    Wav2Vec2 lobe gives, on the valid frames of a padded batch, lengths included."""
+    from s3brain.backbone import default_backbone, load_ssl
+
+    ssl = load_ssl(default_backbone(), tmp_path / "ssl", freeze=True).eval()
+    wavs = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    wav_lens = torch.tensor([1.0, 0.6])
+    wavs[1, 9600:] = 0
+    keep_all = salad.TokenDropping("uniform", drop_share=0.0)
+    with torch.no_grad():
+        feats, rel, keep, blocks = salad.encode_with_dropping(ssl, wavs, wav_lens, keep_all,
+                                                              blocks=True)
+        reference = ssl(wavs, wav_lens)
+    frames = ssl.model._get_feat_extract_output_lengths(torch.tensor([16000, 9600]))
+    assert keep.sum(1).tolist() == frames.tolist()
+    assert rel.tolist() == pytest.approx((frames / frames.max()).tolist())
+    assert len(blocks) == ssl.model.config.num_hidden_layers
+    for b, n in enumerate(frames.tolist()):
+        assert torch.allclose(feats[b, :n], reference[b, :n], atol=1e-4)
+    assert keep_all.kept_share == 1.0
+
+
+def test_token_dropping_modules_count_and_choose_frames():
+    lengths = torch.tensor([30, 18])
+    features = torch.randn(2, 30, 8)
+    uniform = salad.TokenDropping("uniform", drop_share=0.5)
+    keep = uniform(features, lengths)
+    assert keep.sum(1).tolist() == [15, 9]
+    assert uniform.kept_share == pytest.approx(24 / 48)
+    uniform.reset_counts()
+    assert uniform.kept_share == 0.0
+    # SALAD: frames the detector calls salient always stay
+    detector = salad.SaladDetector(8, channels=4)
+    dropper = salad.TokenDropping("salad", skip_ratio=1.0, detector=detector)
+    keep = dropper(features, lengths)
+    with torch.no_grad():
+        salient = torch.sigmoid(detector(features)) >= 0.5
+    for b, n in enumerate(lengths.tolist()):
+        assert keep[b, :n].tolist() == salient[b, :n].tolist()  # skip_ratio 1: every NAT goes
+    assert not any(p.requires_grad for p in detector.parameters())
+    with pytest.raises(ValueError, match="detector"):
+        salad.TokenDropping("salad")
+    with pytest.raises(ValueError, match="method"):
+        salad.TokenDropping("adaptive")
+
+
+def test_detector_save_load_round_trip(tmp_path):
+    detector = salad.SaladDetector(16, channels=8, layers=3).eval()
+    salad.save_detector(tmp_path / "salad_detector.pt", detector, alpha=10.0)
+    loaded = salad.load_detector(tmp_path)  # the folder is enough
+    x = torch.randn(2, 11, 16)
+    assert torch.equal(loaded(x), detector(x))
+    with pytest.raises(FileNotFoundError, match="train_salad.py"):
+        salad.load_detector(tmp_path / "elsewhere")
+
+
+def test_an_utterance_keeps_at_least_one_frame():
+    model = _small_model()
+    with torch.no_grad():
+        hidden, frames, keep = salad.forward_with_dropping(
+            model, torch.randn(2, 3200), torch.tensor([3200, 1600]),
+            lambda f, n: torch.zeros(f.shape[:2], dtype=torch.bool))
+    assert frames.tolist() == [1, 1] and keep.sum().item() == 2
+    assert torch.isfinite(hidden).all()

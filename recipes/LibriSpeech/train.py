@@ -75,7 +75,10 @@ def dataio_prepare(hparams, manifests, label_encoder):
             data = data.filtered_sorted(sort_key="duration", reverse=sort == "descending")
         return data
 
-    train = dataset(load([manifests["train"]]), hparams["sorting"])
+    # train_extra_csvs: more manifests to learn from, e.g. a teacher's pseudo labels of the
+    # untranscribed pool (train_salad.py writes them), for semi-supervised fine-tuning
+    train = dataset(load([manifests["train"], *(hparams.get("train_extra_csvs") or [])]),
+                    hparams["sorting"])
     if hparams["sorting"] == "random":
         hparams["train_dataloader_opts"]["shuffle"] = True
     valid = dataset(load([manifests[s] for s in hparams["dev_splits"]]))
