@@ -7,7 +7,12 @@ script measures, in one run with a fixed thread count, FLOPs (torch's flop count
 latency (median of repeats) of the transformer encoder on 10 s of audio, and of the whole model.
 Target: transformer speed-up >= 0.9 x the FLOPs reduction.
 
+With ``--kept-share`` (the share of CNN frames SALAD lets through, ``kept_share_test_clean`` of an
+S6-DAMON run) each sparsity also gets its S6-DAMON row: the shrunk model run on that share of the
+frames, the SALAD detector's own cost included in the whole-model figures.
+
     ./s3env python benchmarks/safari_speedup.py
+    ./s3env python benchmarks/safari_speedup.py --sparsities 0.3 --kept-share 0.7
     ./s3env python benchmarks/safari_speedup.py --model tiny --sparsities 0.2 0.5 --threads 2
 """
 
@@ -19,6 +24,7 @@ from transformers import AutoModel, Wav2Vec2Config
 
 from s3brain.backbone import default_backbone
 from s3brain.efficiency import count_flops, median_latency_ms
+from s3brain.salad import SaladDetector, forward_with_dropping, uniform_keep
 from s3brain.structured import Safari, shrink
 
 
@@ -29,6 +35,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--kept-share", type=float, default=None,
+                        help="also S6-DAMON: SAFARI plus SALAD keeping this share of the frames")
     args = parser.parse_args()
     torch.manual_seed(0)
     dense = (AutoModel.from_config(Wav2Vec2Config()) if args.model == "base"
@@ -37,9 +45,23 @@ def main():
     with torch.no_grad():
         features = dense.feature_projection(dense.feature_extractor(wav).transpose(1, 2))[0]
 
-    def measure(model):
+    # A detector the paper's size for base (4 layers, about 0.3 M parameters over 512 channels)
+    detector = SaladDetector(dense.config.conv_dim[-1],
+                             channels=128 if args.model == "base" else 64).eval()
+
+    def measure(model, kept=None):
         encoder = lambda: model.encoder(features)  # noqa: E731
         whole = lambda: model(wav)  # noqa: E731
+        if kept is not None:  # fewer frames; which ones does not change the cost
+            short = features[:, : round(kept * features.shape[1])]
+            encoder = lambda: model.encoder(short)  # noqa: E731
+
+            def keep(cnn, lengths):
+                detector(cnn)
+                return uniform_keep(lengths, cnn.shape[1], 1.0 - kept)
+
+            whole = lambda: forward_with_dropping(  # noqa: E731
+                model, wav, torch.tensor([wav.shape[1]]), keep)
         with torch.no_grad():
             return (count_flops(encoder), median_latency_ms(encoder, repeats=args.repeats,
                                                             threads=args.threads),
@@ -52,14 +74,17 @@ def main():
         Safari(sp).setup(model)
         shrink(model)
         rows.append((f"SAFARI sp {sp:g}", *measure(model.eval())))
+        if args.kept_share is not None:
+            rows.append((f"S6-DAMON sp {sp:g}", *measure(model, args.kept_share)))
     d_flops, d_ms = rows[0][1], rows[0][2]
     print(f"{args.model} model, {args.seconds:g} s of audio, {args.threads} thread(s), "
-          f"median of {args.repeats}")
-    print(f"{'':16s} {'enc GFLOPs':>10s} {'enc ms':>8s} {'FLOPs red.':>10s} {'speed-up':>9s} "
+          f"median of {args.repeats}" + (f"; S6-DAMON keeps {args.kept_share:.1%} of the frames"
+                                         if args.kept_share is not None else ""))
+    print(f"{'':18s} {'enc GFLOPs':>10s} {'enc ms':>8s} {'FLOPs red.':>10s} {'speed-up':>9s} "
           f"{'ratio':>6s} {'all GFLOPs':>10s} {'all ms':>8s}")
     for name, flops, ms, all_flops, all_ms in rows:
         reduction, speedup = d_flops / flops, d_ms / ms
-        print(f"{name:16s} {flops / 1e9:10.2f} {ms:8.1f} {reduction:9.2f}x {speedup:8.2f}x "
+        print(f"{name:18s} {flops / 1e9:10.2f} {ms:8.1f} {reduction:9.2f}x {speedup:8.2f}x "
               f"{speedup / reduction:6.2f} {all_flops / 1e9:10.2f} {all_ms:8.1f}")
 
 

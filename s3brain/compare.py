@@ -33,7 +33,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-COLUMNS = ["name", "status", "strategy", "train_split", "sparsity", "wer_test_clean",
+COLUMNS = ["name", "status", "strategy", "train_split", "sparsity", "kept_share_test_clean",
+           "wer_test_clean",
            "wer_test_other", "wer_test_clean_lm", "wer_test_other_lm", "params_total",
            "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "onnx_latency_ms_10s",
            "peak_memory_mb_10s", "storage_bytes_per_task", "train_seconds"]

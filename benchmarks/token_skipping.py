@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Token skipping at matched FLOPs (the S6-DAMON paper's Tab. 5) on the LibriSpeech recipe:
+SALAD at each NAT skip ratio, then uniform and random skip dropping the same share of frames
+SALAD dropped on test-clean, and the S6-DAMON point (SALAD + SAFARI); one Markdown table.
+
+Every run is the recipe itself in its own folder under ``--out``; finished runs are reused. The
+SALAD detector (``train_salad.py``) and the weight fine-tuning run (the dense reference, and the
+start of S6-DAMON) must exist.
+
+    ./s3env python benchmarks/token_skipping.py --dense results/weight_ft/1986
+    ./s3env python benchmarks/token_skipping.py --levels 0.8 --no-s6damon --jobs 1   # one lane
+    ./s3env python benchmarks/token_skipping.py --report-only
+"""
+
+import argparse
+import concurrent.futures
+import json
+from pathlib import Path
+
+from s3brain.compare import finished_results, run_strategy
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "LibriSpeech"
+
+
+def run(yaml, folder, overrides):
+    results, status = run_strategy(RECIPE, yaml, folder,
+                                   [f"--{k}={v}" for k, v in overrides.items()], threads=1,
+                                   log_name="skipping.log")
+    print(f"{folder.name}: {status}", flush=True)
+    return results
+
+
+def matched_baselines(args, level, salad):
+    """Uniform and random skip dropping the share of frames SALAD dropped on test-clean."""
+    drop = round(1.0 - salad["kept_share_test_clean"], 4)
+    common = {"drop_share": drop, **args.common}
+    return [("skip_uniform.yaml", args.out / f"skip_uniform_{level}", common),
+            ("skip_random.yaml", args.out / f"skip_random_{level}", common)]
+
+
+def run_all(args):
+    salad_jobs = {level: ("salad.yaml", args.out / f"salad_{level}",
+                          {"skip_ratio": level, "salad_detector": args.detector, **args.common})
+                  for level in args.levels}
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {pool.submit(run, *job): ("salad", level) for level, job in salad_jobs.items()}
+        if args.s6damon:
+            futures[pool.submit(run, "s6damon.yaml", args.out / "s6damon", {
+                "sparsity": args.s6damon_sparsity, "skip_ratio": args.s6damon_skip_ratio,
+                "init_from": args.dense, "salad_detector": args.detector, **args.common})] = \
+                ("s6damon", None)
+        pending = set(futures)
+        while pending:
+            done, pending = concurrent.futures.wait(pending,
+                                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                kind, level = futures[future]
+                if kind == "salad" and future.result():
+                    for job in matched_baselines(args, level, future.result()):
+                        new = pool.submit(run, *job)
+                        futures[new] = ("baseline", level)
+                        pending.add(new)
+
+
+def report(args):
+    dense = finished_results(args.dense)
+    if dense is None:
+        print(f"no finished dense run in {args.dense}")
+        return
+    rows = [("weight fine-tuning (dense)", "", dense)]
+    for path in sorted(args.out.glob("*/results.json")):
+        results = finished_results(path.parent)
+        if results:
+            rows.append((results["strategy"], path.parent.name.rsplit("_", 1)[-1]
+                         if results["strategy"] != "s6damon" else
+                         f"sp {results['sparsity']:g}", results))
+    order = {"weight fine-tuning (dense)": 0, "salad": 1, "skip_uniform": 2, "skip_random": 3,
+             "s6damon": 4}
+    rows.sort(key=lambda r: (order.get(r[0], 9), r[1]))
+    lines = ["| method | level | frames kept (test-clean) | GFLOPs / 10 s | FLOPs saving | "
+             "WER test-clean / test-other | with 4-gram LM |", "|---" * 7 + "|"]
+    for name, level, r in rows:
+        kept = r.get("kept_share_test_clean")
+        saving = 1.0 - r["flops_10s"] / dense["flops_10s"]
+        lines.append(f"| {name} | {level} | {'' if kept is None else f'{kept:.1%}'} | "
+                     f"{r['flops_10s'] / 1e9:.2f} | {saving:.1%} | {r['wer_test_clean']} / "
+                     f"{r['wer_test_other']} | {r['wer_test_clean_lm']} / "
+                     f"{r['wer_test_other_lm']} |")
+    table = "\n".join(lines)
+    (args.out / "token_skipping.md").write_text(table + "\n")
+    (args.out / "token_skipping.json").write_text(json.dumps(
+        [{"method": n, "level": lvl, **{k: r.get(k) for k in (
+            "kept_share_test_clean", "flops_10s", "wer_test_clean", "wer_test_other",
+            "wer_test_clean_lm", "wer_test_other_lm", "sparsity")}} for n, lvl, r in rows],
+        indent=2) + "\n")
+    print(table)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "token_skipping")
+    parser.add_argument("--dense", type=Path, default=REPO / "results" / "weight_ft" / "1986",
+                        help="the weight fine-tuning run (teacher, dense reference)")
+    parser.add_argument("--detector", type=Path,
+                        default=REPO / "results" / "salad_detector" / "1986")
+    parser.add_argument("--levels", nargs="*", default=["0.6", "0.8"],
+                        help="SALAD skip ratios of the detected non-salient frames")
+    parser.add_argument("--no-s6damon", dest="s6damon", action="store_false")
+    parser.add_argument("--s6damon-sparsity", default="0.3")
+    parser.add_argument("--s6damon-skip-ratio", default="0.6")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an hparams override for every run")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.common = dict(item.split("=", 1) for item in args.set)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        run_all(args)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
