@@ -173,12 +173,14 @@ def synthesize(job, root):
     """
     voice = f"{job['lang']}+{job['voice']}"
     speak = ["espeak-ng", "-v", voice, "-s", str(job["speed"]), "-p", str(job["pitch"]),
-             "-g", str(job["gap"]), "--stdout", job["text"]]
+             "-g", str(job["gap"]), "-a", str(job.get("amplitude", 100)), "--stdout", job["text"]]
     resample = ["sox", "-t", "wav", "-", "-t", "wav", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-"]
     tts = subprocess.run(speak, capture_output=True, check=True)
     wav = subprocess.run(resample, input=tts.stdout, capture_output=True, check=True)
     audio, rate = sf.read(io.BytesIO(wav.stdout), dtype="int16")
     audio = _trim_silence(audio)
+    if job.get("pad_to"):  # fixed-length clips (Speech Commands: 1 s), centred
+        audio = _fit_length(audio, int(job["pad_to"] * rate))
     out = Path(root) / job["path"]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".part" + out.suffix)
@@ -188,6 +190,17 @@ def synthesize(job, root):
     return len(audio) / rate, phonemes
 
 
+
+
+def _fit_length(audio, samples):
+    """Centre ``audio`` in ``samples`` samples of silence, or cut its middle ``samples``."""
+    if len(audio) >= samples:
+        start = (len(audio) - samples) // 2
+        return audio[start:start + samples]
+    out = np.zeros(samples, dtype=audio.dtype)
+    start = (samples - len(audio)) // 2
+    out[start:start + len(audio)] = audio
+    return out
 
 
 def _trim_silence(audio, keep=1600):
