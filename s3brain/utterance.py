@@ -91,6 +91,24 @@ def slot_f1(predicted, truth, none="none"):
     return round(2 * precision * recall / (precision + recall), 4)
 
 
+def classification_metrics(predictions, truth, targets, slot_targets=(), encoders=None):
+    """Accuracy of all ``targets`` at once (%), per target when there are several, and slot F1
+    (%) over ``slot_targets`` (class indices decoded with ``encoders``)."""
+    n = len(truth[targets[0]])
+    correct = [all(predictions[t][i] == truth[t][i] for t in targets) for i in range(n)]
+    stats = {"accuracy": 100.0 * sum(correct) / max(n, 1)}
+    if len(targets) > 1:
+        for t in targets:
+            stats[f"{t}_accuracy"] = 100.0 * sum(
+                p == g for p, g in zip(predictions[t], truth[t])) / max(n, 1)
+    if slot_targets:
+        decode = {t: encoders[t].ind2lab for t in slot_targets}
+        pred = [{t: decode[t][predictions[t][i]] for t in slot_targets} for i in range(n)]
+        gold = [{t: decode[t][truth[t][i]] for t in slot_targets} for i in range(n)]
+        stats["slot_f1"] = 100.0 * slot_f1(pred, gold)
+    return stats
+
+
 class UtteranceClassification(BackboneFineTuning):
     """Backbone (every hidden layer) -> ``UtteranceHead`` -> cross entropy per target.
 
@@ -123,21 +141,9 @@ class UtteranceClassification(BackboneFineTuning):
         self.truth = {t: [] for t in self.targets}
 
     def stage_metrics(self):
-        """Accuracy per target and of all targets together (%), slot F1 (%) if any slots."""
-        n = len(self.truth[self.targets[0]])
-        correct = [all(self.predictions[t][i] == self.truth[t][i] for t in self.targets)
-                   for i in range(n)]
-        stats = {"accuracy": 100.0 * sum(correct) / max(n, 1)}
-        if len(self.targets) > 1:
-            for t in self.targets:
-                stats[f"{t}_accuracy"] = 100.0 * sum(
-                    p == g for p, g in zip(self.predictions[t], self.truth[t])) / max(n, 1)
-        if self.slot_targets:
-            decode = {t: self.label_encoder[t].ind2lab for t in self.slot_targets}
-            pred = [{t: decode[t][self.predictions[t][i]] for t in self.slot_targets}
-                    for i in range(n)]
-            gold = [{t: decode[t][self.truth[t][i]] for t in self.slot_targets} for i in range(n)]
-            stats["slot_f1"] = 100.0 * slot_f1(pred, gold)
+        """This stage's metrics (``classification_metrics``) and ``error`` = 100 - accuracy."""
+        stats = classification_metrics(self.predictions, self.truth, self.targets,
+                                       self.slot_targets, self.label_encoder)
         stats["error"] = 100.0 - stats["accuracy"]
         return stats
 
@@ -189,6 +195,7 @@ def dataio_prepare(hparams, manifests, targets):
         # The class inventory is the task's (every split's labels), not what training saw.
         encoder.load_or_create(save / f"label_encoder_{target}.txt",
                                from_didatasets=datasets, output_key=target)
+        encoder.ignore_len()  # the class count is whatever the data has
         encoders[target] = encoder
 
         def encode(value, encoder=encoder):
