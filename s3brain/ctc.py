@@ -31,6 +31,7 @@ from s3brain.early_exit import early_exit
 
 from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
                                 peak_memory_mb)
+from s3brain.finetuning import BackboneFineTuning
 from s3brain.mask_bank import save_mask
 from s3brain.masks import add_masks, fold, weight_sparsity
 from s3brain.results import update_results
@@ -40,7 +41,7 @@ from s3brain.structured import shrink
 logger = logging.getLogger(__name__)
 
 
-class CTCFineTuning(sb.Brain):
+class CTCFineTuning(BackboneFineTuning):
     """Backbone -> head -> CTC over characters (``units = "chars"``: WER and CER) or phonemes
     (``units = "phonemes"``: PER). The recipe sets ``label_encoder`` and ``lm_decoder``."""
 
@@ -185,45 +186,14 @@ class CTCFineTuning(sb.Brain):
                                                   blank_id=self.hparams.blank_index)
         return hyps
 
-    def ssl_frozen(self):
-        """Whether the backbone is still held fixed (the first ``ssl_frozen_steps`` updates)."""
-        return self.optimizer_step < self.hparams.ssl_frozen_steps
-
-    def freeze_optimizers(self, optimizers):
-        """Leave the backbone's optimizer out while the backbone is held fixed."""
-        if self.ssl_frozen():
-            return {k: v for k, v in optimizers.items() if k != "ssl_optimizer"}
-        return optimizers
-
-    def init_optimizers(self):
-        """Separate optimizers for the backbone's trainable tensors (weights, or mask scores) and
-        the head, both checkpointed."""
-        head_params = list(self.hparams.model.parameters())
-        if self.exit_heads is not None:
-            head_params += list(self.exit_heads.parameters())
-        self.model_optimizer = self.hparams.model_opt_class(head_params)
-        self.optimizers_dict = {"model_optimizer": self.model_optimizer}
-        ssl_params = [p for p in self.modules.ssl.parameters() if p.requires_grad]
-        if ssl_params:
-            self.ssl_optimizer = self.hparams.ssl_opt_class(ssl_params)
-            self.optimizers_dict["ssl_optimizer"] = self.ssl_optimizer
-        if self.checkpointer is not None:
-            for name, opt in self.optimizers_dict.items():
-                self.checkpointer.add_recoverable(name, opt)
-
-    @property
-    def pruning(self):
-        return getattr(self.hparams, "pruning", None)
+    def head_parameters(self):
+        params = super().head_parameters()
+        return params + (list(self.exit_heads.parameters()) if self.exit_heads is not None else [])
 
     def on_fit_start(self):
         super().on_fit_start()
-        self.hparams.run_state.start_timer()
         if getattr(self.hparams, "teacher", None) is not None:
             self.hparams.teacher.to(self.device).eval()
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        if should_step and self.pruning is not None:
-            self.pruning.on_step(self.modules.ssl, self.optimizer_step)
 
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:
@@ -251,13 +221,7 @@ class CTCFineTuning(sb.Brain):
         if self.token_dropping is not None:
             stats["kept_share"] = round(self.token_dropping.kept_share, 4)
         if stage == sb.Stage.VALID:
-            old_lr, new_lr = self.hparams.lr_annealing_model(stats["loss"])
-            sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr)
-            lrs = {"lr_model": old_lr}
-            if hasattr(self, "ssl_optimizer"):
-                old_lr_ssl, new_lr_ssl = self.hparams.lr_annealing_ssl(stats["loss"])
-                sb.nnet.schedulers.update_learning_rate(self.ssl_optimizer, new_lr_ssl)
-                lrs["lr_ssl"] = old_lr_ssl
+            lrs = self.anneal(stats)
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
             # A checkpoint taken before a pruning schedule reaches its sparsity ranks after all
@@ -282,9 +246,10 @@ class CTCFineTuning(sb.Brain):
                         self.lm_metric.write_stats(w)
 
 
-def start_experiment(argv, recipe_dir):
+def start_experiment(argv, recipe_dir, script=None):
     """Parse the command line, load the yaml (path relative to the current directory or the
-    recipe folder) and create the experiment folder; returns ``(hparams, run_opts)``."""
+    recipe folder) and create the experiment folder, with a copy of ``script`` (default: the
+    calling file); returns ``(hparams, run_opts)``."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     hparams_file = resolve_hparams_path(hparams_file, recipe_dir)
     sb.utils.distributed.ddp_init_group(run_opts)
@@ -293,7 +258,7 @@ def start_experiment(argv, recipe_dir):
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
                                    hyperparams_to_save=hparams_file, overrides=overrides)
     if if_main_process():  # SpeechBrain copies the calling module (this one); add the recipe's
-        shutil.copy(inspect.stack()[1].filename, hparams["output_folder"])
+        shutil.copy(script or inspect.stack()[1].filename, hparams["output_folder"])
     if hparams["ssl"].ssl_init == "random":
         logger.warning("The backbone is randomly initialised, not pretrained (%s)",
                        hparams["ssl_hub"])

@@ -211,6 +211,12 @@ def superb_dir(seed=0, size="default", root=None):
     return corpus_dir(seed, size, root) / "SUPERB"
 
 
+def task_dir(task, seed=0, size="default", root=None):
+    """The folder of one task (``speech_commands``, ``voxceleb1``, ``fluent_speech_commands``,
+    ``prosody``): a recipe's default ``data_folder``."""
+    return superb_dir(seed, size, root) / task
+
+
 def generate_superb(root=None, seed=0, size="default", workers=None, progress=True):
     """Write the four tasks' data (skipping finished ones); return the ``SUPERB`` folder."""
     out = superb_dir(seed, size, root)

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""S3-Router across SUPERB-like tasks (the S3-Router paper's Tab. 5 layout): per task, weight
+fine-tuning against S3-Router at its best sparsity; then one backbone serving every task
+through the mask bank.
+
+Every run is the task's recipe (``recipes/SUPERB/<task>/train.py``) in its own folder under
+``--out``; finished runs are reused. After the runs, the best S3-Router mask file of every task
+is loaded into one ``MaskBank`` on one dense backbone, and each task's test set is scored again
+with that task switched in: the scores must equal the task's own run.
+
+    ./s3env python benchmarks/superb_table.py                         # all tasks, the grid
+    ./s3env python benchmarks/superb_table.py --tasks KS IC --sparsities 0.05 0.1
+    ./s3env python benchmarks/superb_table.py --report-only
+"""
+
+import argparse
+import concurrent.futures
+import json
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+
+from s3brain.backbone import default_backbone, load_ssl
+from s3brain.compare import finished_results, run_strategy
+from s3brain.mask_bank import MaskBank
+from s3brain.utterance import UtteranceHead, classification_metrics, dataio_prepare
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {  # recipe folder: (name, targets, slot targets, metric shown)
+    "KS": ("Keyword spotting", ("label",), (), "Acc"),
+    "SID": ("Speaker identification", ("label",), (), "Acc"),
+    "IC": ("Intent classification", ("action", "object", "location"), ("object", "location"),
+           "Acc"),
+    "PR": ("Prosody (paralinguistics)", ("label",), (), "Acc"),
+}
+
+
+def finished(folder):
+    path = Path(folder) / "results.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    return results if results.get("test_accuracy") is not None else None
+
+
+def run(task, yaml, folder, overrides):
+    results, status = run_strategy(REPO / "recipes" / "SUPERB" / task, yaml, folder,
+                                   [f"--{k}={v}" for k, v in overrides.items()], threads=1,
+                                   log_name="superb.log")
+    if finished(folder) is None:
+        print(f"{task} {folder.name}: {status}", flush=True)
+    else:
+        print(f"{task} {folder.name}: accuracy {finished(folder)['test_accuracy']}", flush=True)
+
+
+def jobs_for(args):
+    common = dict(item.split("=", 1) for item in args.set)
+    jobs = []
+    for task in args.tasks:
+        root = args.out / task
+        jobs.append((task, "weight_ft.yaml", root / "weight_ft", common))
+        for sp in args.sparsities:
+            jobs.append((task, "s3router.yaml", root / f"s3router_{sp}", {**common, "sparsity": sp}))
+    return [j for j in jobs if finished(j[2]) is None]
+
+
+def best_s3router(root):
+    """The S3-Router run with the best dev accuracy (the test score is not used to choose)."""
+    runs = [(p.parent, finished(p.parent)) for p in sorted(root.glob("s3router_*/results.json"))]
+    runs = [(folder, r) for folder, r in runs if r is not None]
+    if not runs:
+        return None, None
+    return max(runs, key=lambda fr: (dev_accuracy(fr[0]), -fr[1]["sparsity"]))
+
+
+def dev_accuracy(folder):
+    """Dev accuracy of the checkpoint a run was tested with (the lowest dev error)."""
+    ckpt = sb.utils.checkpoints.Checkpointer(folder / "save").find_checkpoint(min_key="error")
+    return ckpt.meta.get("dev_accuracy", 0.0) if ckpt else 0.0
+
+
+def projection_of(folder):
+    """The head's projection size, from the run's saved hyperparameters."""
+    for line in (folder / "hyperparams.yaml").read_text().splitlines():
+        if line.startswith("projection:"):
+            return int(line.split(":")[1])
+    return 256
+
+
+@torch.no_grad()
+def bank_scores(args, chosen):
+    """Score each task's test set with its masks and head switched in on one shared backbone."""
+    ssl = load_ssl(default_backbone(), args.out / "bank_backbone", freeze=True,
+                   output_all_hiddens=True).eval()
+    bank = MaskBank(ssl)
+    data = {}
+    for task, folder in chosen.items():
+        _, targets, slots, _ = TASKS[task]
+        hp = {"save_folder": folder / "save", "sorting": "ascending"}
+        manifests = {s: folder / f"{s}.csv" for s in ("train", "valid", "test")}
+        _, _, test, encoders = dataio_prepare(hp, manifests, targets)
+        head = UtteranceHead(ssl.model.config.num_hidden_layers + 1, ssl.model.config.hidden_size,
+                             {t: len(e) for t, e in encoders.items()}, projection_of(folder))
+        bank.load_mask(folder / "task_mask.safetensors", task, head=head.eval())
+        data[task] = (test, encoders, targets, slots)
+    scores = {}
+    for task, (test, encoders, targets, slots) in data.items():
+        head = bank.set_task(task)
+        predictions, truth = {t: [] for t in targets}, {t: [] for t in targets}
+        loader = sb.dataio.dataloader.make_dataloader(test, batch_size=8)
+        for batch in loader:
+            wavs, wav_lens = batch.sig
+            logits = head(ssl(wavs, wav_lens), wav_lens)
+            for t in targets:
+                predictions[t] += logits[t].argmax(-1).tolist()
+                truth[t] += getattr(batch, f"{t}_id").data[:, 0].tolist()
+        scores[task] = classification_metrics(predictions, truth, targets, slots, encoders)
+    backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())
+    return scores, backbone
+
+
+def report(args):
+    columns, rows = [], {"Metric": [], "Weight fine-tuning": [], "S3-Router": [],
+                         "Best sparsity": [], "Storage per task (S3-Router)": []}
+    chosen = {}
+    for task in args.tasks:
+        name, targets, slots, metric = TASKS[task]
+        dense = finished(args.out / task / "weight_ft")
+        folder, best = best_s3router(args.out / task)
+        keys = [("test_accuracy", "Acc %")] + ([("test_slot_f1", "Slot F1 %")] if slots else [])
+        for key, label in keys:
+            columns.append(name if key == "test_accuracy" else "Slot filling")
+            rows["Metric"].append(label)
+            rows["Weight fine-tuning"].append(f"{dense[key]:.2f}" if dense else "")
+            rows["S3-Router"].append(f"{best[key]:.2f}" if best else "")
+            rows["Best sparsity"].append(f"{best['sparsity']:g}" if best else "")
+            rows["Storage per task (S3-Router)"].append(
+                f"{best['storage_bytes_per_task']:,} B ({best['storage_share_of_backbone']:.1%})"
+                if best else "")
+        if best:
+            chosen[task] = folder
+    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(v) + " |" for k, v in rows.items()]
+    table = "\n".join(lines)
+    sweep = ["", "| task | " + " | ".join(f"sparsity {s}" for s in args.sparsities) + " |",
+             "|---" * (len(args.sparsities) + 1) + "|"]
+    for task in args.tasks:
+        cells = []
+        for sp in args.sparsities:
+            r = finished(args.out / task / f"s3router_{sp}")
+            cells.append("" if r is None else f"{r['test_accuracy']:.2f}")
+        sweep.append(f"| {task} | " + " | ".join(cells) + " |")
+    text = table + "\n\nS3-Router test accuracy at each sparsity (the best is chosen on dev):\n" + \
+        "\n".join(sweep)
+    if chosen and not args.no_bank:
+        scores, backbone = bank_scores(args, chosen)
+        files = sum((chosen[t] / "task_mask.safetensors").stat().st_size for t in chosen)
+        same = all(abs(scores[t]["accuracy"] - finished(chosen[t])["test_accuracy"]) < 0.01
+                   for t in chosen)
+        text += ("\n\nOne backbone, every task through the mask bank (test accuracy with the "
+                 "task switched in; its own run in brackets):\n" +
+                 "\n".join(f"- {t}: {scores[t]['accuracy']:.2f} "
+                           f"({finished(chosen[t])['test_accuracy']:.2f})" for t in chosen) +
+                 f"\n\nSame as the separate runs: {same}. Storage for {len(chosen)} tasks: "
+                 f"{backbone + files:,} bytes (backbone {backbone:,} + mask files {files:,}).")
+    (args.out / "superb_table.md").write_text(text + "\n")
+    print(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "SUPERB_table")
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--sparsities", nargs="*", default=["0.02", "0.05", "0.1", "0.2"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an hparams override for every run")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--no-bank", action="store_true", help="skip the mask-bank check")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(lambda job: run(*job), jobs_for(args)))
+    report(args)
+
+
+if __name__ == "__main__":
+    main()

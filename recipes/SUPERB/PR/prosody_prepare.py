@@ -1,0 +1,47 @@
+"""Manifests for the prosody classification task (our synthetic paralinguistic task, see
+``s3brain.data.superb``): ``<data_folder>/<split>/<class>/<speaker>_<n>.wav`` with the splits
+``train``, ``valid`` and ``test``.
+
+Writes ``train.csv``, ``valid.csv`` and ``test.csv`` with ``ID,duration,wav,start,stop,spk_id,
+label``.
+"""
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import soundfile as sf
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ["ID", "duration", "wav", "start", "stop", "spk_id", "label"]
+SPLITS = ("train", "valid", "test")
+
+
+def prepare_prosody(data_folder, save_folder, skip_prep=False):
+    """Write the manifests; return ``{split: csv path}``."""
+    data_folder, save_folder = Path(data_folder), Path(save_folder)
+    paths = {split: save_folder / f"{split}.csv" for split in SPLITS}
+    options = {"data_folder": str(data_folder)}
+    stamp = save_folder / "prepare_options.json"
+    if skip_prep or (all(p.exists() for p in paths.values()) and stamp.exists()
+                     and json.loads(stamp.read_text()) == options):
+        return paths
+    save_folder.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        folder = data_folder / split
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} not found: {data_folder} needs train/, valid/ and "
+                                    f"test/ with a folder per class")
+        rows = [{"ID": f"{split}_{wav.parent.name}_{wav.stem}",
+                 "duration": round(sf.info(wav).duration, 3), "wav": str(wav), "start": -1,
+                 "stop": -1, "spk_id": wav.stem.rsplit("_", 1)[0], "label": wav.parent.name}
+                for wav in sorted(folder.glob("*/*.wav"))]
+        with open(paths[split], "w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        logger.info("%s: %d utterances", split, len(rows))
+    stamp.write_text(json.dumps(options))
+    return paths

@@ -1,0 +1,65 @@
+"""What every recipe's ``Brain`` shares when it fine-tunes a speech SSL backbone under a strategy.
+
+``BackboneFineTuning`` (an ``sb.Brain``) gives: separate optimizers for the backbone's trainable
+tensors (its weights, or S3-Router's mask scores) and for the head, both checkpointed; the
+backbone held fixed for the first ``ssl_frozen_steps`` updates while a new head learns; the hook
+of a pruning schedule (``hparams.pruning``: OMP, IMP, PARP, SAFARI) after every update; the
+training clock (``hparams.run_state``). A recipe's Brain adds its forward, loss and metrics.
+"""
+
+import speechbrain as sb
+
+
+class BackboneFineTuning(sb.Brain):
+    """Backbone + head fine-tuning; subclasses define ``compute_forward``/``compute_objectives``."""
+
+    def head_parameters(self):
+        """The tensors the head optimizer trains (the yaml's ``model``)."""
+        return list(self.hparams.model.parameters())
+
+    def ssl_frozen(self):
+        """Whether the backbone is still held fixed (the first ``ssl_frozen_steps`` updates)."""
+        return self.optimizer_step < self.hparams.ssl_frozen_steps
+
+    def freeze_optimizers(self, optimizers):
+        """Leave the backbone's optimizer out while the backbone is held fixed."""
+        if self.ssl_frozen():
+            return {k: v for k, v in optimizers.items() if k != "ssl_optimizer"}
+        return optimizers
+
+    def init_optimizers(self):
+        """Separate optimizers for the backbone's trainable tensors (weights, or mask scores) and
+        the head, both checkpointed."""
+        self.model_optimizer = self.hparams.model_opt_class(self.head_parameters())
+        self.optimizers_dict = {"model_optimizer": self.model_optimizer}
+        ssl_params = [p for p in self.modules.ssl.parameters() if p.requires_grad]
+        if ssl_params:
+            self.ssl_optimizer = self.hparams.ssl_opt_class(ssl_params)
+            self.optimizers_dict["ssl_optimizer"] = self.ssl_optimizer
+        if self.checkpointer is not None:
+            for name, opt in self.optimizers_dict.items():
+                self.checkpointer.add_recoverable(name, opt)
+
+    @property
+    def pruning(self):
+        return getattr(self.hparams, "pruning", None)
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        self.hparams.run_state.start_timer()
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        if should_step and self.pruning is not None:
+            self.pruning.on_step(self.modules.ssl, self.optimizer_step)
+
+    def anneal(self, stats):
+        """NewBob steps of both learning rates on the validation loss; the old rates (for the
+        log)."""
+        old_lr, new_lr = self.hparams.lr_annealing_model(stats["loss"])
+        sb.nnet.schedulers.update_learning_rate(self.model_optimizer, new_lr)
+        lrs = {"lr_model": old_lr}
+        if hasattr(self, "ssl_optimizer"):
+            old_lr_ssl, new_lr_ssl = self.hparams.lr_annealing_ssl(stats["loss"])
+            sb.nnet.schedulers.update_learning_rate(self.ssl_optimizer, new_lr_ssl)
+            lrs["lr_ssl"] = old_lr_ssl
+        return lrs
