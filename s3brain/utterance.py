@@ -245,14 +245,32 @@ def cost_report(hparams):
                                           for p in modules.parameters())}
 
 
-def run_task(argv, recipe_dir, brain_class, prepare):
-    """A SUPERB-style task end to end; ``prepare(hparams)`` returns the train/valid/test
-    manifests. Returns the process exit code."""
+def prepare_task(hparams, prepare_fn, synthetic_task):
+    """Generate the synthetic ``synthetic_task`` when it is the data folder, then run the
+    recipe's ``prepare_fn`` (on the main process); returns the manifests."""
+    from speechbrain.utils.distributed import run_on_main
+
+    from s3brain.data import superb
+
+    default = superb.task_dir(synthetic_task, hparams["synthetic_seed"], hparams["synthetic_size"])
+    if Path(hparams["data_folder"]).resolve() == default.resolve():
+        run_on_main(superb.generate_superb, kwargs={
+            "seed": hparams["synthetic_seed"], "size": hparams["synthetic_size"]})
+    kwargs = {"data_folder": hparams["data_folder"], "save_folder": hparams["output_folder"],
+              "skip_prep": hparams["skip_prep"]}
+    run_on_main(prepare_fn, kwargs=kwargs)
+    return prepare_fn(**{**kwargs, "skip_prep": True})
+
+
+def run_task(argv, recipe_dir, brain_class, prepare_fn, synthetic_task):
+    """A SUPERB-style task end to end: ``prepare_fn(data_folder, save_folder, skip_prep)``
+    writes the train/valid/test manifests from the real layout; ``synthetic_task`` names the
+    embedded default's folder (``s3brain.data.superb``). Returns the process exit code."""
     import sys
 
     try:
         hparams, run_opts = start_experiment(argv, recipe_dir, Path(recipe_dir) / "train.py")
-        manifests = prepare(hparams)
+        manifests = prepare_task(hparams, prepare_fn, synthetic_task)
     except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2

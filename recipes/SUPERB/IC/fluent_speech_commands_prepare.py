@@ -10,11 +10,12 @@ Writes ``train.csv``, ``valid.csv`` and ``test.csv`` with
 """
 
 import csv
-import json
 import logging
 from pathlib import Path
 
 import soundfile as sf
+
+from s3brain.data.manifests import manifest_paths, manifests_ready, write_manifests
 
 logger = logging.getLogger(__name__)
 
@@ -26,34 +27,26 @@ SPLITS = ("train", "valid", "test")
 def prepare_fluent_speech_commands(data_folder, save_folder, skip_prep=False):
     """Write the manifests; return ``{split: csv path}``."""
     data_folder, save_folder = Path(data_folder), Path(save_folder)
-    paths = {split: save_folder / f"{split}.csv" for split in SPLITS}
+    paths = manifest_paths(save_folder, SPLITS)
     options = {"data_folder": str(data_folder)}
-    stamp = save_folder / "prepare_options.json"
-    if skip_prep or (all(p.exists() for p in paths.values()) and stamp.exists()
-                     and json.loads(stamp.read_text()) == options):
+    if skip_prep or manifests_ready(paths, options):
         return paths
-    save_folder.mkdir(parents=True, exist_ok=True)
+    rows = {}
     for split in SPLITS:
         source = data_folder / "data" / f"{split}_data.csv"
         if not source.is_file():
             raise FileNotFoundError(f"{source} not found: {data_folder} is not a Fluent Speech "
                                     f"Commands folder")
-        rows = []
+        rows[split] = []
         with open(source, newline="") as f:
             for row in csv.DictReader(f):
                 wav = data_folder / row["path"]
                 if not wav.is_file():
                     logger.warning("Skipping %s: listed in %s but missing", wav, source.name)
                     continue
-                rows.append({"ID": wav.stem, "duration": round(sf.info(wav).duration, 3),
-                             "wav": str(wav), "start": -1, "stop": -1,
-                             "spk_id": row["speakerId"], "transcription": row["transcription"],
-                             "action": row["action"], "object": row["object"],
-                             "location": row["location"]})
-        with open(paths[split], "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        logger.info("%s: %d utterances", split, len(rows))
-    stamp.write_text(json.dumps(options))
-    return paths
+                rows[split].append({
+                    "ID": wav.stem, "duration": round(sf.info(wav).duration, 3), "wav": str(wav),
+                    "start": -1, "stop": -1, "spk_id": row["speakerId"],
+                    "transcription": row["transcription"], "action": row["action"],
+                    "object": row["object"], "location": row["location"]})
+    return write_manifests(paths, rows, COLUMNS, options)

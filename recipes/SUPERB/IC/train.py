@@ -19,9 +19,8 @@ from pathlib import Path
 RECIPE_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(RECIPE_DIR))
 
-from speechbrain.utils.distributed import run_on_main  # noqa: E402
+from fluent_speech_commands_prepare import prepare_fluent_speech_commands  # noqa: E402
 
-from s3brain.data import superb  # noqa: E402
 from s3brain.utterance import UtteranceClassification, run_task  # noqa: E402
 
 
@@ -32,19 +31,6 @@ class IntentClassification(UtteranceClassification):
     slot_targets = ("object", "location")
 
 
-def prepare(hparams):
-    """Generate the synthetic task if it is the data folder, then write the manifests."""
-    from fluent_speech_commands_prepare import prepare_fluent_speech_commands
-
-    default = superb.task_dir("fluent_speech_commands", hparams["synthetic_seed"], hparams["synthetic_size"])
-    if Path(hparams["data_folder"]).resolve() == default.resolve():
-        run_on_main(superb.generate_superb, kwargs={
-            "seed": hparams["synthetic_seed"], "size": hparams["synthetic_size"]})
-    kwargs = {"data_folder": hparams["data_folder"], "save_folder": hparams["output_folder"],
-              "skip_prep": hparams["skip_prep"]}
-    run_on_main(prepare_fluent_speech_commands, kwargs=kwargs)
-    return prepare_fluent_speech_commands(**{**kwargs, "skip_prep": True})
-
-
 if __name__ == "__main__":
-    sys.exit(run_task(sys.argv[1:], RECIPE_DIR, IntentClassification, prepare))
+    sys.exit(run_task(sys.argv[1:], RECIPE_DIR, IntentClassification, prepare_fluent_speech_commands,
+                      "fluent_speech_commands"))

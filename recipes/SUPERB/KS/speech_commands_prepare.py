@@ -11,13 +11,13 @@ Writes ``train.csv``, ``valid.csv`` and ``test.csv`` in ``save_folder`` with the
 file); skipped when they exist with the same options.
 """
 
-import csv
-import json
 import logging
 import random
 from pathlib import Path
 
 import soundfile as sf
+
+from s3brain.data.manifests import manifest_paths, manifests_ready, write_manifests
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,9 @@ NOISE_PARTS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
 def prepare_speech_commands(data_folder, save_folder, keywords=KEYWORDS, seed=0, skip_prep=False):
     """Write the manifests; return ``{split: csv path}``."""
     data_folder, save_folder = Path(data_folder), Path(save_folder)
-    paths = {split: save_folder / f"{split}.csv" for split in SPLITS}
+    paths = manifest_paths(save_folder, SPLITS)
     options = {"data_folder": str(data_folder), "keywords": list(keywords), "seed": seed}
-    stamp = save_folder / "prepare_options.json"
-    if skip_prep or (all(p.exists() for p in paths.values()) and stamp.exists()
-                     and json.loads(stamp.read_text()) == options):
+    if skip_prep or manifests_ready(paths, options):
         return paths
     lists = {}
     for split, name in (("valid", "validation_list.txt"), ("test", "testing_list.txt")):
@@ -74,12 +72,4 @@ def prepare_speech_commands(data_folder, save_folder, keywords=KEYWORDS, seed=0,
                                 "wav": str(noise), "start": start,
                                 "stop": start + info.samplerate, "spk_id": "_silence_",
                                 "label": "_silence_"})
-    save_folder.mkdir(parents=True, exist_ok=True)
-    for split, path in paths.items():
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows[split])
-        logger.info("%s: %d clips", split, len(rows[split]))
-    stamp.write_text(json.dumps(options))
-    return paths
+    return write_manifests(paths, rows, COLUMNS, options)

@@ -6,12 +6,12 @@ Writes ``train.csv``, ``valid.csv`` and ``test.csv`` with ``ID,duration,wav,star
 label``.
 """
 
-import csv
-import json
 import logging
 from pathlib import Path
 
 import soundfile as sf
+
+from s3brain.data.manifests import manifest_paths, manifests_ready, write_manifests
 
 logger = logging.getLogger(__name__)
 
@@ -22,26 +22,18 @@ SPLITS = ("train", "valid", "test")
 def prepare_prosody(data_folder, save_folder, skip_prep=False):
     """Write the manifests; return ``{split: csv path}``."""
     data_folder, save_folder = Path(data_folder), Path(save_folder)
-    paths = {split: save_folder / f"{split}.csv" for split in SPLITS}
+    paths = manifest_paths(save_folder, SPLITS)
     options = {"data_folder": str(data_folder)}
-    stamp = save_folder / "prepare_options.json"
-    if skip_prep or (all(p.exists() for p in paths.values()) and stamp.exists()
-                     and json.loads(stamp.read_text()) == options):
+    if skip_prep or manifests_ready(paths, options):
         return paths
-    save_folder.mkdir(parents=True, exist_ok=True)
+    rows = {}
     for split in SPLITS:
         folder = data_folder / split
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder} not found: {data_folder} needs train/, valid/ and "
                                     f"test/ with a folder per class")
-        rows = [{"ID": f"{split}_{wav.parent.name}_{wav.stem}",
+        rows[split] = [{"ID": f"{split}_{wav.parent.name}_{wav.stem}",
                  "duration": round(sf.info(wav).duration, 3), "wav": str(wav), "start": -1,
                  "stop": -1, "spk_id": wav.stem.rsplit("_", 1)[0], "label": wav.parent.name}
                 for wav in sorted(folder.glob("*/*.wav"))]
-        with open(paths[split], "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        logger.info("%s: %d utterances", split, len(rows))
-    stamp.write_text(json.dumps(options))
-    return paths
+    return write_manifests(paths, rows, COLUMNS, options)

@@ -18,9 +18,8 @@ from pathlib import Path
 RECIPE_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(RECIPE_DIR))
 
-from speechbrain.utils.distributed import run_on_main  # noqa: E402
+from voxceleb_prepare import prepare_voxceleb1  # noqa: E402
 
-from s3brain.data import superb  # noqa: E402
 from s3brain.utterance import UtteranceClassification, run_task  # noqa: E402
 
 
@@ -31,19 +30,6 @@ class SpeakerIdentification(UtteranceClassification):
     slot_targets = ()
 
 
-def prepare(hparams):
-    """Generate the synthetic task if it is the data folder, then write the manifests."""
-    from voxceleb_prepare import prepare_voxceleb1
-
-    default = superb.task_dir("voxceleb1", hparams["synthetic_seed"], hparams["synthetic_size"])
-    if Path(hparams["data_folder"]).resolve() == default.resolve():
-        run_on_main(superb.generate_superb, kwargs={
-            "seed": hparams["synthetic_seed"], "size": hparams["synthetic_size"]})
-    kwargs = {"data_folder": hparams["data_folder"], "save_folder": hparams["output_folder"],
-              "skip_prep": hparams["skip_prep"]}
-    run_on_main(prepare_voxceleb1, kwargs=kwargs)
-    return prepare_voxceleb1(**{**kwargs, "skip_prep": True})
-
-
 if __name__ == "__main__":
-    sys.exit(run_task(sys.argv[1:], RECIPE_DIR, SpeakerIdentification, prepare))
+    sys.exit(run_task(sys.argv[1:], RECIPE_DIR, SpeakerIdentification, prepare_voxceleb1,
+                      "voxceleb1"))

@@ -7,12 +7,12 @@ Writes ``train.csv``, ``valid.csv`` and ``test.csv`` with ``ID,duration,wav,star
 label`` (the label is the speaker id); skipped when they exist with the same options.
 """
 
-import csv
-import json
 import logging
 from pathlib import Path
 
 import soundfile as sf
+
+from s3brain.data.manifests import manifest_paths, manifests_ready, write_manifests
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +23,9 @@ CODES = {"1": "train", "2": "valid", "3": "test"}
 def prepare_voxceleb1(data_folder, save_folder, split_file="iden_split.txt", skip_prep=False):
     """Write the manifests; return ``{split: csv path}``."""
     data_folder, save_folder = Path(data_folder), Path(save_folder)
-    paths = {split: save_folder / f"{split}.csv" for split in CODES.values()}
+    paths = manifest_paths(save_folder, CODES.values())
     options = {"data_folder": str(data_folder), "split_file": split_file}
-    stamp = save_folder / "prepare_options.json"
-    if skip_prep or (all(p.exists() for p in paths.values()) and stamp.exists()
-                     and json.loads(stamp.read_text()) == options):
+    if skip_prep or manifests_ready(paths, options):
         return paths
     index = data_folder / split_file
     if not index.is_file():
@@ -47,12 +45,4 @@ def prepare_voxceleb1(data_folder, save_folder, split_file="iden_split.txt", ski
         rows[CODES[code]].append({"ID": rel.replace("/", "_").removesuffix(".wav"),
                                   "duration": round(sf.info(wav).duration, 3), "wav": str(wav),
                                   "start": -1, "stop": -1, "spk_id": speaker, "label": speaker})
-    save_folder.mkdir(parents=True, exist_ok=True)
-    for split, path in paths.items():
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows[split])
-        logger.info("%s: %d utterances", split, len(rows[split]))
-    stamp.write_text(json.dumps(options))
-    return paths
+    return write_manifests(paths, rows, COLUMNS, options)
