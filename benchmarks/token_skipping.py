@@ -63,6 +63,24 @@ def run_all(args):
                         pending.add(new)
 
 
+def transformer_flops_ratio(kept_share, seconds=10):
+    """FLOPs of the backbone's transformer on ``kept_share`` of the frames of ``seconds`` of
+    audio, over its FLOPs on all of them (attention makes this less than linear)."""
+    import torch
+    from transformers import AutoModel
+
+    from s3brain.backbone import default_backbone
+    from s3brain.efficiency import count_flops
+
+    model = AutoModel.from_pretrained(default_backbone()).eval()
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(seconds * 16000)))
+    hidden = torch.zeros(1, frames, model.config.hidden_size)
+    with torch.no_grad():
+        full = count_flops(lambda: model.encoder(hidden))
+        kept = count_flops(lambda: model.encoder(hidden[:, : max(1, round(kept_share * frames))]))
+    return kept / full
+
+
 def report(args):
     dense = finished_results(args.dense)
     if dense is None:
@@ -79,12 +97,16 @@ def report(args):
              "s6damon": 4}
     rows.sort(key=lambda r: (order.get(r[0], 9), r[1]))
     lines = ["| method | level | frames kept (test-clean) | GFLOPs / 10 s | FLOPs saving | "
-             "WER test-clean / test-other | with 4-gram LM |", "|---" * 7 + "|"]
+             "transformer FLOPs saving | WER test-clean / test-other | with 4-gram LM |",
+             "|---" * 8 + "|"]
     for name, level, r in rows:
         kept = r.get("kept_share_test_clean")
         saving = 1.0 - r["flops_10s"] / dense["flops_10s"]
+        t_saving = "" if kept is None or r["strategy"] == "s6damon" \
+            else f"{1.0 - transformer_flops_ratio(kept):.1%}"
         lines.append(f"| {name} | {level} | {'' if kept is None else f'{kept:.1%}'} | "
-                     f"{r['flops_10s'] / 1e9:.2f} | {saving:.1%} | {r['wer_test_clean']} / "
+                     f"{r['flops_10s'] / 1e9:.2f} | {saving:.1%} | {t_saving} | "
+                     f"{r['wer_test_clean']} / "
                      f"{r['wer_test_other']} | {r['wer_test_clean_lm']} / "
                      f"{r['wer_test_other_lm']} |")
     table = "\n".join(lines)
