@@ -119,6 +119,10 @@ def load_ssl(source, save_path, random_init=False, random_init_seed=0, config_ov
     ssl = Wav2Vec2(source, save_path=str(save_path), **wrapper_kwargs)
     for key, value in (config_overrides or {}).items():
         setattr(ssl.model.config, key, value)
+    if wrapper_kwargs.get("freeze_feature_extractor") and hasattr(ssl.model, "freeze_feature_encoder"):
+        # transformers' own flag too: otherwise its CNN marks its input as requiring grad, which
+        # fails when the input is computed (a learned downsampling in front of the backbone)
+        ssl.model.freeze_feature_encoder()
     ssl.ssl_init = init
     return ssl
 
