@@ -22,7 +22,7 @@ import speechbrain as sb
 import torch
 
 from s3brain.backbone import default_backbone, load_ssl
-from s3brain.compare import finished_results, run_strategy
+from s3brain.compare import run_strategy
 from s3brain.mask_bank import MaskBank
 from s3brain.utterance import UtteranceHead, classification_metrics, dataio_prepare
 
