@@ -14,11 +14,11 @@ Example
 >>> rows = [{"name": "weight_ft", "status": "ok", "wer_test_clean": 80.0, "flops_10s": 2.8e9,
 ...          "sparsity": 0.0},
 ...         {"name": "s3router", "status": "failed (exit 1)", "wer_test_clean": None}]
->>> print(markdown_table(rows, ["name", "status", "wer_test_clean"]))
-| name | status | wer_test_clean |
-| --- | --- | --- |
-| weight_ft | ok | 80.0 |
-| s3router | failed (exit 1) |  |
+>>> print(markdown_table(rows, ["name", "status", "wer_test_clean", "flops_10s"]))
+| name | status | wer_test_clean | flops_10s |
+| --- | --- | --- | --- |
+| weight_ft | ok | 80.0 | 2.80 G |
+| s3router | failed (exit 1) |  |  |
 """
 
 import argparse
@@ -34,7 +34,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 COLUMNS = ["name", "status", "strategy", "train_split", "sparsity", "kept_share_test_clean",
-           "wer_test_clean",
+           "mean_exit_block_test_clean", "wer_test_clean",
            "wer_test_other", "wer_test_clean_lm", "wer_test_other_lm", "params_total",
            "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "onnx_latency_ms_10s",
            "peak_memory_mb_10s", "storage_bytes_per_task", "train_seconds"]
@@ -86,8 +86,10 @@ def markdown_table(rows, columns=COLUMNS):
     def cell(value):
         if value is None:
             return ""
-        if isinstance(value, float) and value >= 1e6:
-            return f"{value:.3g}"
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            for least, size, prefix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+                if abs(value) >= least:  # counts: FLOPs, parameters, bytes
+                    return f"{value / size:.2f} {prefix}"
         return str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
@@ -95,12 +97,13 @@ def markdown_table(rows, columns=COLUMNS):
     return "\n".join(lines)
 
 
-def write_tables(rows, out, stem="comparison"):
-    """``<stem>.md`` and ``<stem>.csv`` in ``out``; returns their paths."""
+def write_tables(rows, out, stem="comparison", columns=COLUMNS):
+    """``<stem>.md`` (``columns``) and ``<stem>.csv`` (every column) in ``out``; returns their
+    paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path = out / f"{stem}.md", out / f"{stem}.csv"
-    md.write_text(markdown_table(rows) + "\n")
+    md.write_text(markdown_table(rows, columns) + "\n")
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -109,28 +112,32 @@ def write_tables(rows, out, stem="comparison"):
 
 
 def plot(rows, path, x="flops_10s", xlabel="GFLOPs for 10 s of audio", scale=1e-9):
-    """WER (test-clean, greedy) of every finished row against ``x``; one labelled point each."""
+    """WER (test-clean, greedy) of every finished row against ``x``: one point per row, told
+    apart by colour and marker in a legend (many strategies share the dense model's FLOPs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     points = [r for r in rows if r.get("wer_test_clean") is not None and r.get(x) is not None]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in points:
-        ax.scatter(r[x] * scale, r["wer_test_clean"])
-        ax.annotate(r["name"], (r[x] * scale, r["wer_test_clean"]), fontsize=8,
-                    xytext=(4, 4), textcoords="offset points")
+    colours = plt.get_cmap("tab20").colors
+    markers = "os^Dv<>PX*ph"
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, r in enumerate(points):
+        ax.scatter(r[x] * scale, r["wer_test_clean"], color=colours[i % len(colours)],
+                   marker=markers[i % len(markers)], s=45, label=r["name"])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test-clean WER % (greedy)")
     ax.grid(alpha=0.3)
+    if points:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1):
+def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLUMNS):
     """Run or collect each yaml of ``recipe``, ``jobs`` runs at a time (the weight fine-tuning
     run first and alone when others start from it); write the tables and plots; return the rows
     in the order of ``yamls``."""
@@ -164,7 +171,7 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1):
         rows.update(zip(rest, pool.map(one, rest)))
     progress.close()
     rows = [rows[y] for y in yamls]
-    write_tables(rows, out)
+    write_tables(rows, out, columns=columns)
     plot(rows, out / "wer_vs_flops.png")
     plot(rows, out / "wer_vs_sparsity.png", x="sparsity", xlabel="sparsity", scale=1.0)
     return rows
@@ -185,6 +192,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per run (default: all, or the cores shared by --jobs)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
+    parser.add_argument("--columns", nargs="+", default=COLUMNS, metavar="KEY",
+                        help="columns of the Markdown table (the CSV has all of them; "
+                             f"default: {' '.join(COLUMNS)})")
     args = parser.parse_args(argv)
     if not (args.recipe / "train.py").is_file():
         parser.error(f"{args.recipe} has no train.py")
@@ -195,8 +205,12 @@ def main(argv=None):
     missing = [y for y in yamls if not (args.recipe / "hparams" / Path(y).name).is_file()]
     if missing:
         parser.error(f"not in {args.recipe / 'hparams'}: {missing}")
-    rows = compare(args.recipe, yamls, args.out, overrides, args.threads, args.jobs)
-    print(markdown_table(rows))
+    unknown = [c for c in args.columns if c not in COLUMNS]
+    if unknown:
+        parser.error(f"unknown columns {unknown}; known: {COLUMNS}")
+    rows = compare(args.recipe, yamls, args.out, overrides, args.threads, args.jobs,
+                   args.columns)
+    print(markdown_table(rows, args.columns))
     print(f"tables and plots in {args.out}")
     return 0 if all(r["status"].startswith("ok") for r in rows) else 1
 

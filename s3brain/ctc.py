@@ -27,7 +27,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process
 
 from s3brain.checkpoint import share_checkpoint_dir
-from s3brain.early_exit import early_exit
+from s3brain.early_exit import early_exit, flops_at_exit
 
 from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
                                 peak_memory_mb)
@@ -502,6 +502,11 @@ def evaluate_and_report(brain, hparams, tests, results):
     if not if_main_process():
         return results
     results.update(cost_report(brain, hparams))
+    exit_keys = [k for k in results if k.startswith("mean_exit_block_")]
+    if exit_keys:  # FLOPs as deployed: at the mean exit block of the first test split
+        results["flops_10s_all_blocks"] = results["flops_10s"]
+        results["flops_10s"] = flops_at_exit(brain.modules.ssl, results["flops_10s"],
+                                             results[exit_keys[0]])
     results["sparsity"] = sparsity_of(hparams)
     if hparams.get("masks") and not hparams.get("init_from"):
         # Masks over the shared frozen backbone: a task is its mask file (bits + head).

@@ -65,6 +65,24 @@ def layer_outputs(model, wav):
         yield block_input, (encoder.layer_norm(hidden) if stable else hidden)
 
 
+def block_flops(model, seconds=10, sample_rate=16000):
+    """FLOPs of one transformer block on the frames of ``seconds`` of audio."""
+    from s3brain.efficiency import count_flops
+
+    model = hf_model(model)
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(seconds * sample_rate)))
+    hidden = torch.zeros(1, frames, model.config.hidden_size)
+    return count_flops(lambda: model.encoder.layers[0](hidden))
+
+
+def flops_at_exit(model, flops_all_blocks, mean_exit_block, seconds=10):
+    """FLOPs for ``seconds`` of audio when the transformer stops after ``mean_exit_block``
+    blocks on average: the all-block figure less the blocks never run (the exit heads' own
+    linear layers are not counted)."""
+    blocks = len(hf_model(model).encoder.layers)
+    return int(flops_all_blocks - (blocks - mean_exit_block) * block_flops(model, seconds))
+
+
 def mean_entropy(log_probs):
     """Mean over frames of the entropy (nats) of each frame's output distribution."""
     return float(-(log_probs.exp() * log_probs).sum(-1).mean())

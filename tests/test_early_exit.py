@@ -69,3 +69,27 @@ def test_entropy_exit_follows_the_heads_confidence():
 def test_unknown_criterion_is_an_error():
     with pytest.raises(ValueError, match="criterion"):
         early_exit(model_of(), ExitHeads(32, 7, 3), audio(batch=1), "confidence", 0.5)
+
+
+def test_flops_at_exit_removes_exactly_the_blocks_not_run():
+    from s3brain.efficiency import count_flops
+    from s3brain.early_exit import block_flops, flops_at_exit
+
+    model = model_of()
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(10 * 16000)))
+    hidden = torch.zeros(1, frames, 32)
+
+    def blocks(n):
+        out = hidden
+        for layer in model.encoder.layers[:n]:
+            out = layer(out)
+            out = out[0] if isinstance(out, tuple) else out
+        return out
+
+    one, three = count_flops(lambda: blocks(1)), count_flops(lambda: blocks(3))
+    assert block_flops(model) == one > 0
+    assert three == 3 * one
+    total = 10 * three  # any all-block figure
+    assert flops_at_exit(model, total, 3) == total
+    assert flops_at_exit(model, total, 1) == total - 2 * one
+    assert flops_at_exit(model, total, 2.5) == int(total - 0.5 * one)
