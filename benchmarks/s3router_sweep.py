@@ -201,8 +201,9 @@ def plot(rows, path):
     splits = sorted({r["split"] for r in rows})
     panels = [(split, key, label) for split in splits for key, label in (
         ("wer_test_clean", "greedy"), ("wer_test_clean_lm", "4-gram LM"))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (split, key, label) in zip(axes[0], panels):
+    # one row per split: greedy on the left, the LM on the right
+    fig, axes = plt.subplots(len(splits), 2, figsize=(10, 4 * len(splits)), squeeze=False)
+    for ax, (split, key, label) in zip(axes.flat, panels):
         mine = [r for r in rows if r["split"] == split and r[key] is not None]
         for r in mine:
             if r["strategy"] == "weight_ft":
