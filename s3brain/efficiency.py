@@ -1,6 +1,8 @@
 """Cost of a model, measured the same way for every strategy.
 
-FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over a real forward pass; latency is
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over a real forward pass, with a
+formula added for the CPU kernel of ``scaled_dot_product_attention`` (torch has none, so the
+attention products of wav2vec2, HuBERT and data2vec-audio were not counted before); latency is
 the median wall time of repeated forward passes on the CPU with a fixed number of threads.
 
 Example
@@ -26,9 +28,74 @@ def count_parameters(module, trainable_only=False):
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def attention_products_flops(query_shape, key_shape, value_shape):
+    """FLOPs of the two products of attention, ``Q K^T`` and ``softmax(.) V``.
+
+    Parameters
+    ----------
+    query_shape, key_shape, value_shape : sequence of int
+        ``(..., T_q, d)``, ``(..., T_k, d)`` and ``(..., T_k, d_v)``; the leading dimensions are
+        those of the query (batch and heads; fewer key/value heads are broadcast to them).
+
+    Returns
+    -------
+    int
+        ``2 N T_q T_k d + 2 N T_q T_k d_v`` with ``N`` the product of the leading dimensions.
+
+    Example
+    -------
+    >>> attention_products_flops((1, 6, 500, 32), (1, 6, 500, 32), (1, 6, 500, 32))
+    192000000
+    """
+    *leading, t_q, d = query_shape
+    t_k, d_v = value_shape[-2], value_shape[-1]
+    n = 1
+    for size in leading:
+        n *= size
+    return 2 * n * t_q * t_k * d + 2 * n * t_q * t_k * d_v
+
+
+def _cpu_flash_attention_flops(query, key, value, *args, out_shape=None, **kwargs):
+    return attention_products_flops(query, key, value)
+
+
+def _cpu_flash_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None,
+                                        **kwargs):
+    # Gradients of both products (dQ, dK from the scores, dP, dV): twice the forward products,
+    # torch's convention for its other attention kernels' backward.
+    return 2 * attention_products_flops(query, key, value)
+
+
+# What torch's flop counter lacks on the CPU: with the default ``attn_implementation="sdpa"`` of
+# transformers, wav2vec2/HuBERT/data2vec-audio attention runs as this one kernel in eval mode,
+# with or without a padding mask (the math fallback, used with dropout in training, decomposes
+# into ``bmm`` and is counted already; WavLM's own attention is ``baddbmm``/``bmm``).
+ATTENTION_FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        _cpu_flash_attention_backward_flops,
+}
+
+
+def flop_counter():
+    """A silent ``FlopCounterMode`` that also counts the CPU attention kernel; the formulas are
+    given to this counter only, so torch's global registry is left as it is."""
+    return FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOP_FORMULAS)
+
+
 def count_flops(forward, *inputs):
-    """FLOPs of one call ``forward(*inputs)`` (a multiply-add counts as 2)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    """FLOPs of one call ``forward(*inputs)`` (a multiply-add counts as 2), attention included.
+
+    Counted: matrix products, convolutions and the two attention products; not counted:
+    elementwise operations, normalisations and softmax (as in torch's flop counter).
+
+    Example
+    -------
+    >>> q = torch.zeros(1, 2, 10, 4)
+    >>> count_flops(torch.nn.functional.scaled_dot_product_attention, q, q, q)
+    3200
+    """
+    with torch.no_grad(), flop_counter() as counter:
         forward(*inputs)
     return int(counter.get_total_flops())
 

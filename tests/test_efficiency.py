@@ -1,4 +1,7 @@
-"""Peak memory and ONNX timing of the cost report, on known answers."""
+"""FLOPs (attention included, against an analytic count), peak memory and ONNX timing of the
+cost report, on known answers."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,3 +30,70 @@ def test_onnx_export_matches_torch_and_times_it():
 
     ms, difference = onnx_latency_ms(forward, [conv, linear], torch.randn(1, 16000), repeats=3)
     assert ms > 0 and difference < 1e-5
+
+
+TINY = Path(__file__).resolve().parents[1] / "s3brain" / "backbones" / "w2v2-tiny"
+
+
+def analytic_wav2vec2_flops(config, samples):
+    """FLOPs of a wav2vec2 forward on ``samples`` samples, from the config alone (no flop
+    counter): what the counter counts, i.e. convolutions, linear layers and the two attention
+    products; normalisations, activations and softmax are not counted, nor biases."""
+    flops, length, channels = 0, samples, 1
+    for out_channels, kernel, stride in zip(config.conv_dim, config.conv_kernel,
+                                            config.conv_stride):
+        length = (length - kernel) // stride + 1
+        flops += 2 * length * out_channels * channels * kernel
+        channels = out_channels
+    frames, hidden = length, config.hidden_size
+    flops += 2 * frames * channels * hidden  # feature projection
+    # Positional convolution: padding k // 2 gives frames + 1 outputs for an even kernel (the
+    # last one is cut off after the convolution, so it is computed and counted).
+    kernel, groups = config.num_conv_pos_embeddings, config.num_conv_pos_embedding_groups
+    pos_frames = frames + 2 * (kernel // 2) - kernel + 1
+    flops += 2 * pos_frames * hidden * (hidden // groups) * kernel
+    per_layer = (4 * 2 * frames * hidden * hidden  # q, k, v and out projections
+                 + 2 * 2 * frames * hidden * config.intermediate_size  # FFN in and out
+                 + 2 * 2 * frames * frames * hidden)  # Q K^T and A V over all heads
+    return frames, flops + config.num_hidden_layers * per_layer
+
+
+def test_flops_count_attention_and_match_an_analytic_count():
+    """The embedded w2v2-tiny on 10 s: the counter (default SDPA attention) equals a count from
+    the config, and the same model with eager attention (plain matmuls) counts the same."""
+    from transformers import AutoModel
+
+    from s3brain.efficiency import attention_products_flops, count_flops
+
+    wav = torch.randn(1, 160000, generator=torch.Generator().manual_seed(0)) * 0.1
+    sdpa = AutoModel.from_pretrained(TINY, attn_implementation="sdpa").eval()
+    eager = AutoModel.from_pretrained(TINY, attn_implementation="eager").eval()
+    frames, expected = analytic_wav2vec2_flops(sdpa.config, wav.shape[1])
+    assert frames == 499
+    counted = count_flops(sdpa, wav)
+    assert counted == expected
+    assert count_flops(eager, wav) == counted
+    # What was missing: the attention products of the 4 blocks (about 22 % of the total here).
+    heads = sdpa.config.num_attention_heads
+    head_dim = sdpa.config.hidden_size // heads
+    shape = (1, heads, frames, head_dim)
+    attention = sdpa.config.num_hidden_layers * attention_products_flops(shape, shape, shape)
+    assert 0.2 < attention / counted < 0.25
+
+
+def test_attention_formula_leaves_torch_registry_alone():
+    """The formula is given to our counter only: a plain FlopCounterMode still skips the kernel,
+    and a padding mask does not change the count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from s3brain.efficiency import count_flops
+
+    q = torch.randn(2, 3, 20, 8)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    with torch.no_grad(), FlopCounterMode(display=False) as plain:
+        sdpa(q, q, q)
+    assert plain.get_total_flops() == 0
+    mask = torch.ones(2, 1, 20, 20, dtype=torch.bool)
+    mask[1, ..., 10:] = False
+    assert count_flops(sdpa, q, q, q) == count_flops(lambda: sdpa(q, q, q, attn_mask=mask)) \
+        == 2 * 2 * (2 * 3 * 20 * 20 * 8)
