@@ -21,6 +21,7 @@ import torch
 from speechbrain.nnet.containers import Sequential
 from speechbrain.nnet.linear import Linear
 
+from s3brain.audio import backbone_rate, read_audio
 from s3brain.backbone import load_ssl
 from s3brain.compare import markdown_table
 from s3brain.mask_bank import MaskBank, read_mask_file
@@ -47,7 +48,7 @@ def phoneme_error_rate(ssl, head, encoder, manifest, batch_size=8):
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         wavs, lens = sb.dataio.batch.PaddedBatch(
-            [{"sig": sb.dataio.dataio.read_audio(row["wav"])} for _, row in chunk]).sig
+            [{"sig": read_audio(row["wav"], backbone_rate(ssl))} for _, row in chunk]).sig
         log_probs = head[1](head[0](ssl(wavs, lens))).log_softmax(-1)
         hyps = sb.decoders.ctc_greedy_decode(log_probs, lens, blank_id=0)
         predicted = [list(encoder.decode_ndim([i for i in h if i in encoder.ind2lab]))

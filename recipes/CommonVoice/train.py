@@ -23,6 +23,7 @@ import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from speechbrain.utils.distributed import run_on_main  # noqa: E402
 
+from s3brain.audio import backbone_rate, read_audio  # noqa: E402
 from s3brain.backbone import BackboneUnavailableError  # noqa: E402
 from s3brain.ctc import (CTCFineTuning, evaluate_and_report, fit,  # noqa: E402
                          frames_function, setup_strategy, start_experiment,
@@ -93,10 +94,12 @@ def dataio_prepare(hparams, manifests, label_encoder):
                                                                "test_split"))
     datasets = [train, dev, test]
 
+    rate = backbone_rate(hparams["ssl"])
+
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return sb.dataio.dataio.read_audio(wav)
+        return read_audio(wav, rate)  # CommonVoice ships 48 kHz mp3: resampled here
 
     @sb.utils.data_pipeline.takes("phn")
     @sb.utils.data_pipeline.provides("tokens")

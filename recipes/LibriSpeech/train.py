@@ -26,6 +26,7 @@ import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from speechbrain.utils.distributed import run_on_main  # noqa: E402
 
+from s3brain.audio import backbone_rate, read_audio  # noqa: E402
 from s3brain.backbone import BackboneUnavailableError  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
 from s3brain.ctc import (CTCFineTuning, evaluate_and_report, fit,  # noqa: E402
@@ -85,10 +86,12 @@ def dataio_prepare(hparams, manifests, label_encoder):
     tests = {s: dataset(load([manifests[s]])) for s in hparams["test_splits"]}
     datasets = [train, valid, *tests.values()]
 
+    rate = backbone_rate(hparams["ssl"])
+
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return sb.dataio.dataio.read_audio(wav)
+        return read_audio(wav, rate)  # one channel at the backbone's rate, whatever the file's
 
     @sb.utils.data_pipeline.takes("wrd")
     @sb.utils.data_pipeline.provides("tokens")

@@ -31,6 +31,7 @@ import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from s3brain.audio import backbone_rate, read_audio  # noqa: E402
 from s3brain.backbone import BackboneUnavailableError  # noqa: E402
 from s3brain.ctc import load_finetuned, start_experiment  # noqa: E402
 from s3brain.results import update_results  # noqa: E402
@@ -49,7 +50,8 @@ def label_split(hparams, csv_path, label_encoder, limit=None):
     hf = ssl.model
     data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path)
     data = data.filtered_sorted(sort_key="duration")
-    sb.dataio.dataset.add_dynamic_item([data], sb.dataio.dataio.read_audio, takes="wav",
+    rate = backbone_rate(ssl)
+    sb.dataio.dataset.add_dynamic_item([data], lambda wav: read_audio(wav, rate), takes="wav",
                                        provides="sig")
     sb.dataio.dataset.set_output_keys([data], ["id", "sig"])
     loader = sb.dataio.dataloader.make_dataloader(data, batch_size=hparams["batch_size"])

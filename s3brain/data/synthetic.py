@@ -55,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SAMPLE_RATE = 16000
+# CommonVoice ships 48 kHz mp3 clips; the synthetic ones are written the same way, so that the
+# default path itself goes through the recipes' resampling. Part of the CommonVoice parts'
+# fingerprint (corpora written before at 16 kHz are rewritten once).
+COMMONVOICE_RATE = 48000
 
 # Voice variants heard in training; test-other uses the held-out ones.
 TRAIN_VOICES = """m1 m2 m3 m4 m5 m6 f1 f2 f3 f4 klatt klatt2 klatt3 john edward linda steph
@@ -162,23 +166,26 @@ def plan_jobs(spec):
                     client = hashlib.sha1(f"{lang}{split}{i}{spk}".encode()).hexdigest()
                 uid = f"common_voice_{lang}_{split}_{i:05d}"
                 jobs.append({**spk, "split": f"cv-{lang}-{split}", "id": uid, "text": text,
-                             "client_id": client, "path": f"CommonVoice/{lang}/clips/{uid}.mp3"})
+                             "client_id": client, "path": f"CommonVoice/{lang}/clips/{uid}.mp3",
+                             "rate": COMMONVOICE_RATE})
     return jobs
 
 
 def synthesize(job, root):
-    """Speak one job with espeak-ng, resample to 16 kHz with sox, write it.
+    """Speak one job with espeak-ng, resample with sox to the job's ``rate`` (16 kHz unless
+    given), write it.
 
     Returns its length in seconds and, for CommonVoice jobs, its IPA phonemes (else None).
     """
     voice = f"{job['lang']}+{job['voice']}"
     speak = ["espeak-ng", "-v", voice, "-s", str(job["speed"]), "-p", str(job["pitch"]),
              "-g", str(job["gap"]), "-a", str(job.get("amplitude", 100)), "--stdout", job["text"]]
-    resample = ["sox", "-t", "wav", "-", "-t", "wav", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-"]
+    rate = job.get("rate", SAMPLE_RATE)
+    resample = ["sox", "-t", "wav", "-", "-t", "wav", "-r", str(rate), "-c", "1", "-b", "16", "-"]
     tts = subprocess.run(speak, capture_output=True, check=True)
     wav = subprocess.run(resample, input=tts.stdout, capture_output=True, check=True)
     audio, rate = sf.read(io.BytesIO(wav.stdout), dtype="int16")
-    audio = _trim_silence(audio)
+    audio = _trim_silence(audio, keep=rate // 10)
     if job.get("pad_to"):  # fixed-length clips (Speech Commands: 1 s), centred
         audio = _fit_length(audio, int(job["pad_to"] * rate))
     out = Path(root) / job["path"]
@@ -203,7 +210,7 @@ def _fit_length(audio, samples):
     return out
 
 
-def _trim_silence(audio, keep=1600):
+def _trim_silence(audio, keep):
     """Cut leading and trailing silence beyond 0.1 s (espeak-ng pads both ends)."""
     loud = np.flatnonzero(np.abs(audio.astype(np.int32)) > 200)
     if len(loud) == 0:
@@ -265,7 +272,7 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
     fingerprint = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     jobs = plan_jobs(spec)
     parts = sorted({j["split"] for j in jobs})
-    todo = [p for p in parts if not _is_done(out, p, fingerprint)]
+    todo = [p for p in parts if not _is_done(out, p, _part_fingerprint(fingerprint, p))]
     if not todo:
         return out
     _check_tools()
@@ -290,9 +297,17 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
             _write_librispeech_trans(out, part_jobs)
         mark = _mark(out, part)
         mark.parent.mkdir(parents=True, exist_ok=True)
-        mark.write_text(json.dumps({"fingerprint": fingerprint, "utterances": len(part_jobs),
+        mark.write_text(json.dumps({"fingerprint": _part_fingerprint(fingerprint, part),
+                                    "utterances": len(part_jobs),
                                     "seconds": round(sum(durations[j["path"]] for j in part_jobs), 2)}))
     return out
+
+
+def _part_fingerprint(fingerprint, part):
+    """The corpus fingerprint, with the clip rate for CommonVoice parts."""
+    if part.startswith("cv-"):
+        return hashlib.sha1(f"{fingerprint}-{COMMONVOICE_RATE}Hz".encode()).hexdigest()
+    return fingerprint
 
 
 def _clear_part(out, part):

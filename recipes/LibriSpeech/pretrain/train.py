@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
+from s3brain.audio import backbone_rate, read_audio  # noqa: E402
 from s3brain.checkpoint import share_checkpoint_dir  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
 from s3brain.pretraining import export_backbone, pretraining_step  # noqa: E402
@@ -142,18 +143,21 @@ def dataio_prepare(hparams):
         hparams["train_dataloader_opts"]["shuffle"] = True
     valid = dataset(out / "pretrain_dev.csv", True)
 
+    # the rate of the model being pretrained (its preprocessor config), whatever the files'
+    rate = backbone_rate(hparams["model_config"])
+
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        return sb.dataio.dataio.read_audio(wav)
+        return read_audio(wav, rate)
 
-    crop = int(hparams["crop_seconds"] * 16000)
+    crop = int(hparams["crop_seconds"] * rate)
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def cropped_audio_pipeline(wav):
         # a random window of at most crop_seconds, as wav2vec 2.0 pretraining does
-        sig = sb.dataio.dataio.read_audio(wav)
+        sig = read_audio(wav, rate)
         if 0 < crop < len(sig):
             start = random.randint(0, len(sig) - crop)
             sig = sig[start:start + crop]
