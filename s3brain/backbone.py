@@ -117,14 +117,71 @@ def load_ssl(source, save_path, random_init=False, random_init_seed=0, config_ov
         _check_hub_reachable(source)
     Path(save_path).mkdir(parents=True, exist_ok=True)
     ssl = Wav2Vec2(source, save_path=str(save_path), **wrapper_kwargs)
-    for key, value in (config_overrides or {}).items():
-        setattr(ssl.model.config, key, value)
-    if wrapper_kwargs.get("freeze_feature_extractor") and hasattr(ssl.model, "freeze_feature_encoder"):
+    configure(ssl.model, config_overrides, every_layer=wrapper_kwargs.get("output_all_hiddens"))
+    if wrapper_kwargs.get("freeze_feature_extractor"):
         # transformers' own flag too: otherwise its CNN marks its input as requiring grad, which
-        # fails when the input is computed (a learned downsampling in front of the backbone)
-        ssl.model.freeze_feature_encoder()
+        # fails when the input is computed (a learned downsampling in front of the backbone).
+        # HubertModel has no freeze_feature_encoder; every family's CNN has this method.
+        ssl.model.feature_extractor._freeze_parameters()
     ssl.ssl_init = init
     return ssl
+
+
+def configure(hf_model, overrides=None, every_layer=False):
+    """Set ``overrides`` on the config of ``hf_model`` and make the config safe to run with.
+
+    An override must name an attribute the family's config has (a ValueError says which do not,
+    before any training). Attributes the family's modelling code reads but its config lacks
+    (``LayerNames.config_defaults``: WavLM's SpecAugment reads ``mask_feature_min_masks``) get
+    the other families' default. ``hidden_states`` always end with ``last_hidden_state`` (in
+    the large layout transformers 5 otherwise returns the last block's output before the
+    encoder's final layer norm). With ``every_layer`` (every block's output is used: SUPERB's
+    weighted sum, early exit) LayerDrop is turned off, as a dropped block would be missing from
+    the outputs.
+    """
+    from s3brain.masks import family
+
+    config = hf_model.config
+    unknown = [key for key in (overrides or {}) if not hasattr(config, key)]
+    if unknown:
+        raise ValueError(f"config_overrides {unknown} are not attributes of {type(config).__name__}"
+                         f" ({config.model_type}): remove them from the yaml's config_overrides")
+    for key, value in (overrides or {}).items():
+        setattr(config, key, value)
+    for key, value in family(hf_model).config_defaults:
+        if not hasattr(config, key):
+            setattr(config, key, value)
+    config.tie_last_hidden_states = True
+    if every_layer:
+        disable_layerdrop(hf_model, "every block's output is used")
+
+
+def disable_layerdrop(model, why):
+    """Turn off LayerDrop (a block skipped at random in training), saying ``why``."""
+    from s3brain.masks import hf_model
+
+    config = hf_model(model).config
+    if getattr(config, "layerdrop", 0.0) > 0:
+        logger.warning("LayerDrop %.2f of the backbone turned off: %s", config.layerdrop, why)
+        config.layerdrop = 0.0
+
+
+def hidden_layer_count(ssl):
+    """Number of hidden states ``ssl`` (a SpeechBrain wrapper with ``output_all_hiddens``)
+    returns: asked of the backbone itself, on a short silent input in eval mode."""
+    model = ssl.model
+    param = next(model.parameters())
+    samples = int(max(model.config.conv_kernel)) * int(torch.prod(torch.tensor(
+        model.config.conv_stride)))
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.zeros(1, samples, device=param.device, dtype=param.dtype),
+                        output_hidden_states=True)
+    finally:
+        model.train(training)
+    return len(out.hidden_states)
 
 
 def _check_hub_reachable(name):

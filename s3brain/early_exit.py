@@ -25,7 +25,7 @@ Example
 import torch
 from torch import nn
 
-from s3brain.masks import hf_model
+from s3brain.masks import family, hf_model, is_stable_layer_norm
 
 CRITERIA = ("entropy", "similarity")
 
@@ -45,12 +45,16 @@ def exit_head_count(ssl):
 
 def layer_outputs(model, wav):
     """Yield ``(block input, block output)`` for each transformer block in turn (one utterance,
-    or a batch without padding). The last output equals ``model(wav).last_hidden_state``."""
+    or a batch without padding). The last output equals ``model(wav).last_hidden_state``.
+
+    Works for every family of ``s3brain.masks.FAMILIES`` in both layouts: in the large layout
+    (stable layer norm) each output goes through the encoder's final layer norm, as the last
+    one does in the model (``exit_features``); WavLM's blocks hand their relative position bias
+    on to the next one, as its encoder does."""
     model = hf_model(model)
     encoder = model.encoder
-    if not hasattr(encoder, "pos_conv_embed") or model.config.model_type == "wavlm":
-        raise NotImplementedError(f"early exit for {model.config.model_type} is not supported")
-    stable = "StableLayerNorm" in type(encoder).__name__
+    names = family(model)
+    stable = is_stable_layer_norm(model)
     features = model.feature_extractor(wav).transpose(1, 2)
     hidden = model.feature_projection(features)
     hidden = hidden[0] if isinstance(hidden, tuple) else hidden
@@ -58,11 +62,36 @@ def layer_outputs(model, wav):
     if not stable:
         hidden = encoder.layer_norm(hidden)
     hidden = encoder.dropout(hidden)
-    for layer in encoder.layers:
+    position_bias = None
+    for layer in model.get_submodule(names.blocks):
         block_input = hidden
-        out = layer(hidden)
-        hidden = out[0] if isinstance(out, tuple) else out
-        yield block_input, (encoder.layer_norm(hidden) if stable else hidden)
+        if names.position_bias:
+            hidden, position_bias = layer(hidden, position_bias=position_bias)
+        else:
+            out = layer(hidden)
+            hidden = out[0] if isinstance(out, tuple) else out
+        yield block_input, exit_features(model, hidden)
+
+
+def exit_features(model, block_output):
+    """What an exit after a block reads: the block's output, through the encoder's final layer
+    norm in the large layout (there the last block's output is only normalised by it, and the
+    intermediate ones are never normalised); as is in the base layout."""
+    model = hf_model(model)
+    return model.encoder.layer_norm(block_output) if is_stable_layer_norm(model) else block_output
+
+
+def exit_inputs(model, hiddens, heads):
+    """The inputs of the exit heads from the backbone's hidden states ``[layers + 1, B, T, D]``
+    (``output_all_hiddens``): each intermediate block's ``exit_features``. A clear error when
+    the backbone did not return one output per block."""
+    blocks = len(hf_model(model).encoder.layers)
+    if len(hiddens) != blocks + 1 or len(heads) != blocks - 1:
+        raise ValueError(f"early exit needs {blocks + 1} hidden states and {blocks - 1} exit "
+                         f"heads (one per block but the last), got {len(hiddens)} and "
+                         f"{len(heads)}: load the backbone with output_all_hiddens and no "
+                         f"LayerDrop (s3brain.backbone.load_ssl does)")
+    return [exit_features(model, h) for h in hiddens[1:-1]]
 
 
 def block_flops(model, seconds=10, sample_rate=16000):
@@ -71,7 +100,9 @@ def block_flops(model, seconds=10, sample_rate=16000):
 
     model = hf_model(model)
     frames = int(model._get_feat_extract_output_lengths(torch.tensor(seconds * sample_rate)))
-    hidden = torch.zeros(1, frames, model.config.hidden_size)
+    param = next(model.parameters())
+    hidden = torch.zeros(1, frames, model.config.hidden_size, device=param.device,
+                         dtype=param.dtype)
     return count_flops(lambda: model.encoder.layers[0](hidden))
 
 

@@ -47,11 +47,20 @@ INITS = ("ori", "ri", "wmi")
 
 @dataclass(frozen=True)
 class LayerNames:
-    """Where a model family keeps its transformer blocks and their linear layers."""
+    """What one model family's transformers modelling file looks like to our mechanisms.
+
+    ``blocks``, ``ffn`` and ``attention`` are module names (the blocks' list, and the linear
+    layers inside a block). ``position_bias``: the blocks hand a relative position bias on to the
+    next one (WavLM: only the first block owns ``rel_attn_embed``, the others reuse its bias,
+    each gated per head by ``gru_rel_pos_linear`` / ``gru_rel_pos_const``). ``config_defaults``:
+    config attributes the modelling code reads but the family's config class does not define
+    (WavLM's SpecAugment reads ``mask_feature_min_masks``)."""
 
     blocks: str
     ffn: tuple
     attention: tuple
+    position_bias: bool = False
+    config_defaults: tuple = ()
 
 
 _W2V2_LIKE = LayerNames(
@@ -59,13 +68,32 @@ _W2V2_LIKE = LayerNames(
     ffn=("feed_forward.intermediate_dense", "feed_forward.output_dense"),
     attention=("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.out_proj"),
 )
-#: ``config.model_type`` -> layer names. The four families share the transformers layout.
+#: ``config.model_type`` -> layer names. The four families share the transformers layout; WavLM
+#: adds its per-head relative position bias.
 FAMILIES = {
     "wav2vec2": _W2V2_LIKE,
     "hubert": _W2V2_LIKE,
-    "wavlm": _W2V2_LIKE,
+    "wavlm": LayerNames(_W2V2_LIKE.blocks, _W2V2_LIKE.ffn, _W2V2_LIKE.attention,
+                        position_bias=True, config_defaults=(("mask_feature_min_masks", 0),)),
     "data2vec-audio": _W2V2_LIKE,
 }
+
+
+def family(model):
+    """The ``LayerNames`` of ``model``'s family (a transformers model or a SpeechBrain wrapper);
+    a clear error for a model type without a table."""
+    model_type = hf_model(model).config.model_type
+    if model_type not in FAMILIES:
+        raise ValueError(f"no layer table for model type {model_type!r}; known: "
+                         f"{sorted(FAMILIES)}")
+    return FAMILIES[model_type]
+
+
+def is_stable_layer_norm(model):
+    """True for the large layout (``do_stable_layer_norm``: pre-LN blocks, the encoder's
+    ``layer_norm`` applied after the last block); False for the base layout (post-LN blocks, the
+    encoder's ``layer_norm`` before the first). data2vec-audio has only the latter."""
+    return bool(getattr(hf_model(model).config, "do_stable_layer_norm", False))
 
 
 def hf_model(model):
@@ -81,12 +109,9 @@ def hf_model(model):
 def target_linears(model, scope="ffn", blocks=None):
     """``{name: nn.Linear}`` of the layers in ``scope`` of the chosen ``blocks`` (all if None)."""
     model = hf_model(model)
-    family = model.config.model_type
-    if family not in FAMILIES:
-        raise ValueError(f"no layer table for model type {family!r}; known: {sorted(FAMILIES)}")
+    names = family(model)
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    names = FAMILIES[family]
     suffixes = {"ffn": names.ffn, "attention": names.attention,
                 "both": names.attention + names.ffn}[scope]
     layers = model.get_submodule(names.blocks)
@@ -174,7 +199,9 @@ def init_scores(weight, init, generator=None):
         return magnitude.clone()
     # Same range as nn.Linear's default weight init (kaiming uniform, a = sqrt(5)).
     bound = 1.0 / math.sqrt(weight.shape[1])
+    # drawn on the CPU (the generator's device, reproducible anywhere), then moved to the weight's
     random = (torch.rand(weight.shape, generator=generator, dtype=weight.dtype) * 2 - 1) * bound
+    random = random.to(weight.device)
     if init == "ri":
         return random
     scores = torch.empty_like(random).reshape(-1)

@@ -75,7 +75,7 @@ def detection_stats(logits, labels, lengths=None):
     """Accuracy and recall on salient frames of a detector's decisions (logit > 0)."""
     mask = torch.ones_like(labels, dtype=torch.bool)
     if lengths is not None:
-        mask = torch.arange(labels.shape[1])[None, :] < lengths[:, None]
+        mask = torch.arange(labels.shape[1], device=labels.device)[None, :] < lengths[:, None]
     predicted, truth = (logits > 0)[mask], labels.bool()[mask]
     accuracy = float((predicted == truth).float().mean())
     recall = float((predicted & truth).sum() / truth.sum().clamp(min=1))
@@ -114,19 +114,19 @@ def drop_tokens(features, lengths, prob_salient, skip_ratio):
 
 def uniform_keep(lengths, frames, drop_share):
     """Baseline: drop every frame whose running share passes ``drop_share`` (evenly spaced)."""
-    index = torch.arange(frames, dtype=torch.float64)
+    index = torch.arange(frames, dtype=torch.float64, device=lengths.device)
     keep = torch.floor((index + 1) * (1 - drop_share)) > torch.floor(index * (1 - drop_share))
     keep = keep[None, :].expand(len(lengths), frames).clone()
-    return keep & (torch.arange(frames)[None, :] < lengths[:, None])
+    return keep & (torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None])
 
 
 def random_keep(lengths, frames, drop_share, generator=None):
     """Baseline: drop a random ``drop_share`` of each utterance's frames."""
-    keep = torch.zeros(len(lengths), frames, dtype=torch.bool)
+    keep = torch.zeros(len(lengths), frames, dtype=torch.bool)  # the generator's device, the CPU
     for b, length in enumerate(lengths.tolist()):
         kept = length - int(drop_share * length)
         keep[b, torch.randperm(length, generator=generator)[:kept]] = True
-    return keep
+    return keep.to(lengths.device)
 
 
 def forward_with_dropping(model, wav, wav_lengths, keep_fn, output_hidden_states=False):
@@ -226,10 +226,9 @@ class TokenDropping(nn.Module):
                 prob = torch.sigmoid(self.detector(features))
             keep = keep_mask(prob, lengths, self.skip_ratio)
         elif self.method == "uniform":
-            keep = uniform_keep(lengths.cpu(), frames, self.drop_share).to(features.device)
+            keep = uniform_keep(lengths.to(features.device), frames, self.drop_share)
         else:
-            keep = random_keep(lengths.cpu(), frames, self.drop_share,
-                               self.generator).to(features.device)
+            keep = random_keep(lengths.to(features.device), frames, self.drop_share, self.generator)
         self.frames_kept += int(keep.sum())
         self.frames_total += int(lengths.sum())
         return keep
@@ -241,7 +240,7 @@ def encode_with_dropping(ssl, wavs, wav_lens, dropper, blocks=False):
     (with its ``output_norm``) for the kept frames only; with ``blocks`` a fourth item, every
     transformer block's output."""
     samples = (wav_lens * wavs.shape[1]).round().long() if wav_lens is not None \
-        else torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
+        else torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
     if ssl.normalize_wav:
         wavs = nn.functional.layer_norm(wavs, wavs.shape[1:])
     out = forward_with_dropping(ssl.model, wavs, samples.to(wavs.device), dropper,

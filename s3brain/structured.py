@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from s3brain.masks import FAMILIES, hf_model
+from s3brain.masks import family, hf_model
 from s3brain.pruning import PruningSchedule
 
 
@@ -90,7 +90,7 @@ class UnitMaskParam(nn.Module):
 
 def _block_layers(model):
     model = hf_model(model)
-    names = FAMILIES[model.config.model_type]
+    names = family(model)
     return model, model.get_submodule(names.blocks), names
 
 
@@ -113,10 +113,9 @@ def add_unit_masks(model):
     masks = {}
     for b, block in enumerate(blocks):
         for kind, slices in _slices(block, names).items():
-            first = slices[0]
+            first = getattr(slices[0][0], slices[0][1])
             group = head_dim if kind == "heads" else 1
-            size = getattr(first[0], first[1]).shape[0] // group
-            units = masks[f"{b}.{kind}"] = UnitMask(size, kind)
+            units = masks[f"{b}.{kind}"] = UnitMask(first.shape[0] // group, kind).to(first.device)
             for module, tensor, axis in slices:
                 parametrize.register_parametrization(module, tensor,
                                                      UnitMaskParam(units, axis, group))
@@ -289,7 +288,7 @@ def silent_units(model):
                 values = getattr(module, tensor).detach().abs()
                 per_row = values.sum(1) if values.dim() == 2 else values
                 alive = alive + per_row.view(-1, group).sum(1)
-            units = UnitMask(alive.numel(), kind)
+            units = UnitMask(alive.numel(), kind).to(alive.device)
             units.keep.copy_(alive > 0)
             found[f"{b}.{kind}"] = units
     return found
@@ -302,7 +301,8 @@ def _select(linear, rows=None, cols=None):
         weight, bias = weight[rows], (bias[rows] if bias is not None else None)
     if cols is not None:
         weight = weight[:, cols]
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None,
+                    device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         new.weight.copy_(weight)
         if bias is not None:
@@ -314,34 +314,74 @@ def shrink(model):
     """Physically remove pruned units: each block's FFN and attention projections get only the
     kept neurons and heads (from the unit masks, or, without masks, the units whose incoming
     weights are all zero). In place; returns the transformers model, whose config then lists
-    the per-block sizes (``layer_intermediate_sizes``, ``layer_attention_heads``)."""
+    the per-block sizes (``layer_intermediate_sizes``, ``layer_attention_heads``, and for WavLM
+    the kept heads' original indices, ``layer_attention_head_ids``).
+
+    WavLM: each block gets ``shrunk_modeling.ShrunkWavLMAttention`` with its kept heads' gate
+    constants and columns of the relative position bias table (the first block's, which every
+    block uses in the stock model)."""
+    from s3brain import shrunk_modeling
+
     model, blocks, names = _block_layers(model)
-    if model.config.model_type not in ("wav2vec2", "hubert", "data2vec-audio"):
-        raise NotImplementedError(f"shrinking {model.config.model_type} is not supported")
+    if model.config.model_type not in shrunk_modeling.CLASSES:
+        raise ValueError(f"shrinking {model.config.model_type} is not supported: known "
+                         f"{sorted(shrunk_modeling.CLASSES)}")
     head_dim = model.config.hidden_size // model.config.num_attention_heads
+    full_heads = model.config.num_attention_heads
     masks = unit_masks(model) or silent_units(model)
     fold_units(model)
-    widths, heads = [], []
+    attention_name = names.attention[0].rsplit(".", 1)[0]
+    bias_table = None
+    if names.position_bias:  # WavLM: the bias table of the first block, shared by all
+        bias_table = blocks[0].get_submodule(attention_name).rel_attn_embed.weight.detach()
+    widths, heads, head_ids = [], [], []
     for b, block in enumerate(blocks):
         ffn_keep = masks[f"{b}.ffn"].keep if f"{b}.ffn" in masks else None
         head_keep = masks[f"{b}.heads"].keep if f"{b}.heads" in masks else None
-        attention = block.get_submodule(names.attention[0].rsplit(".", 1)[0])
+        attention = block.get_submodule(attention_name)
         ffn = block.get_submodule(names.ffn[0].rsplit(".", 1)[0])
         if ffn_keep is not None:
             rows = ffn_keep.nonzero().squeeze(1)
             ffn.intermediate_dense = _select(ffn.intermediate_dense, rows=rows)
             ffn.output_dense = _select(ffn.output_dense, cols=rows)
+        if head_keep is None:
+            head_keep = torch.ones(full_heads, dtype=torch.bool, device=bias_table.device) \
+                if bias_table is not None else None
         if head_keep is not None:
             rows = head_keep.repeat_interleave(head_dim).nonzero().squeeze(1)
             for name in ("q_proj", "k_proj", "v_proj"):
                 setattr(attention, name, _select(getattr(attention, name), rows=rows))
             attention.out_proj = _select(attention.out_proj, cols=rows)
             attention.num_heads = int(head_keep.sum())
+        if bias_table is not None:
+            kept = head_keep.nonzero().squeeze(1)
+            attention = _shrunk_wavlm_attention(attention, full_heads, kept, bias_table)
+            block.set_submodule(attention_name, attention)
+            head_ids.append(kept.tolist())
         widths.append(ffn.intermediate_dense.out_features)
         heads.append(attention.q_proj.out_features // head_dim)
     model.config.layer_intermediate_sizes = widths
     model.config.layer_attention_heads = heads
+    if bias_table is not None:
+        model.config.layer_attention_head_ids = head_ids
     return model
+
+
+def _shrunk_wavlm_attention(attention, full_heads, kept, bias_table):
+    """A ``ShrunkWavLMAttention`` computing what the WavLM ``attention`` (projections already
+    sliced to the ``kept`` heads) computes for those heads."""
+    from s3brain.shrunk_modeling import ShrunkWavLMAttention
+
+    weight = attention.q_proj.weight
+    new = ShrunkWavLMAttention(attention.embed_dim, full_heads, kept.tolist(), attention.dropout,
+                               attention.num_buckets, attention.max_distance)
+    new.to(device=weight.device, dtype=weight.dtype).train(attention.training)
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj", "gru_rel_pos_linear"):
+        setattr(new, name, getattr(attention, name))
+    with torch.no_grad():
+        new.gru_rel_pos_const.copy_(attention.gru_rel_pos_const[:, kept])
+        new.rel_attn_embed.weight.copy_(bias_table[:, kept])
+    return new
 
 
 def save_shrunk(model, path):

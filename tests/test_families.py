@@ -1,0 +1,196 @@
+"""Every mechanism on every backbone family and layout (issue #15, item 2).
+
+Tiny random-init models of wav2vec2, HuBERT and WavLM in the base layout (group-norm CNN, post-LN
+transformer) and the large layout (layer-norm CNN, stable layer norm), and data2vec-audio (one
+layout in transformers), written with ``save_pretrained`` as a downloaded hub folder is
+(``conftest.tiny_family_models``). Each mechanism is compared with a reference computation on
+each; a few debug recipe runs cover the recipe-level paths that once failed.
+"""
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from conftest import FAMILY_LAYOUTS, REPO, run_recipe
+from s3brain.adapters import Adapters
+from s3brain.backbone import hidden_layer_count, load_ssl
+from s3brain.downsampling import InputDownsampling
+from s3brain.early_exit import ExitHeads, early_exit, exit_inputs, layer_outputs
+from s3brain.masks import add_masks, fold, is_stable_layer_norm
+from s3brain.salad import forward_with_dropping
+from s3brain.structured import Safari, save_shrunk, shrink
+from s3brain.utterance import UtteranceHead
+
+IDS = [f"{family}-{layout}" for family, layout in FAMILY_LAYOUTS]
+#: the SpecAugment overrides of the LibriSpeech and CommonVoice yamls (feature masking made
+#: likely, so that its code path runs)
+SPEC_AUGMENT = {"mask_time_prob": 0.05, "mask_time_length": 5, "mask_feature_prob": 0.5,
+                "mask_feature_length": 8}
+
+
+@pytest.fixture(params=FAMILY_LAYOUTS, ids=IDS)
+def folder(request, tiny_family_models):
+    return tiny_family_models[request.param]
+
+
+def _model(folder):
+    return AutoModel.from_pretrained(folder, local_files_only=True).eval()
+
+
+def _wav(batch=1, samples=8000, seed=0):
+    return torch.randn(batch, samples, generator=torch.Generator().manual_seed(seed))
+
+
+def _as_wrapper_sees(ssl, wav):
+    """The waveform the SpeechBrain wrapper gives its model (normalised when the preprocessor
+    config says ``do_normalize``, as the large checkpoints' do)."""
+    return torch.nn.functional.layer_norm(wav, wav.shape[1:]) if ssl.normalize_wav else wav
+
+
+def _close(a, b, atol=1e-5):
+    return a.shape == b.shape and torch.allclose(a, b, atol=atol)
+
+
+def test_family_and_layout_are_what_was_written(folder):
+    model = _model(folder)
+    family, layout = folder.name.rsplit("-", 1)
+    assert model.config.model_type == family
+    assert is_stable_layer_norm(model) == (layout == "large")
+
+
+def test_load_ssl_every_layer_spec_augment_and_learned_downsampling(folder, tmp_path):
+    torch.manual_seed(0)
+    ssl = load_ssl(folder, tmp_path, config_overrides=SPEC_AUGMENT, output_all_hiddens=True,
+                   freeze_feature_extractor=True, apply_spec_augment=True)
+    layers = ssl.model.config.num_hidden_layers + 1
+    assert ssl.model.config.layerdrop == 0.0  # a dropped block would be missing
+    assert hidden_layer_count(ssl) == layers
+    down = InputDownsampling("conv", factor=2)
+    ssl.train()
+    for _ in range(3):  # training mode: SpecAugment (WavLM's config lacks a key it reads)
+        out = ssl(down(_wav(2)), torch.tensor([1.0, 0.7]))
+        assert out.shape[0] == layers
+    head = UtteranceHead(layers, ssl.model.config.hidden_size, {"label": 3}, projection=8)
+    head(out, torch.tensor([1.0, 0.7]))["label"].sum().backward()  # through a computed input
+    assert all(p.grad is not None for p in down.parameters())
+    ssl.eval()
+    with torch.no_grad():
+        hiddens = ssl(_wav())
+        last = ssl.model(_as_wrapper_sees(ssl, _wav())).last_hidden_state
+    assert torch.equal(hiddens[-1], last)  # the last hidden state is the model's output
+    with pytest.raises(ValueError, match="not attributes"):
+        load_ssl(folder, tmp_path, config_overrides={"mask_time_probability": 0.1})
+
+
+def test_masks_at_sparsity_zero_and_fold(folder):
+    model = _model(folder)
+    wav = _wav()
+    with torch.no_grad():
+        dense = model(wav).last_hidden_state
+        add_masks(model, sparsity=0.0, scope="both")
+        assert _close(model(wav).last_hidden_state, dense)
+    model = _model(folder)
+    add_masks(model, sparsity=0.5, scope="both")
+    with torch.no_grad():
+        masked = model(wav).last_hidden_state
+        assert not _close(masked, dense, atol=1e-3)
+        assert _close(fold(model)(wav).last_hidden_state, masked)
+
+
+def test_structured_pruning_shrinks_and_loads_back(folder, tmp_path):
+    model = _model(folder)
+    Safari(sparsity=0.3).setup(model)
+    wav = _wav(2, seed=1)
+    mask = torch.ones(2, wav.shape[1], dtype=torch.long)
+    mask[1, 5000:] = 0  # padding: the attention mask path too
+    with torch.no_grad():
+        masked = model(wav, attention_mask=mask).last_hidden_state
+        shrunk = shrink(model)
+        assert _close(shrunk(wav, attention_mask=mask).last_hidden_state, masked)
+    assert sum(shrunk.config.layer_attention_heads) < 2 * 4
+    assert sum(shrunk.config.layer_intermediate_sizes) < 2 * 64
+    save_shrunk(shrunk, tmp_path / "shrunk")
+    loaded = AutoModel.from_pretrained(tmp_path / "shrunk", trust_remote_code=True,
+                                       local_files_only=True).eval()
+    with torch.no_grad():
+        assert _close(loaded(wav, attention_mask=mask).last_hidden_state, masked)
+
+
+def test_early_exit_matches_the_full_forward_and_the_training_path(folder, tmp_path):
+    ssl = load_ssl(folder, tmp_path, output_all_hiddens=True).eval()
+    model = ssl.model
+    with torch.no_grad():
+        hiddens = ssl(_wav())
+        wav = _as_wrapper_sees(ssl, _wav())
+        outputs = [after for _, after in layer_outputs(model, wav)]
+        full = model(wav).last_hidden_state
+    assert len(outputs) == model.config.num_hidden_layers
+    assert _close(outputs[-1], full)
+    heads = ExitHeads(model.config.hidden_size, outputs=5, layers=len(outputs) - 1)
+    # what the exit heads are trained on is what they read when decoding
+    for trained, decoded in zip(exit_inputs(ssl, hiddens, heads), outputs[:-1]):
+        assert _close(trained, decoded)
+    last_head = torch.nn.Linear(model.config.hidden_size, 5)
+
+    def head_fn(i, hidden):
+        return last_head(hidden) if i == len(outputs) else heads[i - 1](hidden)
+
+    log_probs, block = early_exit(model, heads, wav, "entropy", 0.0, head_fn=head_fn)
+    assert block == len(outputs)
+    assert _close(log_probs, last_head(full).log_softmax(-1).detach())
+    assert early_exit(model, heads, wav, "entropy", float("inf"), head_fn=head_fn)[1] == 1
+
+
+def test_token_dropping_keeping_every_frame_is_the_plain_forward(folder):
+    model = _model(folder)
+    wav = _wav(2, seed=2)
+    lengths = torch.tensor([wav.shape[1]] * 2)
+
+    def keep_all(features, frames):
+        return torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+
+    with torch.no_grad():
+        plain = model(wav).last_hidden_state
+        hidden, kept, keep, blocks = forward_with_dropping(model, wav, lengths, keep_all,
+                                                           output_hidden_states=True)
+    assert _close(hidden, plain) and kept.tolist() == [plain.shape[1]] * 2
+    assert len(blocks) == model.config.num_hidden_layers
+
+
+def test_adapters_at_initialisation_leave_the_output_unchanged(folder):
+    model = _model(folder)
+    wav = _wav()
+    with torch.no_grad():
+        before = model(wav).last_hidden_state
+        adapters = Adapters(model, bottleneck=4)
+        assert torch.equal(model(wav).last_hidden_state, before)
+    assert all(p.requires_grad for p in adapters.parameters())
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+# Recipe runs: the fewest that cover the recipe-level paths that failed (debug, tiny corpus).
+RUNS = {
+    # WavLM with a LibriSpeech yaml: SpecAugment overrides in training, token dropping
+    "librispeech-skip_uniform-wavlm-base": (
+        "LibriSpeech/train.py", "hparams/skip_uniform.yaml", ("wavlm", "base"),
+        ["--lm_decoding=False"]),
+    # early exit (every block's output, exits read through the final layer norm) on WavLM large
+    "librispeech-early_exit-wavlm-large": (
+        "LibriSpeech/train.py", "hparams/early_exit.yaml", ("wavlm", "large"),
+        ["--lm_decoding=False", "--exit_training=joint", "--init_from=null"]),
+    # SUPERB head sized by what the backbone returns, large layout, learned downsampling
+    "superb-ks-hubert-large": (
+        "SUPERB/KS/train.py", "hparams/weight_ft.yaml", ("hubert", "large"), []),
+}
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_recipe_debug_run(run, tiny_family_models, tiny_corpus, tmp_path):
+    script, hparams, key, extra = RUNS[run]
+    out = tmp_path / run
+    result = run_recipe(hparams, "--synthetic_size=tiny", "--number_of_epochs=1",
+                        "--cost_repeats=1", "--debug",
+                        f"--ssl_hub={tiny_family_models[key]}", f"--output_folder={out}", *extra,
+                        script=REPO / "recipes" / script, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "results.json").exists()
