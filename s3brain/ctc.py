@@ -26,8 +26,9 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process
 
+from s3brain.backbone import disable_layerdrop
 from s3brain.checkpoint import share_checkpoint_dir
-from s3brain.early_exit import early_exit, flops_at_exit
+from s3brain.early_exit import early_exit, exit_inputs, flops_at_exit
 
 from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
                                 peak_memory_mb)
@@ -84,8 +85,9 @@ class CTCFineTuning(BackboneFineTuning):
         exits = None
         if self.exit_heads is not None:  # the backbone returns every block's output
             hiddens, feats = feats, feats[-1]
-            exits = [self.hparams.log_softmax(head(h))
-                     for head, h in zip(self.exit_heads, hiddens[1:-1])]
+            ssl = getattr(self.modules.ssl, "module", self.modules.ssl)
+            exits = [self.hparams.log_softmax(head(h)) for head, h in
+                     zip(self.exit_heads, exit_inputs(ssl, hiddens, self.exit_heads))]
         logits = self.modules.ctc_lin(self.modules.head(feats))
         return self.hparams.log_softmax(logits), wav_lens, exits
 
@@ -182,7 +184,8 @@ class CTCFineTuning(BackboneFineTuning):
             self.exit_seconds += time.perf_counter() - start
             self.exit_audio_seconds += wav.shape[1] / 16000
             self.exit_blocks.append(block)
-            hyps += sb.decoders.ctc_greedy_decode(log_probs, torch.ones(1),
+            hyps += sb.decoders.ctc_greedy_decode(log_probs,
+                                                  torch.ones(1, device=log_probs.device),
                                                   blank_id=self.hparams.blank_index)
         return hyps
 
@@ -379,6 +382,7 @@ def setup_strategy(hparams, key="WER"):
         # weights of a fine-tuned run, taken before any mask or pruning is set up.
         if not hparams.get("teacher_from"):
             raise ValueError("distill_weight > 0 needs teacher_from=<a weight fine-tuning run>")
+        disable_layerdrop(ssl, "distillation compares every block's output with the teacher's")
         teacher = copy.deepcopy(ssl)
         load_finetuned(hparams["teacher_from"], {"ssl": teacher}, key)
         hparams["teacher"] = teacher.requires_grad_(False).eval()

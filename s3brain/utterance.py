@@ -30,7 +30,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
-from s3brain.backbone import BackboneUnavailableError, hidden_size
+from s3brain.backbone import BackboneUnavailableError, hidden_layer_count, hidden_size
 from s3brain.ctc import fit, setup_strategy, sparsity_of, start_experiment
 from s3brain.efficiency import count_parameters, measure_cost, peak_memory_mb
 from s3brain.finetuning import BackboneFineTuning
@@ -49,6 +49,11 @@ class WeightedLayerSum(nn.Module):
         self.weights = nn.Parameter(torch.zeros(layers))
 
     def forward(self, hiddens):
+        if hiddens.dim() != 4 or hiddens.shape[0] != self.weights.numel():
+            raise ValueError(f"the weighted layer sum was built for {self.weights.numel()} hidden "
+                             f"layers [L, B, T, D], got shape {tuple(hiddens.shape)}: size it with "
+                             f"s3brain.backbone.hidden_layer_count and load the backbone with "
+                             f"output_all_hiddens")
         w = torch.softmax(self.weights, dim=0)
         return (w.view(-1, 1, 1, 1) * hiddens).sum(0)
 
@@ -211,7 +216,8 @@ def build_head(hparams, encoders):
     """The task's head, sized by the backbone and the label sets; registered as the yaml's
     ``model`` (head optimizer, checkpoint, mask file)."""
     ssl = hparams["ssl"]
-    head = UtteranceHead(ssl.model.config.num_hidden_layers + 1, hidden_size(ssl),
+    # as many layers as the backbone really returns (not assumed from its config)
+    head = UtteranceHead(hidden_layer_count(ssl), hidden_size(ssl),
                          {t: len(e) for t, e in encoders.items()}, hparams["projection"])
     hparams["model"] = head
     hparams["modules"]["head"] = head
