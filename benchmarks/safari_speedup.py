@@ -3,7 +3,8 @@
 
 A wav2vec2-base sized model (random weights: timing does not depend on them) is pruned with the
 SAFARI split (sp_heads - sp_ffn = 0.2) at each sparsity and physically shrunk. For each model the
-script measures, in one run with a fixed thread count, FLOPs (torch's flop counter) and CPU
+script measures, in one run with a fixed thread count, FLOPs (``s3brain.efficiency.count_flops``,
+attention products included) and CPU
 latency (median of repeats) of the transformer encoder on 10 s of audio, and of the whole model.
 Target: transformer speed-up >= 0.9 x the FLOPs reduction.
 
@@ -11,7 +12,12 @@ With ``--kept-share`` (the share of CNN frames SALAD lets through, ``kept_share_
 S6-DAMON run) each sparsity also gets its S6-DAMON row: the shrunk model run on that share of the
 frames, the SALAD detector's own cost included in the whole-model figures.
 
+With ``--flops-only`` nothing is timed (FLOPs do not need a quiet machine); ``--earlier-speedups``
+then gives the speed-ups measured before, one per non-dense row, to print their ratio to the
+FLOPs reduction counted now.
+
     ./s3env python benchmarks/safari_speedup.py
+    ./s3env python benchmarks/safari_speedup.py --flops-only --earlier-speedups 1.19 1.26 1.74
     ./s3env python benchmarks/safari_speedup.py --sparsities 0.3 --kept-share 0.7
     ./s3env python benchmarks/safari_speedup.py --model tiny --sparsities 0.2 0.5 --threads 2
 """
@@ -37,6 +43,9 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--kept-share", type=float, default=None,
                         help="also S6-DAMON: SAFARI plus SALAD keeping this share of the frames")
+    parser.add_argument("--flops-only", action="store_true", help="count FLOPs, time nothing")
+    parser.add_argument("--earlier-speedups", type=float, nargs="*", default=None,
+                        help="transformer speed-ups measured earlier, one per non-dense row")
     args = parser.parse_args()
     torch.manual_seed(0)
     dense = (AutoModel.from_config(Wav2Vec2Config()) if args.model == "base"
@@ -62,11 +71,12 @@ def main():
 
             whole = lambda: forward_with_dropping(  # noqa: E731
                 model, wav, torch.tensor([wav.shape[1]]), keep)
+        def latency(forward):
+            return float("nan") if args.flops_only else median_latency_ms(
+                forward, repeats=args.repeats, threads=args.threads)
+
         with torch.no_grad():
-            return (count_flops(encoder), median_latency_ms(encoder, repeats=args.repeats,
-                                                            threads=args.threads),
-                    count_flops(whole), median_latency_ms(whole, repeats=args.repeats,
-                                                          threads=args.threads))
+            return count_flops(encoder), latency(encoder), count_flops(whole), latency(whole)
 
     rows = [("dense", *measure(dense))]
     for sp in args.sparsities:
@@ -77,15 +87,25 @@ def main():
         if args.kept_share is not None:
             rows.append((f"S6-DAMON sp {sp:g}", *measure(model, args.kept_share)))
     d_flops, d_ms = rows[0][1], rows[0][2]
-    print(f"{args.model} model, {args.seconds:g} s of audio, {args.threads} thread(s), "
-          f"median of {args.repeats}" + (f"; S6-DAMON keeps {args.kept_share:.1%} of the frames"
-                                         if args.kept_share is not None else ""))
+    earlier = [1.0, *args.earlier_speedups] if args.earlier_speedups else None
+    if earlier is not None and len(earlier) != len(rows):
+        parser.error(f"--earlier-speedups needs {len(rows) - 1} values, one per non-dense row")
+    timing = ("FLOPs only, speed-ups as measured earlier" if earlier is not None else
+              "FLOPs only" if args.flops_only else
+              f"{args.threads} thread(s), median of {args.repeats}")
+    print(f"{args.model} model, {args.seconds:g} s of audio, {timing}"
+          + (f"; S6-DAMON keeps {args.kept_share:.1%} of the frames"
+             if args.kept_share is not None else ""))
     print(f"{'':18s} {'enc GFLOPs':>10s} {'enc ms':>8s} {'FLOPs red.':>10s} {'speed-up':>9s} "
           f"{'ratio':>6s} {'all GFLOPs':>10s} {'all ms':>8s}")
-    for name, flops, ms, all_flops, all_ms in rows:
-        reduction, speedup = d_flops / flops, d_ms / ms
-        print(f"{name:18s} {flops / 1e9:10.2f} {ms:8.1f} {reduction:9.2f}x {speedup:8.2f}x "
-              f"{speedup / reduction:6.2f} {all_flops / 1e9:10.2f} {all_ms:8.1f}")
+    for i, (name, flops, ms, all_flops, all_ms) in enumerate(rows):
+        reduction = d_flops / flops
+        speedup = earlier[i] if earlier is not None else d_ms / ms
+        enc_ms, whole_ms = ("-", "-") if args.flops_only else (f"{ms:.1f}", f"{all_ms:.1f}")
+        speed, ratio = (("-", "-") if speedup != speedup  # nan: FLOPs only, nothing given
+                        else (f"{speedup:.2f}x", f"{speedup / reduction:.2f}"))
+        print(f"{name:18s} {flops / 1e9:10.2f} {enc_ms:>8s} {reduction:9.2f}x {speed:>9s} "
+              f"{ratio:>6s} {all_flops / 1e9:10.2f} {whole_ms:>8s}")
 
 
 if __name__ == "__main__":
