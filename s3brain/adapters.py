@@ -25,7 +25,7 @@ True
 
 from torch import nn
 
-from s3brain.masks import FAMILIES, hf_model
+from s3brain.masks import family, hf_model
 
 
 class Adapter(nn.Module):
@@ -49,11 +49,13 @@ class Adapters(nn.ModuleList):
 
     def __init__(self, model, bottleneck=64):
         inner = hf_model(model)
-        blocks = inner.get_submodule(FAMILIES[inner.config.model_type].blocks)
+        names = family(inner)
+        blocks = inner.get_submodule(names.blocks)
         super().__init__([Adapter(inner.config.hidden_size, bottleneck) for _ in blocks])
         for p in inner.parameters():
             p.requires_grad_(False)
-        self._hooks = [block.feed_forward.register_forward_hook(self._hook(i))
+        feed_forward = names.ffn[0].rsplit(".", 1)[0]  # the module holding the FFN's layers
+        self._hooks = [block.get_submodule(feed_forward).register_forward_hook(self._hook(i))
                        for i, block in enumerate(blocks)]
 
     def _hook(self, index):

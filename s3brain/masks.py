@@ -54,13 +54,16 @@ class LayerNames:
     next one (WavLM: only the first block owns ``rel_attn_embed``, the others reuse its bias,
     each gated per head by ``gru_rel_pos_linear`` / ``gru_rel_pos_const``). ``config_defaults``:
     config attributes the modelling code reads but the family's config class does not define
-    (WavLM's SpecAugment reads ``mask_feature_min_masks``)."""
+    (WavLM's SpecAugment reads ``mask_feature_min_masks``). ``large_layout``: the family has the
+    stable-layer-norm layout (``do_stable_layer_norm``); data2vec-audio has only the base one
+    and ignores the flag."""
 
     blocks: str
     ffn: tuple
     attention: tuple
     position_bias: bool = False
     config_defaults: tuple = ()
+    large_layout: bool = True
 
 
 _W2V2_LIKE = LayerNames(
@@ -75,7 +78,8 @@ FAMILIES = {
     "hubert": _W2V2_LIKE,
     "wavlm": LayerNames(_W2V2_LIKE.blocks, _W2V2_LIKE.ffn, _W2V2_LIKE.attention,
                         position_bias=True, config_defaults=(("mask_feature_min_masks", 0),)),
-    "data2vec-audio": _W2V2_LIKE,
+    "data2vec-audio": LayerNames(_W2V2_LIKE.blocks, _W2V2_LIKE.ffn, _W2V2_LIKE.attention,
+                                 large_layout=False),
 }
 
 
@@ -93,7 +97,8 @@ def is_stable_layer_norm(model):
     """True for the large layout (``do_stable_layer_norm``: pre-LN blocks, the encoder's
     ``layer_norm`` applied after the last block); False for the base layout (post-LN blocks, the
     encoder's ``layer_norm`` before the first). data2vec-audio has only the latter."""
-    return bool(getattr(hf_model(model).config, "do_stable_layer_norm", False))
+    return family(model).large_layout and bool(
+        getattr(hf_model(model).config, "do_stable_layer_norm", False))
 
 
 def hf_model(model):
