@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""S3-Router cost figures, measured side by side in one run on the CPU.
+"""S3-Router cost figures, measured side by side in one run (CPU by default, or ``--device cuda``).
 
 1. Training step time of mask fine-tuning (scores of the FFN layers, weights frozen) against
    weight fine-tuning (every transformer weight), same model, same batch, same optimizer (Adam).
@@ -9,6 +9,7 @@
 
     ./s3env python benchmarks/mask_step_time.py                 # the shipped tiny backbone
     ./s3env python benchmarks/mask_step_time.py --model base    # wav2vec2-base sized, random
+    python benchmarks/mask_step_time.py --model base --device cuda  # on a GPU
 """
 
 import argparse
@@ -33,6 +34,12 @@ def build(model_name):
     return AutoModel.from_config(Wav2Vec2Config())  # the wav2vec2-base architecture
 
 
+def _sync(device):
+    """Wait for the device's queued work, so that wall time measures it (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def step_time(model, head, batch, repeats, warmup=2):
     """Median seconds of one forward + CTC-like loss + backward + Adam step."""
     params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
@@ -40,12 +47,14 @@ def step_time(model, head, batch, repeats, warmup=2):
     model.train()
     times = []
     for i in range(warmup + repeats):
+        _sync(batch.device)
         start = time.perf_counter()
         logits = head(model(batch).last_hidden_state)
         loss = logits.log_softmax(-1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        _sync(batch.device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times), sum(p.numel() for p in params)
@@ -66,15 +75,17 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sparsity", type=float, default=0.1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base = build(args.model)
+    base = build(args.model).to(args.device)
     base.config.mask_time_prob = 0.0
     base.feature_extractor._freeze_parameters()
-    batch = torch.randn(args.batch, int(args.seconds * 16000))
-    head = torch.nn.Linear(base.config.hidden_size, 32)
+    batch = torch.randn(args.batch, int(args.seconds * 16000), device=args.device)
+    head = torch.nn.Linear(base.config.hidden_size, 32).to(args.device)
+    where = f"{args.threads} thread(s)" if args.device == "cpu" else args.device
     print(f"model {args.model}: {sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params, "
-          f"batch {args.batch} x {args.seconds:g} s, {args.threads} thread(s), Adam")
+          f"batch {args.batch} x {args.seconds:g} s, {where}, Adam")
 
     weight_ft = copy.deepcopy(base)
     t_weight, n_weight = step_time(weight_ft, copy.deepcopy(head), batch, args.repeats)
@@ -109,8 +120,10 @@ def main():
             bank.load_mask(Path(tmp) / f"{task}.safetensors", task, head=copy.deepcopy(head))
         switches = []
         for i in range(20):
+            _sync(args.device)
             start = time.perf_counter()
             bank.set_task("AB"[i % 2])
+            _sync(args.device)
             switches.append(time.perf_counter() - start)
     backbone_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
     print(f"switch task (mask bank, {len(masks.masked_linears(bank.backbone))} layers): "
