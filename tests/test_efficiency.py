@@ -97,3 +97,36 @@ def test_attention_formula_leaves_torch_registry_alone():
     mask[1, ..., 10:] = False
     assert count_flops(sdpa, q, q, q) == count_flops(lambda: sdpa(q, q, q, attn_mask=mask)) \
         == 2 * 2 * (2 * 3 * 20 * 20 * 8)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "data2vec-audio", "wavlm"])
+def test_every_family_counts_the_same_attention_as_eager(family):
+    """HuBERT and data2vec-audio run the same CPU kernel as wav2vec2, padding mask or not, and
+    what the formula adds is exactly their attention products; WavLM has its own attention (with
+    relative position bias) in plain matmuls, which torch's counter sees already."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoConfig, AutoModel
+
+    from s3brain.efficiency import attention_products_flops, count_flops
+
+    config = AutoConfig.for_model(family, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64,
+                                  conv_dim=(16,) * 7, num_conv_pos_embedding_groups=4)
+    wav = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 16000, dtype=torch.long)
+    mask[1, 8000:] = 0
+    counts, plain = {}, {}
+    # transformers has no SDPA path for WavLM (it refuses the setting)
+    for implementation in ("eager",) if family == "wavlm" else ("sdpa", "eager"):
+        config._attn_implementation = implementation
+        model = AutoModel.from_config(config).eval()
+        counts[implementation] = count_flops(lambda: model(wav, attention_mask=mask))
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(wav, attention_mask=mask)
+        plain[implementation] = counter.get_total_flops()
+    frames = model._get_feat_extract_output_lengths(16000)
+    shape = (2, 4, frames, 8)
+    default = "eager" if family == "wavlm" else "sdpa"
+    assert counts[default] == counts["eager"] == plain["eager"]
+    missing = 0 if family == "wavlm" else 2 * attention_products_flops(shape, shape, shape)
+    assert counts[default] - plain[default] == missing
