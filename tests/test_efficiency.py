@@ -130,3 +130,23 @@ def test_every_family_counts_the_same_attention_as_eager(family):
     assert counts[default] == counts["eager"] == plain["eager"]
     missing = 0 if family == "wavlm" else 2 * attention_products_flops(shape, shape, shape)
     assert counts[default] - plain[default] == missing
+
+
+def test_attention_backward_counts_as_plain_matmuls():
+    """Training cost: the CPU kernel's backward counts what the same attention written with
+    matmuls counts (the gradients of both products, twice the forward)."""
+    from s3brain.efficiency import flop_counter
+
+    def fused(q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    def written_out(q, k, v):
+        return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, -1) @ v
+
+    counts = []
+    for attention in (fused, written_out):
+        q, k, v = (torch.randn(2, 3, 20, 8, requires_grad=True) for _ in range(3))
+        with flop_counter() as counter:
+            attention(q, k, v).sum().backward()
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == 3 * 2 * (2 * 2 * 3 * 20 * 20 * 8)
