@@ -34,7 +34,7 @@ from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
                                 peak_memory_mb)
 from s3brain.finetuning import BackboneFineTuning
 from s3brain.mask_bank import save_mask
-from s3brain.masks import add_masks, fold, weight_sparsity
+from s3brain.masks import add_masks, fold, transformer_blocks, weight_sparsity
 from s3brain.results import update_results
 from s3brain.salad import block_outputs, encode_with_dropping, pack_kept, uniform_keep
 from s3brain.structured import shrink
@@ -161,7 +161,7 @@ class CTCFineTuning(BackboneFineTuning):
         """Greedy CTC of each utterance at its early exit; records exit blocks and time."""
         ssl = self.modules.ssl
         ssl = getattr(ssl, "module", ssl)
-        blocks = len(ssl.model.encoder.layers)
+        blocks = len(transformer_blocks(ssl))
 
         def head_fn(i, hidden):
             if ssl.output_norm:

@@ -25,7 +25,7 @@ Example
 import torch
 from torch import nn
 
-from s3brain.masks import family, hf_model, is_stable_layer_norm
+from s3brain.masks import family, hf_model, is_stable_layer_norm, transformer_blocks
 
 CRITERIA = ("entropy", "similarity")
 
@@ -40,7 +40,7 @@ class ExitHeads(nn.ModuleList):
 def exit_head_count(ssl):
     """Exit heads a recipe needs: one per transformer block but the last (whose exit is the
     model's own CTC head)."""
-    return len(hf_model(ssl).encoder.layers) - 1
+    return len(transformer_blocks(ssl)) - 1
 
 
 def layer_outputs(model, wav):
@@ -53,7 +53,7 @@ def layer_outputs(model, wav):
     on to the next one, as its encoder does."""
     model = hf_model(model)
     encoder = model.encoder
-    names = family(model)
+    position_bias_passed_on = family(model).position_bias
     stable = is_stable_layer_norm(model)
     features = model.feature_extractor(wav).transpose(1, 2)
     hidden = model.feature_projection(features)
@@ -63,9 +63,9 @@ def layer_outputs(model, wav):
         hidden = encoder.layer_norm(hidden)
     hidden = encoder.dropout(hidden)
     position_bias = None
-    for layer in model.get_submodule(names.blocks):
+    for layer in transformer_blocks(model):
         block_input = hidden
-        if names.position_bias:
+        if position_bias_passed_on:
             hidden, position_bias = layer(hidden, position_bias=position_bias)
         else:
             out = layer(hidden)
@@ -85,7 +85,7 @@ def exit_inputs(model, hiddens, heads):
     """The inputs of the exit heads from the backbone's hidden states ``[layers + 1, B, T, D]``
     (``output_all_hiddens``): each intermediate block's ``exit_features``. A clear error when
     the backbone did not return one output per block."""
-    blocks = len(hf_model(model).encoder.layers)
+    blocks = len(transformer_blocks(model))
     if len(hiddens) != blocks + 1 or len(heads) != blocks - 1:
         raise ValueError(f"early exit needs {blocks + 1} hidden states and {blocks - 1} exit "
                          f"heads (one per block but the last), got {len(hiddens)} and "
@@ -103,14 +103,15 @@ def block_flops(model, seconds=10, sample_rate=16000):
     param = next(model.parameters())
     hidden = torch.zeros(1, frames, model.config.hidden_size, device=param.device,
                          dtype=param.dtype)
-    return count_flops(lambda: model.encoder.layers[0](hidden))
+    first = transformer_blocks(model)[0]
+    return count_flops(lambda: first(hidden))
 
 
 def flops_at_exit(model, flops_all_blocks, mean_exit_block, seconds=10):
     """FLOPs for ``seconds`` of audio when the transformer stops after ``mean_exit_block``
     blocks on average: the all-block figure less the blocks never run (the exit heads' own
     linear layers are not counted)."""
-    blocks = len(hf_model(model).encoder.layers)
+    blocks = len(transformer_blocks(model))
     return int(flops_all_blocks - (blocks - mean_exit_block) * block_flops(model, seconds))
 
 
@@ -134,7 +135,7 @@ def early_exit(model, heads, wav, criterion, threshold, min_layer=1, head_fn=Non
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     head_fn = head_fn or (lambda i, hidden: heads[i - 1](hidden))
-    layers = len(hf_model(model).encoder.layers)
+    layers = len(transformer_blocks(model))
     for i, (before, after) in enumerate(layer_outputs(model, wav), start=1):
         last = i == layers
         if criterion == "similarity" and not last:

@@ -93,6 +93,11 @@ def family(model):
     return FAMILIES[model_type]
 
 
+def transformer_blocks(model):
+    """The ``nn.ModuleList`` of ``model``'s transformer blocks (the family table's ``blocks``)."""
+    return hf_model(model).get_submodule(family(model).blocks)
+
+
 def is_stable_layer_norm(model):
     """True for the large layout (``do_stable_layer_norm``: pre-LN blocks, the encoder's
     ``layer_norm`` applied after the last block); False for the base layout (post-LN blocks, the

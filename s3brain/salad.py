@@ -29,6 +29,8 @@ import contextlib
 import torch
 from torch import nn
 
+from s3brain.masks import transformer_blocks
+
 
 def salient_labels(frame_ids, blank=0):
     """1 where the frame starts a new non-blank symbol, else 0 (``frame_ids``: [batch, frames])."""
@@ -172,7 +174,7 @@ def block_outputs(model):
     def hook(module, args, output):
         outputs.append(output[0] if isinstance(output, tuple) else output)
 
-    handles = [layer.register_forward_hook(hook) for layer in model.encoder.layers]
+    handles = [layer.register_forward_hook(hook) for layer in transformer_blocks(model)]
     try:
         yield outputs
     finally:
