@@ -43,9 +43,10 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def label_split(hparams, csv_path, label_encoder, limit=None):
+def label_split(hparams, csv_path, label_encoder, limit=None, device="cpu"):
     """CNN features (float16), teacher salient labels and teacher transcript of every utterance
-    of one manifest (the first ``limit``): a list of ``(row, features [T, C], labels [T], text)``."""
+    of one manifest (the first ``limit``): a list of ``(row, features [T, C], labels [T], text)``,
+    kept on the CPU; the teacher runs on ``device``."""
     ssl, model = hparams["ssl"], hparams["model"]
     hf = ssl.model
     data = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path)
@@ -60,7 +61,7 @@ def label_split(hparams, csv_path, label_encoder, limit=None):
     out = []
     blank = hparams["blank_index"]
     for batch in tqdm(loader, desc=f"teacher labels {Path(csv_path).stem}", unit="batch"):
-        wavs, wav_lens = batch.sig
+        wavs, wav_lens = (t.to(device) for t in batch.sig)
         features = hf.feature_extractor(
             torch.nn.functional.layer_norm(wavs, wavs.shape[1:]) if ssl.normalize_wav else wavs
         ).transpose(1, 2)
@@ -73,28 +74,29 @@ def label_split(hparams, csv_path, label_encoder, limit=None):
             n = int(frames[b])
             symbols = [i for i, s in zip(ids[b, :n].tolist(), labels[b, :n].tolist()) if s]
             text = " ".join("".join(label_encoder.decode_ndim(symbols)).split())
-            out.append((rows[uid], features[b, :n].half(), labels[b, :n], text))
+            out.append((rows[uid], features[b, :n].half().cpu(), labels[b, :n].cpu(), text))
         if limit and len(out) >= limit:
             break
     return out
 
 
-def batches(items, batch_size, shuffle, generator):
+def batches(items, batch_size, shuffle, generator, device="cpu"):
     order = torch.randperm(len(items), generator=generator) if shuffle else torch.arange(len(items))
     for start in range(0, len(items), batch_size):
         chunk = [items[i] for i in order[start:start + batch_size].tolist()]
         lengths = torch.tensor([c[1].shape[0] for c in chunk])
         feats = torch.nn.utils.rnn.pad_sequence([c[1].float() for c in chunk], batch_first=True)
         labels = torch.nn.utils.rnn.pad_sequence([c[2] for c in chunk], batch_first=True)
-        yield feats, labels, lengths
+        yield feats.to(device), labels.to(device), lengths.to(device)
 
 
 @torch.no_grad()
 def evaluate(detector, items, batch_size):
     """Detection accuracy and recall on salient frames over all frames of ``items``."""
     detector.eval()
+    device = next(detector.parameters()).device
     logits, labels = [], []
-    for feats, lab, lengths in batches(items, batch_size, False, None):
+    for feats, lab, lengths in batches(items, batch_size, False, None, device):
         out = detector(feats)
         for b, n in enumerate(lengths.tolist()):
             logits.append(out[b, :n])
@@ -102,11 +104,11 @@ def evaluate(detector, items, batch_size):
     return detection_stats(torch.cat(logits)[None], torch.cat(labels)[None])
 
 
-def train_detector(hparams, alpha, train_items, valid_items):
+def train_detector(hparams, alpha, train_items, valid_items, device="cpu"):
     """One detector, recall-aware BCE with weight ``alpha`` on salient frames; the epoch with the
     lowest dev loss is kept."""
     torch.manual_seed(hparams["seed"])
-    detector = SaladDetector(train_items[0][1].shape[1], **hparams["detector"])
+    detector = SaladDetector(train_items[0][1].shape[1], **hparams["detector"]).to(device)
     optimizer = torch.optim.Adam(detector.parameters(), lr=hparams["lr"])
     generator = torch.Generator().manual_seed(hparams["seed"])
     best, best_state = float("inf"), None
@@ -114,7 +116,8 @@ def train_detector(hparams, alpha, train_items, valid_items):
                     unit="epoch")
     for epoch in progress:
         detector.train()
-        for feats, labels, lengths in batches(train_items, hparams["batch_size"], True, generator):
+        for feats, labels, lengths in batches(train_items, hparams["batch_size"], True, generator,
+                                              device):
             loss = recall_aware_bce(detector(feats), labels, lengths, alpha)
             optimizer.zero_grad()
             loss.backward()
@@ -122,13 +125,14 @@ def train_detector(hparams, alpha, train_items, valid_items):
         detector.eval()
         with torch.no_grad():
             dev = [float(recall_aware_bce(detector(f), lab, n, alpha))
-                   for f, lab, n in batches(valid_items, hparams["batch_size"], False, None)]
+                   for f, lab, n in batches(valid_items, hparams["batch_size"], False, None,
+                                            device)]
         dev_loss = sum(dev) / len(dev)
         progress.set_postfix(dev_loss=f"{dev_loss:.4f}")
         if dev_loss < best:
             best, best_state = dev_loss, {k: v.clone() for k, v in detector.state_dict().items()}
     detector.load_state_dict(best_state)
-    return detector.eval()
+    return detector.cpu().eval()  # saved and measured on the CPU
 
 
 def write_pseudo_labels(path, items):
@@ -154,8 +158,9 @@ def main(argv):
     except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2
-    hparams["ssl"].eval()
-    hparams["model"].eval()
+    device = run_opts.get("device", "cpu")
+    hparams["ssl"].to(device).eval()
+    hparams["model"].to(device).eval()
     out = Path(hparams["output_folder"])
     splits = {"train": manifests["train"],
               **{s: manifests[s] for s in hparams["dev_splits"] + hparams["test_splits"]}}
@@ -163,7 +168,7 @@ def main(argv):
     if run_opts.get("debug"):  # a few batches per split, few epochs
         limit = run_opts.get("debug_batches", 2) * hparams["batch_size"]
         hparams["number_of_epochs"] = run_opts.get("debug_epochs", 2)
-    items = {name: label_split(hparams, path, label_encoder, limit)
+    items = {name: label_split(hparams, path, label_encoder, limit, device)
              for name, path in splits.items()}
     results = {"strategy": "salad_detector", "teacher_from": str(hparams["teacher_from"]),
                "train_split": "+".join(hparams["train_splits"])}
@@ -175,7 +180,7 @@ def main(argv):
                                                                 items["train"])
     valid = [i for s in hparams["dev_splits"] for i in items[s]]
     for index, alpha in enumerate(hparams["alphas"]):
-        detector = train_detector(hparams, alpha, items["train"], valid)
+        detector = train_detector(hparams, alpha, items["train"], valid, device)
         tag = f"alpha{alpha:g}"
         name = "salad_detector.pt" if index == 0 else f"salad_detector_{tag}.pt"
         stats = {s: evaluate(detector, items[s], hparams["batch_size"])
