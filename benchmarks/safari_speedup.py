@@ -20,6 +20,7 @@ FLOPs reduction counted now.
     ./s3env python benchmarks/safari_speedup.py --flops-only --earlier-speedups 1.19 1.26 1.74
     ./s3env python benchmarks/safari_speedup.py --sparsities 0.3 --kept-share 0.7
     ./s3env python benchmarks/safari_speedup.py --model tiny --sparsities 0.2 0.5 --threads 2
+    python benchmarks/safari_speedup.py --device cuda    # on a GPU
 """
 
 import argparse
@@ -46,17 +47,18 @@ def main():
     parser.add_argument("--flops-only", action="store_true", help="count FLOPs, time nothing")
     parser.add_argument("--earlier-speedups", type=float, nargs="*", default=None,
                         help="transformer speed-ups measured earlier, one per non-dense row")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     args = parser.parse_args()
     torch.manual_seed(0)
     dense = (AutoModel.from_config(Wav2Vec2Config()) if args.model == "base"
-             else AutoModel.from_pretrained(default_backbone())).eval()
-    wav = torch.randn(1, int(args.seconds * 16000))
+             else AutoModel.from_pretrained(default_backbone())).eval().to(args.device)
+    wav = torch.randn(1, int(args.seconds * 16000)).to(args.device)
     with torch.no_grad():
         features = dense.feature_projection(dense.feature_extractor(wav).transpose(1, 2))[0]
 
     # A detector the paper's size for base (4 layers, about 0.3 M parameters over 512 channels)
     detector = SaladDetector(dense.config.conv_dim[-1],
-                             channels=128 if args.model == "base" else 64).eval()
+                             channels=128 if args.model == "base" else 64).eval().to(args.device)
 
     def measure(model, kept=None):
         encoder = lambda: model.encoder(features)  # noqa: E731
@@ -70,10 +72,15 @@ def main():
                 return uniform_keep(lengths, cnn.shape[1], 1.0 - kept)
 
             whole = lambda: forward_with_dropping(  # noqa: E731
-                model, wav, torch.tensor([wav.shape[1]]), keep)
+                model, wav, torch.tensor([wav.shape[1]], device=wav.device), keep)
+
         def latency(forward):
-            return float("nan") if args.flops_only else median_latency_ms(
-                forward, repeats=args.repeats, threads=args.threads)
+            if args.flops_only:
+                return float("nan")
+            if wav.is_cuda:  # wall time must wait for the GPU's queued kernels
+                return median_latency_ms(lambda: (forward(), torch.cuda.synchronize(wav.device)),
+                                         repeats=args.repeats, threads=args.threads)
+            return median_latency_ms(forward, repeats=args.repeats, threads=args.threads)
 
         with torch.no_grad():
             return count_flops(encoder), latency(encoder), count_flops(whole), latency(whole)
@@ -92,6 +99,7 @@ def main():
         parser.error(f"--earlier-speedups needs {len(rows) - 1} values, one per non-dense row")
     timing = ("FLOPs only, speed-ups as measured earlier" if earlier is not None else
               "FLOPs only" if args.flops_only else
+              f"{args.device}, median of {args.repeats}" if args.device != "cpu" else
               f"{args.threads} thread(s), median of {args.repeats}")
     print(f"{args.model} model, {args.seconds:g} s of audio, {timing}"
           + (f"; S6-DAMON keeps {args.kept_share:.1%} of the frames"
