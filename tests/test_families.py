@@ -170,17 +170,19 @@ def test_adapters_at_initialisation_leave_the_output_unchanged(folder):
 
 # Recipe runs: the fewest that cover the recipe-level paths that failed (debug, tiny corpus).
 RUNS = {
-    # WavLM with a LibriSpeech yaml: SpecAugment overrides in training, token dropping
-    "librispeech-skip_uniform-wavlm-base": (
-        "LibriSpeech/train.py", "hparams/skip_uniform.yaml", ("wavlm", "base"),
-        ["--lm_decoding=False"]),
-    # early exit (every block's output, exits read through the final layer norm) on WavLM large
+    # early exit (every block's output; exits read through the final layer norm) on WavLM large,
+    # trained jointly: the yaml's SpecAugment overrides in training (WavLM's config lacks a key)
     "librispeech-early_exit-wavlm-large": (
         "LibriSpeech/train.py", "hparams/early_exit.yaml", ("wavlm", "large"),
         ["--lm_decoding=False", "--exit_training=joint", "--init_from=null"]),
-    # SUPERB head sized by what the backbone returns, large layout, learned downsampling
-    "superb-ks-hubert-large": (
-        "SUPERB/KS/train.py", "hparams/weight_ft.yaml", ("hubert", "large"), []),
+    # a learned downsampler in front of a backbone whose CNN is frozen (HubertModel has no
+    # freeze_feature_encoder)
+    "librispeech-downsampling_conv-hubert-large": (
+        "LibriSpeech/train.py", "hparams/downsampling_conv.yaml", ("hubert", "large"),
+        ["--lm_decoding=False", "--ssl_frozen_steps=0"]),
+    # the SUPERB head sized by the hidden states the backbone returns (LayerDrop off)
+    "superb-ks-data2vec-audio": (
+        "SUPERB/KS/train.py", "hparams/weight_ft.yaml", ("data2vec-audio", "base"), []),
 }
 
 
