@@ -102,3 +102,28 @@ def test_commonvoice_layout(tiny_corpus):
                 info = sf.info(str(tiny_corpus / "CommonVoice" / lang / "clips" / row["path"]))
                 # as the real corpus ships: 48 kHz mp3, resampled by the recipes
                 assert info.format == "MP3" and info.samplerate == 48000 and info.frames > 0
+
+
+def test_generation_lock_lets_one_writer_in_at_a_time(tmp_path):
+    """Two processes (pytest-xdist workers, DDP ranks) generating one corpus: the second waits
+    until the first is done."""
+    import subprocess
+    import sys
+    import time
+
+    from s3brain.data.synthetic import generation_lock
+
+    folder, log = tmp_path / "corpus", tmp_path / "log"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time, pathlib\n"
+        "from s3brain.data.synthetic import generation_lock\n"
+        f"log = pathlib.Path({str(log)!r})\n"
+        f"with generation_lock({str(folder)!r}):\n"
+        "    log.write_text('start\\n'); time.sleep(1.5)\n"
+        "    log.write_text('start\\nend\\n')\n")])
+    deadline = time.time() + 60
+    while not log.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    with generation_lock(folder):
+        assert log.read_text() == "start\nend\n"  # the holder had finished before we got in
+    assert holder.wait(timeout=60) == 0

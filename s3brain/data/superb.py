@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from s3brain.data.lexicon import SentenceGrammar
 from s3brain.data.synthetic import (SAMPLE_RATE, TRAIN_VOICES, _check_tools, corpus_dir,
-                                    synthesize)
+                                    generation_lock, synthesize)
 
 KEYWORDS = "yes no up down left right on off stop go".split()
 AUXILIARY = "zero one two three bed bird cat dog house tree".split()
@@ -231,9 +231,17 @@ def generate_superb(root=None, seed=0, size="default", workers=None, progress=Tr
         except (OSError, ValueError, KeyError):
             return False
 
-    todo = [t for t in tasks if not done(t)]
-    if not todo:
+    if all(done(t) for t in tasks):
         return out
+    with generation_lock(out):  # one writer at a time; the others find the tasks done
+        todo = [t for t in tasks if not done(t)]
+        if todo:
+            _generate_tasks(out, jobs, todo, fingerprint, marks, workers, progress)
+    return out
+
+
+def _generate_tasks(out, jobs, todo, fingerprint, marks, workers, progress):
+    """Synthesise the tasks ``todo`` into ``out`` and mark each one done."""
     _check_tools()
     pending = [j for j in jobs if j["task"] in todo]
     with concurrent.futures.ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
@@ -245,7 +253,6 @@ def generate_superb(root=None, seed=0, size="default", workers=None, progress=Tr
         _write_indexes(out, task, [j for j in jobs if j["task"] == task])
         marks[task].parent.mkdir(parents=True, exist_ok=True)
         marks[task].write_text(json.dumps({"fingerprint": fingerprint}))
-    return out
 
 
 def main(argv=None):

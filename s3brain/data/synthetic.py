@@ -33,7 +33,9 @@ set()
 
 import argparse
 import concurrent.futures
+import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -272,9 +274,35 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
     fingerprint = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     jobs = plan_jobs(spec)
     parts = sorted({j["split"] for j in jobs})
-    todo = [p for p in parts if not _is_done(out, p, _part_fingerprint(fingerprint, p))]
-    if not todo:
+
+    def todo_parts():
+        return [p for p in parts if not _is_done(out, p, _part_fingerprint(fingerprint, p))]
+
+    if not todo_parts():
         return out
+    with generation_lock(out):  # one writer; the others wait, then find the parts done
+        todo = todo_parts()
+        if todo:
+            _generate_parts(out, jobs, todo, fingerprint, workers, progress)
+    return out
+
+
+@contextlib.contextmanager
+def generation_lock(folder):
+    """Hold an exclusive lock on ``folder`` (a file beside it) while generating into it: two
+    processes (test workers, DDP ranks) asking for the same corpus must not write it both."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _generate_parts(out, jobs, todo, fingerprint, workers, progress):
+    """Synthesise the parts ``todo`` of the corpus in ``out`` and mark each one done."""
     _check_tools()
     for part in todo:
         _clear_part(out, part)
@@ -300,7 +328,6 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
         mark.write_text(json.dumps({"fingerprint": _part_fingerprint(fingerprint, part),
                                     "utterances": len(part_jobs),
                                     "seconds": round(sum(durations[j["path"]] for j in part_jobs), 2)}))
-    return out
 
 
 def _part_fingerprint(fingerprint, part):
