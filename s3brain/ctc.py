@@ -26,6 +26,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process
 
+from s3brain.audio import backbone_rate
 from s3brain.backbone import disable_layerdrop
 from s3brain.checkpoint import share_checkpoint_dir
 from s3brain.early_exit import early_exit, exit_inputs, flops_at_exit
@@ -182,7 +183,7 @@ class CTCFineTuning(BackboneFineTuning):
                                           self.hparams.exit_threshold,
                                           self.hparams.exit_min_layer, head_fn)
             self.exit_seconds += time.perf_counter() - start
-            self.exit_audio_seconds += wav.shape[1] / 16000
+            self.exit_audio_seconds += wav.shape[1] / backbone_rate(ssl)
             self.exit_blocks.append(block)
             hyps += sb.decoders.ctc_greedy_decode(log_probs,
                                                   torch.ones(1, device=log_probs.device),
@@ -310,9 +311,10 @@ def frames_function(hparams):
     from s3brain.backbone import feature_frames
 
     hf, downsampler = hparams["ssl"].model, hparams.get("downsampler")
+    rate = backbone_rate(hparams["ssl"])  # audio reaches the backbone at its own rate
     if downsampler is not None:
-        return lambda seconds: downsampler.frames(hf, int(seconds * 16000))
-    return lambda seconds: feature_frames(hf, int(seconds * 16000))
+        return lambda seconds: downsampler.frames(hf, int(seconds * rate))
+    return lambda seconds: feature_frames(hf, int(seconds * rate))
 
 
 def ctc_frames_needed(labels):
@@ -409,20 +411,32 @@ def sparsity_of(hparams):
 def cost_report(brain, hparams):
     """Parameters, FLOPs, latency and sparsity of the model that serves one task, measured on a
     copy with the masks folded into the weights, and with ``shrink_for_cost`` (structured
-    pruning) physically shrunk: what would be deployed."""
-    ssl, head, ctc_lin = brain.modules.ssl, brain.hparams.head, brain.hparams.ctc_lin
-    ssl = getattr(ssl, "module", ssl)
-    extra = [m for k, m in brain.modules.items() if k not in ("ssl", "head", "ctc_lin")]
-    trainable = count_parameters(torch.nn.ModuleList([ssl, head, ctc_lin, *extra]),
-                                 trainable_only=True)
-    ssl = fold(copy.deepcopy(ssl))
+    pruning) physically shrunk: what would be deployed. The measured copy is on the CPU,
+    whatever device trained the model."""
+    def unwrapped(module):  # DDP wraps the modules that have parameters
+        return getattr(module, "module", module)
+
+    live = {"ssl": unwrapped(brain.modules.ssl), "head": brain.hparams.head,
+            "ctc_lin": brain.hparams.ctc_lin, "downsampler": hparams.get("downsampler"),
+            "dropper": hparams.get("token_dropping"),
+            "extra": [unwrapped(m) for k, m in brain.modules.items()
+                      if k not in ("ssl", "head", "ctc_lin")]}
+    trainable = count_parameters(
+        torch.nn.ModuleList([live["ssl"], live["head"], live["ctc_lin"], *live["extra"]]),
+        trainable_only=True)
+    # One deep copy of everything, so modules shared between entries stay shared in the copy.
+    copies = copy.deepcopy(live)
+    for module in [*copies["extra"], *(copies[k] for k in ("ssl", "head", "ctc_lin",
+                                                           "downsampler", "dropper"))]:
+        if module is not None:
+            module.cpu()
+    ssl, head, ctc_lin = fold(copies["ssl"]), copies["head"], copies["ctc_lin"]
+    extra, downsampler, dropper = copies["extra"], copies["downsampler"], copies["dropper"]
+    rate = backbone_rate(ssl)
     backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())  # before shrinking
     if hparams.get("shrink_for_cost"):  # structured pruning: measure the physically smaller model
         shrink(ssl)
     hf = ssl.model
-
-    downsampler = hparams.get("downsampler")
-    dropper = hparams.get("token_dropping")
     if dropper is not None:
         # Token dropping: the transformer runs on the share of frames kept on the first test
         # split (FLOPs and time do not depend on which frames); the detector's cost counts.
@@ -441,9 +455,9 @@ def cost_report(brain, hparams):
 
     modules = torch.nn.ModuleList([ssl, head, ctc_lin, *extra])  # extra: adapters, exit heads
     modules.eval()  # inference cost: no dropout, no masking
-    cost = measure_cost(forward, seconds=10, repeats=hparams["cost_repeats"],
+    cost = measure_cost(forward, seconds=10, sample_rate=rate, repeats=hparams["cost_repeats"],
                         threads=hparams["cost_threads"])
-    wav = torch.randn(1, 160000, generator=torch.Generator().manual_seed(0)) * 0.1
+    wav = torch.randn(1, 10 * rate, generator=torch.Generator().manual_seed(0)) * 0.1
     cost["peak_memory_mb_10s"] = round(peak_memory_mb(forward, wav), 1)
 
     def deployed(wav):  # the wrapper's path, written so that it traces with any length

@@ -30,6 +30,7 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
+from s3brain.audio import backbone_rate, read_audio
 from s3brain.backbone import BackboneUnavailableError, hidden_layer_count, hidden_size
 from s3brain.ctc import fit, setup_strategy, sparsity_of, start_experiment
 from s3brain.efficiency import count_parameters, measure_cost, peak_memory_mb
@@ -184,12 +185,14 @@ def dataio_prepare(hparams, manifests, targets):
     valid, test = dataset(manifests["valid"]), dataset(manifests["test"])
     datasets = [train, valid, test]
 
+    rate = backbone_rate(hparams["ssl"])
+
     @sb.utils.data_pipeline.takes("wav", "start", "stop")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav, start, stop):
         start, stop = int(start), int(stop)
         source = wav if stop < 0 else {"file": wav, "start": start, "stop": stop}
-        return sb.dataio.dataio.read_audio(source)
+        return read_audio(source, rate)  # start/stop in the file's samples, then resampled
 
     sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
     encoders = {}
@@ -227,17 +230,19 @@ def build_head(hparams, encoders):
 
 def cost_report(hparams):
     """Parameters, FLOPs, CPU latency, RTF and peak memory of the deployed model (masks folded
-    into the weights) on ``cost_seconds`` of audio, and the storage one more task costs."""
-    ssl = fold(copy.deepcopy(hparams["ssl"]))
-    head = hparams["model"]
+    into the weights) on ``cost_seconds`` of audio, and the storage one more task costs; measured
+    on a CPU copy, whatever device trained the model."""
+    ssl, head = copy.deepcopy([hparams["ssl"], hparams["model"]])
+    ssl, head = fold(ssl.cpu()), head.cpu()
     modules = nn.ModuleList([ssl, head]).eval()
+    rate = backbone_rate(ssl)
 
     def forward(wav):
         return head(ssl(wav))
 
-    cost = measure_cost(forward, seconds=hparams["cost_seconds"], repeats=hparams["cost_repeats"],
-                        threads=hparams["cost_threads"])
-    wav = torch.randn(1, int(hparams["cost_seconds"] * 16000)) * 0.1
+    cost = measure_cost(forward, seconds=hparams["cost_seconds"], sample_rate=rate,
+                        repeats=hparams["cost_repeats"], threads=hparams["cost_threads"])
+    wav = torch.randn(1, int(hparams["cost_seconds"] * rate)) * 0.1
     backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())
     return {"params_total": count_parameters(modules),
             "params_trainable": count_parameters(nn.ModuleList([hparams["ssl"], head]),
