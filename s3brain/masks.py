@@ -88,8 +88,9 @@ def family(model):
     a clear error for a model type without a table."""
     model_type = hf_model(model).config.model_type
     if model_type not in FAMILIES:
-        raise ValueError(f"no layer table for model type {model_type!r}; known: "
-                         f"{sorted(FAMILIES)}")
+        raise ValueError(f"no layer table for model type {model_type!r} (known: "
+                         f"{', '.join(sorted(FAMILIES))}): use a checkpoint of one of these "
+                         f"families, or add its module names to s3brain.masks.FAMILIES")
     return FAMILIES[model_type]
 
 

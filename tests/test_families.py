@@ -168,6 +168,18 @@ def test_adapters_at_initialisation_leave_the_output_unchanged(folder):
     assert not any(p.requires_grad for p in model.parameters())
 
 
+def test_a_family_without_a_layer_table_is_refused_at_load(tmp_path):
+    from transformers import UniSpeechConfig, UniSpeechModel, Wav2Vec2FeatureExtractor
+
+    UniSpeechModel(UniSpeechConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                   intermediate_size=64, conv_dim=(16,) * 7,
+                                   num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+                   ).save_pretrained(tmp_path / "unispeech")
+    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path / "unispeech")
+    with pytest.raises(ValueError, match="no layer table for model type 'unispeech'"):
+        load_ssl(tmp_path / "unispeech", tmp_path / "save")
+
+
 # Recipe runs: the fewest that cover the recipe-level paths that failed (debug, tiny corpus).
 RUNS = {
     # early exit (every block's output; exits read through the final layer norm) on WavLM large,
