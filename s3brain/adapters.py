@@ -42,6 +42,12 @@ class Adapter(nn.Module):
     def forward(self, hidden):
         return self.up(nn.functional.gelu(self.down(self.norm(hidden))))
 
+    def add_to_output(self, module, inputs, output):
+        """Forward hook on a block's feed-forward: its output plus this adapter's. A bound method
+        (not a closure), so a deep copy of the backbone and its adapters calls the copied
+        adapter: the cost report measures a CPU copy while the trained ones stay on the GPU."""
+        return output + self(output)
+
 
 class Adapters(nn.ModuleList):
     """One ``Adapter`` per transformer block of ``model`` (a transformers model or SpeechBrain
@@ -55,13 +61,8 @@ class Adapters(nn.ModuleList):
         for p in inner.parameters():
             p.requires_grad_(False)
         feed_forward = names.ffn[0].rsplit(".", 1)[0]  # the module holding the FFN's layers
-        self._hooks = [block.get_submodule(feed_forward).register_forward_hook(self._hook(i))
-                       for i, block in enumerate(blocks)]
-
-    def _hook(self, index):
-        def add_adapter(module, inputs, output):
-            return output + self[index](output)
-        return add_adapter
+        self._hooks = [block.get_submodule(feed_forward).register_forward_hook(adapter.add_to_output)
+                       for adapter, block in zip(self, blocks)]
 
     def remove(self):
         """Take the adapters out of the model's forward."""

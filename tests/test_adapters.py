@@ -28,3 +28,25 @@ def test_adapters_learn_while_the_backbone_stays_fixed():
         adapters.remove()
         assert torch.equal(model(x).last_hidden_state, reference)
     assert len(adapters) == len(model.encoder.layers)
+
+
+def test_a_deep_copy_of_backbone_and_adapters_runs_the_copied_adapters():
+    """The cost report measures a deep copy (moved to the CPU); its hooks must call the copied
+    adapters, not the originals (which may sit on a GPU)."""
+    import copy
+
+    model = small_model()
+    adapters = Adapters(model, bottleneck=4)
+    for p in adapters.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x = audio()
+    with torch.no_grad():
+        original = model(x).last_hidden_state
+        model_copy, adapters_copy = copy.deepcopy([model, adapters])
+        assert torch.equal(model_copy(x).last_hidden_state, original)
+        for p in adapters_copy.parameters():
+            p.zero_()  # an all-zero adapter adds nothing: the copy now gives the plain backbone
+        adapters.remove()
+        plain = model(x).last_hidden_state
+        assert torch.equal(model_copy(x).last_hidden_state, plain)
+        assert not torch.allclose(plain, original)
