@@ -13,6 +13,15 @@ sys.path.insert(0, str(RECIPE))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# pytest-xdist runs one worker per core (setup.cfg: -n auto): give each worker, and the recipe
+# runs it starts, its share of the cores, not all of them, or the workers slow each other down.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(scope="session")
 def tiny_corpus():
