@@ -117,12 +117,12 @@ def main():
             sizes.append(save_mask(Path(tmp) / f"{task}.safetensors", task_model, head=head))
         bank = MaskBank(copy.deepcopy(base))
         for task in ("A", "B"):
-            bank.load_mask(Path(tmp) / f"{task}.safetensors", task, head=copy.deepcopy(head))
+            bank.load_adapter(Path(tmp) / f"{task}.safetensors", task, head=copy.deepcopy(head))
         switches = []
         for i in range(20):
             _sync(args.device)
             start = time.perf_counter()
-            bank.set_task("AB"[i % 2])
+            bank.set_adapter("AB"[i % 2])
             _sync(args.device)
             switches.append(time.perf_counter() - start)
     backbone_bytes = sum(p.numel() * p.element_size() for p in base.parameters())

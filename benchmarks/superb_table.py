@@ -102,11 +102,11 @@ def bank_scores(args, chosen):
         _, _, test, encoders = dataio_prepare(hp, manifests, targets)
         head = UtteranceHead(ssl.model.config.num_hidden_layers + 1, ssl.model.config.hidden_size,
                              {t: len(e) for t, e in encoders.items()}, projection_of(folder))
-        bank.load_mask(folder / "task_mask.safetensors", task, head=head.eval())
+        bank.load_adapter(folder / "task_mask.safetensors", task, head=head.eval())
         data[task] = (test, encoders, targets, slots)
     scores = {}
     for task, (test, encoders, targets, slots) in data.items():
-        head = bank.set_task(task)
+        head = bank.set_adapter(task)
         predictions, truth = {t: [] for t in targets}, {t: [] for t in targets}
         loader = sb.dataio.dataloader.make_dataloader(test, batch_size=8)
         for batch in loader:

@@ -3,7 +3,8 @@
 A task is stored as one small safetensors file: its masks bit-packed (1 bit per masked weight)
 and its head's weights, with metadata naming the layers, their shapes, a fingerprint of the
 backbone weights the masks were learned on and a checksum of the payload. ``MaskBank`` gives
-them the verbs PEFT users know: ``load_mask(path, name)``, ``set_task(name)``, ``fold()``.
+them the verbs PEFT users know: ``load_adapter(path, adapter_name, head=None)``,
+``set_adapter(name)``, ``active_adapter`` and ``merge_and_unload()``.
 
 Example
 -------
@@ -21,8 +22,8 @@ Example
 >>> with tempfile.TemporaryDirectory() as tmp:
 ...     size = save_mask(f"{tmp}/en.safetensors", task_model, head=torch.nn.Linear(32, 5))
 ...     bank = MaskBank(backbone)
-...     head = bank.load_mask(f"{tmp}/en.safetensors", "en", head=torch.nn.Linear(32, 5))
->>> bank.set_task("en") is head, bank.active_task
+...     head = bank.load_adapter(f"{tmp}/en.safetensors", "en", head=torch.nn.Linear(32, 5))
+>>> bank.set_adapter("en") is head, bank.active_adapter
 (True, 'en')
 >>> all(torch.equal(a, b) for a, b in zip(binary_masks(backbone).values(),
 ...                                       binary_masks(task_model).values()))
@@ -129,12 +130,49 @@ def read_mask_file(path):
 
 
 class MaskBank:
-    """Several tasks' masks and heads on one shared backbone, switched at run time.
+    """Several tasks' masks and heads on one shared, dense backbone, switched at run time, with
+    the verbs of Hugging Face PEFT: ``load_adapter``, ``set_adapter``, ``active_adapter``,
+    ``merge_and_unload``.
 
-    Parameters
-    ----------
+    The first task loaded attaches a fixed-mask parametrization to each of the file's layers;
+    switching tasks then only copies that task's boolean masks into place, so the backbone's
+    weights are stored once whatever the number of tasks.
+
+    Arguments
+    ---------
     backbone : transformers model or SpeechBrain wrapper
-        The shared pretrained backbone, dense. Masks are attached to it in place.
+        The shared pretrained backbone, dense (without masks). Masks are attached to it in place.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> from s3brain.masks import add_masks
+    >>> config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    ...     intermediate_size=64, conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
+    ...     num_feat_extract_layers=2)
+    >>> torch.manual_seed(0) and None
+    >>> backbone = Wav2Vec2Model(config).eval()
+    >>> tasks = {}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for task, seed in (("en", 1), ("de", 2)):
+    ...         model = Wav2Vec2Model(config)
+    ...         _ = model.load_state_dict(backbone.state_dict())
+    ...         _ = add_masks(model, sparsity=0.1, init="ri", seed=seed)
+    ...         _ = save_mask(f"{tmp}/{task}.safetensors", model)
+    ...         tasks[task] = model.eval()
+    ...     bank = MaskBank(backbone)
+    ...     for task in tasks:
+    ...         _ = bank.load_adapter(f"{tmp}/{task}.safetensors", adapter_name=task)
+    >>> _ = bank.set_adapter("de")
+    >>> bank.active_adapter, bank.adapters
+    ('de', ['en', 'de'])
+    >>> x = torch.randn(1, 1600)
+    >>> with torch.no_grad():
+    ...     masked = backbone(x).last_hidden_state
+    ...     plain = bank.merge_and_unload()
+    ...     torch.allclose(plain(x).last_hidden_state, masked, atol=1e-6)
+    True
     """
 
     def __init__(self, backbone):
@@ -142,13 +180,50 @@ class MaskBank:
         self.masks = {}
         self.heads = {}
         self.info = {}
-        self.active_task = None
+        self._active = None
         self._fingerprint = None
         self._layers = None
+        self._merged = False
 
-    def load_mask(self, path, name, head=None):
-        """Add task ``name`` from ``path``; ``head`` (a module) receives the task's head weights
-        and is returned."""
+    @property
+    def active_adapter(self):
+        """The name of the task whose masks are in place, or None before ``set_adapter``."""
+        return self._active
+
+    @property
+    def adapters(self):
+        """The names of the loaded tasks, in loading order."""
+        return list(self.masks)
+
+    def load_adapter(self, path, adapter_name, head=None):
+        """Add a task to the bank from a mask file written by ``save_mask``.
+
+        The file is checked before anything changes: its checksum, its layers (the same as the
+        tasks already loaded) and the fingerprint of the backbone weights it was learned on.
+        Loading does not activate the task; call ``set_adapter``.
+
+        Arguments
+        ---------
+        path : str or Path
+            The task's ``.safetensors`` file.
+        adapter_name : str
+            The name the task is known by in the bank (a language, a SUPERB task, ...).
+        head : torch.nn.Module, optional
+            A module of the task head's architecture; it receives the head weights stored in
+            the file. Without it, the file's head weights are ignored.
+
+        Returns
+        -------
+        head : torch.nn.Module or None
+            ``head``, now holding the task's weights.
+
+        Raises
+        ------
+        MaskBankError
+            The file is damaged, is not a mask file, names other layers, or was made on a
+            backbone with other weights.
+        """
+        self._check_not_merged()
         masks, head_state, metadata = read_mask_file(path)
         layers = list(masks)
         if self._layers is None:
@@ -161,9 +236,9 @@ class MaskBank:
                                 f"differs from the loaded backbone's)")
         if head is not None:
             head.load_state_dict(head_state)
-        self.masks[name] = masks
-        self.heads[name] = head
-        self.info[name] = json.loads(metadata["info"])
+        self.masks[adapter_name] = masks
+        self.heads[adapter_name] = head
+        self.info[adapter_name] = json.loads(metadata["info"])
         return head
 
     def _attach(self, layers):
@@ -175,30 +250,69 @@ class MaskBank:
         missing = [n for n in layers if n not in all_modules]
         if missing:
             raise MaskBankError(f"the mask file names layers the backbone lacks: {missing[:3]}")
-        self._fingerprint = backbone_fingerprint(model, layers)
+        fingerprint = backbone_fingerprint(model, layers)
         for name in layers:
             linear = all_modules[name]
             linear.weight.requires_grad_(False)
             ones = torch.ones_like(linear.weight, dtype=torch.bool)
             parametrize.register_parametrization(linear, "weight", FixedMask(ones))
+        self._fingerprint = fingerprint
         self._layers = layers
 
-    def set_task(self, name):
-        """Make ``name`` the active task (copies its masks into place); returns its head."""
-        if name not in self.masks:
-            raise KeyError(f"no task {name!r} in the bank; loaded: {sorted(self.masks)}")
+    def set_adapter(self, adapter_name):
+        """Make a loaded task the active one: copy its masks into the backbone's layers.
+
+        Arguments
+        ---------
+        adapter_name : str
+            A name given to ``load_adapter``.
+
+        Returns
+        -------
+        head : torch.nn.Module or None
+            The task's head, as given to ``load_adapter``.
+
+        Raises
+        ------
+        KeyError
+            No task of that name was loaded.
+        """
+        self._check_not_merged()
+        if adapter_name not in self.masks:
+            raise KeyError(f"no task {adapter_name!r} in the bank; loaded: {sorted(self.masks)}")
         modules = masked_linears(self.backbone)
         with torch.no_grad():
-            for layer, mask in self.masks[name].items():
+            for layer, mask in self.masks[adapter_name].items():
                 modules[layer].parametrizations.weight[0].mask.copy_(mask)
-        self.active_task = name
-        return self.heads[name]
+        self._active = adapter_name
+        return self.heads[adapter_name]
 
-    def fold(self):
-        """Bake the active task's masks into the backbone's weights (``merge_and_unload``): the
-        backbone becomes a plain transformers model of that task. The bank is spent."""
-        if self.active_task is None:
-            raise MaskBankError("no active task to fold; call set_task first")
+    def merge_and_unload(self):
+        """Fold the active task's masks into the backbone's weights and remove the masks.
+
+        The backbone becomes a plain model (a transformers model, or the SpeechBrain wrapper
+        around one) computing what the masked backbone computed for the active task; it no
+        longer holds the other tasks, so the bank cannot be used afterwards.
+
+        Returns
+        -------
+        backbone : torch.nn.Module
+            The backbone given to the bank, now with plain, masked-out weights.
+
+        Raises
+        ------
+        MaskBankError
+            No task is active yet (call ``set_adapter`` first), or the bank was already merged.
+        """
+        self._check_not_merged()
+        if self._active is None:
+            raise MaskBankError("no active task to merge; call set_adapter first")
         fold(self.backbone)
         self.masks.clear()
+        self._merged = True
         return self.backbone
+
+    def _check_not_merged(self):
+        if self._merged:
+            raise MaskBankError(f"the bank was merged into a plain model for task "
+                                f"{self._active!r}; make a new MaskBank on a dense backbone")

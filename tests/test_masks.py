@@ -172,41 +172,64 @@ def test_bank_switches_tasks_like_single_task_models(tmp_path):
     backbone = small_model(seed=0)
     bank = MaskBank(backbone)
     for name in models:
-        bank.load_mask(tmp_path / f"{name}.safetensors", name, head=torch.nn.Linear(32, 7))
+        bank.load_adapter(tmp_path / f"{name}.safetensors", adapter_name=name,
+                          head=torch.nn.Linear(32, 7))
+    assert bank.adapters == ["A", "B"] and bank.active_adapter is None
+    assert bank.info["A"] == {"task": "A"}
     x = audio()
     with torch.no_grad():
         reference = {name: heads[name](m(x).last_hidden_state) for name, m in models.items()}
         assert not torch.allclose(reference["A"], reference["B"])
         for name in ("B", "A", "B"):
-            head = bank.set_task(name)
+            head = bank.set_adapter(name)
+            assert bank.active_adapter == name
             assert torch.allclose(head(backbone(x).last_hidden_state), reference[name], atol=1e-6)
-    bank.fold()
+
+
+@pytest.mark.parametrize("task", ["A", "B"])
+def test_merge_and_unload_equals_the_masked_forward_of_the_active_task(tmp_path, task):
+    for name, seed in (("A", 10), ("B", 20)):
+        save_mask(tmp_path / f"{name}.safetensors", task_model(seed))
+    backbone = small_model(seed=0)
+    bank = MaskBank(backbone)
+    for name in ("A", "B"):
+        bank.load_adapter(tmp_path / f"{name}.safetensors", name)
+    with pytest.raises(MaskBankError, match="set_adapter first"):
+        bank.merge_and_unload()
+    bank.set_adapter(task)
+    x = audio()
     with torch.no_grad():
-        assert torch.allclose(heads["B"](backbone(x).last_hidden_state), reference["B"], atol=1e-6)
+        masked = backbone(x).last_hidden_state
+        plain = bank.merge_and_unload()
+        assert plain is backbone and not M.masked_linears(plain)
+        assert set(plain.state_dict()) == set(small_model(seed=0).state_dict())
+        assert torch.allclose(plain(x).last_hidden_state, masked, atol=1e-6)
+    with pytest.raises(MaskBankError, match="merged"):
+        bank.set_adapter("A")
 
 
 def test_bank_refuses_other_backbones_and_damaged_files(tmp_path):
     path = tmp_path / "A.safetensors"
     save_mask(path, task_model(1))
     with pytest.raises(MaskBankError, match="another backbone"):
-        MaskBank(small_model(seed=5)).load_mask(path, "A")
+        MaskBank(small_model(seed=5)).load_adapter(path, "A")
     other_shape = AutoModel.from_config(Wav2Vec2Config(**{**SMALL, "intermediate_size": 48}))
     with pytest.raises(MaskBankError):
-        MaskBank(other_shape).load_mask(path, "A")
+        MaskBank(other_shape).load_adapter(path, "A")
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # flip bits in the payload
     damaged = tmp_path / "damaged.safetensors"
     damaged.write_bytes(bytes(data))
     with pytest.raises(MaskBankError, match="damaged"):
-        MaskBank(small_model(seed=0)).load_mask(damaged, "A")
+        MaskBank(small_model(seed=0)).load_adapter(damaged, "A")
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(bytes(data[:100]))
     with pytest.raises(MaskBankError, match="not a readable"):
-        MaskBank(small_model(seed=0)).load_mask(truncated, "A")
+        MaskBank(small_model(seed=0)).load_adapter(truncated, "A")
     with pytest.raises(KeyError, match="no task"):
         bank = MaskBank(small_model(seed=0))
-        bank.load_mask(path, "A")
-        bank.set_task("B")
+        bank.load_adapter(path, "A")
+        bank.set_adapter("B")
 
 
 def test_omp_pruned_weights_stay_zero_while_the_rest_trains():

@@ -60,8 +60,8 @@ def test_mask_file_is_small_and_matches_the_trained_masks(s3router_run, tmp_path
 
     # And they load on a fresh copy of the shared backbone.
     bank = MaskBank(load_ssl(default_backbone(), tmp_path / "fresh"))
-    bank.load_mask(out / "task_mask.safetensors", "en")
-    bank.set_task("en")
+    bank.load_adapter(out / "task_mask.safetensors", "en")
+    bank.set_adapter("en")
     assert len(masked_linears(bank.backbone)) == 8
 
 

@@ -80,7 +80,7 @@ def main(argv=None):
     for language, (run, _) in results.items():
         _, head_state, _ = read_mask_file(run / "task_mask.safetensors")
         head_bytes[language] = sum(t.numel() * t.element_size() for t in head_state.values())
-        bank.load_mask(run / "task_mask.safetensors", language, head=head_for(head_state))
+        bank.load_adapter(run / "task_mask.safetensors", language, head=head_for(head_state))
         encoders[language] = sb.dataio.encoder.CTCTextEncoder()
         encoders[language].load(run / "save" / "label_encoder.txt")
         encoders[language].ignore_len()
@@ -88,7 +88,7 @@ def main(argv=None):
     rows, switch_ms = [], []
     for language, (run, run_results) in results.items():
         start = time.perf_counter()
-        head = bank.set_task(language)
+        head = bank.set_adapter(language)
         switch_ms.append((time.perf_counter() - start) * 1000)
         per = phoneme_error_rate(ssl, head, encoders[language], run / "test.csv")
         rows.append({"language": language, "PER (bank)": round(per, 2),
