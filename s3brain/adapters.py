@@ -29,7 +29,25 @@ from s3brain.masks import family, hf_model
 
 
 class Adapter(nn.Module):
-    """LayerNorm, down-projection, GELU, up-projection (zero-initialised)."""
+    """A bottleneck adapter: LayerNorm, down-projection, GELU, up-projection.
+
+    The up-projection starts at zero, so a freshly added adapter leaves the backbone's output
+    unchanged.
+
+    Arguments
+    ---------
+    hidden_size : int
+        Width of the hidden states the adapter reads and adds to.
+    bottleneck : int
+        Width of the down-projection.
+
+    Example
+    -------
+    >>> import torch
+    >>> adapter = Adapter(hidden_size=16, bottleneck=4)
+    >>> adapter(torch.randn(2, 10, 16)).abs().max().item()
+    0.0
+    """
 
     def __init__(self, hidden_size, bottleneck):
         super().__init__()
@@ -40,6 +58,18 @@ class Adapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, hidden):
+        """The adapter's residual branch (what gets added to the block's output).
+
+        Arguments
+        ---------
+        hidden : torch.Tensor
+            Hidden states, ``[batch, time, hidden_size]``.
+
+        Returns
+        -------
+        delta : torch.Tensor
+            Same shape as ``hidden``.
+        """
         return self.up(nn.functional.gelu(self.down(self.norm(hidden))))
 
     def add_to_output(self, module, inputs, output):

@@ -168,6 +168,17 @@ def _pairs(items, what):
 
 
 def main(argv=None):
+    """Command line: mask similarity between tasks and its correlation with phoneme inventories.
+
+    Reads the task mask files and (optionally) each task's phoneme manifest, writes the heatmap
+    and the per-layer correlations to ``--out`` (see ``analyse``) and prints the correlations.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        The arguments (``sys.argv[1:]`` when None): ``--masks NAME=MASK_FILE ...`` (at least
+        two), ``--phonemes NAME=TSV_OR_CSV ...``, ``--reference NAME``, ``--out FOLDER``.
+    """
     parser = argparse.ArgumentParser(prog="python -m s3brain.analysis",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--masks", nargs="+", required=True, metavar="NAME=MASK_FILE")

@@ -61,8 +61,30 @@ def backbone_rate(ssl, default=DEFAULT_RATE):
 
 
 def resample(signal, orig_rate, new_rate):
-    """``signal`` ([..., time]) resampled from ``orig_rate`` to ``new_rate`` Hz with torchaudio's
-    windowed-sinc resampler (its kernel built once per pair of rates)."""
+    """Resample a signal with torchaudio's windowed-sinc resampler.
+
+    The resampler of each pair of rates is built once and kept (its kernel is the costly part),
+    shared by threads.
+
+    Arguments
+    ---------
+    signal : torch.Tensor
+        Audio with time as the last dimension (any leading dimensions).
+    orig_rate : int
+        The rate of ``signal`` in Hz.
+    new_rate : int
+        The wanted rate in Hz.
+
+    Returns
+    -------
+    resampled : torch.Tensor
+        The signal at ``new_rate`` (``signal`` itself when the rates are equal).
+
+    Example
+    -------
+    >>> resample(torch.zeros(2, 48000), 48000, 16000).shape
+    torch.Size([2, 16000])
+    """
     orig_rate, new_rate = int(orig_rate), int(new_rate)
     if orig_rate == new_rate:
         return signal

@@ -76,6 +76,28 @@ def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="com
 
 
 def row_for(name, results, status):
+    """One table row: the ``COLUMNS`` of a run's results, with its name and status.
+
+    Arguments
+    ---------
+    name : str
+        The strategy's name (its yaml's stem).
+    results : dict or None
+        The run's ``results.json``; None for a run that failed.
+    status : str
+        ``ok``, ``ok (reused)`` or why the run failed.
+
+    Returns
+    -------
+    row : dict
+        Every key of ``COLUMNS``; those the results lack are None.
+
+    Example
+    -------
+    >>> row = row_for("s3router", {"wer_test_clean": 75.5, "not_a_column": 1}, "ok")
+    >>> row["name"], row["wer_test_clean"], row["flops_10s"], "not_a_column" in row
+    ('s3router', 75.5, None, False)
+    """
     row = {key: None for key in COLUMNS}
     row.update({k: v for k, v in (results or {}).items() if k in COLUMNS})
     row.update(name=name, status=status)
@@ -83,7 +105,26 @@ def row_for(name, results, status):
 
 
 def markdown_table(rows, columns=COLUMNS):
+    """A Markdown table of ``rows`` with one column per key in ``columns``.
+
+    Large counts (FLOPs, parameters, bytes) are written with a k, M or G suffix; missing
+    values are left empty. See the module's example.
+
+    Arguments
+    ---------
+    rows : list of dict
+        The rows, as ``row_for`` makes them.
+    columns : list of str
+        The keys to show, in order.
+
+    Returns
+    -------
+    table : str
+        The table, one line per row after the header and separator lines.
+    """
+
     def cell(value):
+        """One value as table text."""
         if value is None:
             return ""
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -151,6 +192,7 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLU
     progress = tqdm(total=len(yamls), desc="strategies", unit="run")
 
     def one(yaml):
+        """Run or collect one yaml's strategy; its table row."""
         name = Path(yaml).stem
         extra = list(overrides)
         if needs_baseline(recipe / "hparams" / yaml):
@@ -178,6 +220,19 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLU
 
 
 def main(argv=None):
+    """Command line of ``python -m s3brain.compare`` (see the module's docstring).
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        ``<recipe> [yamls ...] [--all] [--out ...] [--threads N] [--jobs N] [--columns ...]``,
+        then ``--`` and overrides passed to every run; ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    exit_code : int
+        0 when every strategy ran (or was reused), 1 otherwise.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = []
     if "--" in argv:

@@ -25,7 +25,29 @@ KINDS = ("signal", "conv", "pool")
 
 
 class InputDownsampling(nn.Module):
-    """Downsample the waveform by ``factor`` with one of SpeechBrain's downsamplers."""
+    """Downsample the waveform by ``factor`` with one of SpeechBrain's downsamplers.
+
+    Arguments
+    ---------
+    kind : str
+        ``signal`` (resampling to ``sample_rate / factor``), ``conv`` (a learned strided
+        convolution) or ``pool`` (average pooling).
+    factor : int
+        The downsampling factor.
+    sample_rate : int
+        Rate of the input waveform in Hz (for ``signal``).
+    kernel_size : int, optional
+        Kernel of ``conv`` and ``pool``; ``2 * factor + 1`` by default.
+    upsample : bool
+        Whether ``upsample`` repeats each output frame ``factor`` times, so that the CTC
+        output keeps the full frame rate.
+
+    Example
+    -------
+    >>> down = InputDownsampling("pool", factor=2)
+    >>> down(torch.randn(3, 16000)).shape[1] == down.samples(16000)
+    True
+    """
 
     def __init__(self, kind, factor, sample_rate=16000, kernel_size=None, upsample=False):
         super().__init__()
@@ -42,6 +64,18 @@ class InputDownsampling(nn.Module):
             self.downsampler = PoolingDownsampler(self.factor, self.kernel_size)
 
     def forward(self, wav):
+        """Downsample a waveform batch.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            Waveforms, ``[batch, samples]``.
+
+        Returns
+        -------
+        downsampled : torch.Tensor
+            ``[batch, samples']`` with about ``samples / factor`` samples (see ``samples``).
+        """
         if self.kind == "pool":  # as [batch, time, channel]: a 2-D input would pool as unbatched
             return self.downsampler(wav.unsqueeze(-1)).squeeze(-1)
         return self.downsampler(wav)

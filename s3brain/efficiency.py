@@ -133,7 +133,15 @@ def peak_memory_mb(forward, *inputs):
 
 
 class _Traced(torch.nn.Module):
-    """A forward function with the modules it uses, as one module to export."""
+    """A forward function with the modules it uses, as one module to export.
+
+    Arguments
+    ---------
+    forward : callable
+        Waveform batch -> output tensor.
+    modules : list of torch.nn.Module
+        The modules ``forward`` calls, registered so the exporter sees their parameters.
+    """
 
     def __init__(self, forward, modules):
         super().__init__()
@@ -141,6 +149,18 @@ class _Traced(torch.nn.Module):
         self.fn = forward
 
     def forward(self, wav):
+        """Run the wrapped forward function.
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            Waveform batch, ``[batch, samples]``.
+
+        Returns
+        -------
+        output : torch.Tensor
+            What the wrapped function returns.
+        """
         return self.fn(wav)
 
 

@@ -165,15 +165,65 @@ class _TopKStraightThrough(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores, k):
+        """The binary mask: ones at the ``k`` largest ``scores``, zeros elsewhere.
+
+        Arguments
+        ---------
+        ctx : torch.autograd.function.FunctionCtx
+            Autograd's context (unused: the backward needs nothing saved).
+        scores : torch.Tensor
+            The scores of one layer, shaped like its weight.
+        k : int
+            How many weights to keep.
+
+        Returns
+        -------
+        mask : torch.Tensor
+            A float tensor of 0s and 1s shaped like ``scores``.
+        """
         return topk_mask(scores, k)
 
     @staticmethod
     def backward(ctx, grad):
+        """Straight-through estimator: the mask's gradient becomes the scores' gradient.
+
+        Arguments
+        ---------
+        ctx : torch.autograd.function.FunctionCtx
+            Autograd's context.
+        grad : torch.Tensor
+            The gradient with respect to the mask.
+
+        Returns
+        -------
+        grad_scores : torch.Tensor
+            ``grad`` unchanged, for the scores.
+        grad_k : None
+            ``k`` is an integer and has no gradient.
+        """
         return grad, None
 
 
 class LearnedMask(nn.Module):
-    """Parametrization ``weight -> weight * topk(scores)`` with straight-through scores."""
+    """Parametrization ``weight -> weight * topk(scores)`` with straight-through scores.
+
+    Registered on an ``nn.Linear``'s weight with ``torch.nn.utils.parametrize``: the weight
+    stays as it is (frozen by ``add_masks``) and only the scores learn.
+
+    Arguments
+    ---------
+    scores : torch.Tensor
+        Initial scores, shaped like the weight (see ``init_scores``).
+    sparsity : float
+        Share of the layer's weights masked out, in [0, 1).
+
+    Example
+    -------
+    >>> mask = LearnedMask(torch.tensor([[0.1, 0.9], [0.5, 0.2]]), sparsity=0.5)
+    >>> mask(torch.ones(2, 2))
+    tensor([[0., 1.],
+            [1., 0.]], grad_fn=<MulBackward0>)
+    """
 
     def __init__(self, scores, sparsity):
         super().__init__()
@@ -186,17 +236,55 @@ class LearnedMask(nn.Module):
         return topk_mask(self.scores.detach(), self.k)
 
     def forward(self, weight):
+        """The masked weight, differentiable with respect to the scores.
+
+        Arguments
+        ---------
+        weight : torch.Tensor
+            The layer's original weight.
+
+        Returns
+        -------
+        masked_weight : torch.Tensor
+            ``weight`` with all but the ``k`` highest-scored entries set to zero.
+        """
         return weight * _TopKStraightThrough.apply(self.scores, self.k)
 
 
 class FixedMask(nn.Module):
-    """Parametrization ``weight -> weight * mask`` with a stored, not learned, binary mask."""
+    """Parametrization ``weight -> weight * mask`` with a stored, not learned, binary mask.
+
+    Used by magnitude pruning and by the mask bank, which copies each task's mask into
+    ``mask`` in place.
+
+    Arguments
+    ---------
+    mask : torch.Tensor
+        Shaped like the weight; stored as a boolean buffer (so it is saved in ``state_dict``).
+
+    Example
+    -------
+    >>> FixedMask(torch.tensor([True, False]))(torch.tensor([2.0, 3.0]))
+    tensor([2., 0.])
+    """
 
     def __init__(self, mask):
         super().__init__()
         self.register_buffer("mask", mask.to(torch.bool))
 
     def forward(self, weight):
+        """The weight with the masked-out entries set to zero.
+
+        Arguments
+        ---------
+        weight : torch.Tensor
+            The layer's original weight.
+
+        Returns
+        -------
+        masked_weight : torch.Tensor
+            ``weight * mask``.
+        """
         return weight * self.mask
 
 
