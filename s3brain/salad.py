@@ -40,7 +40,25 @@ def salient_labels(frame_ids, blank=0):
 
 class SaladDetector(nn.Module):
     """Salient-token detector: ``layers`` 1-D convolutions (kernel ``kernel``, GELU) over CNN
-    features ``[batch, frames, in_channels]``, then a per-frame logit ``[batch, frames]``."""
+    features ``[batch, frames, in_channels]``, then a per-frame logit ``[batch, frames]``.
+
+    Arguments
+    ---------
+    in_channels : int
+        Channels of the backbone's CNN features (``conv_dim[-1]``).
+    channels : int
+        Channels of the hidden convolutions.
+    layers : int
+        Number of convolutions, the last one giving the logit.
+    kernel : int
+        Kernel size of every convolution (odd: the output keeps the frame count).
+
+    Example
+    -------
+    >>> detector = SaladDetector(in_channels=8, channels=16, layers=2)
+    >>> detector(torch.randn(2, 50, 8)).shape
+    torch.Size([2, 50])
+    """
 
     def __init__(self, in_channels, channels=128, layers=4, kernel=3):
         super().__init__()
@@ -54,11 +72,27 @@ class SaladDetector(nn.Module):
         self.net = nn.Sequential(nn.LayerNorm(in_channels), _Transpose(), *blocks)
 
     def forward(self, features):
+        """Per-frame salience logits.
+
+        Arguments
+        ---------
+        features : torch.Tensor
+            CNN features, ``[batch, frames, in_channels]``.
+
+        Returns
+        -------
+        logits : torch.Tensor
+            ``[batch, frames]``; ``sigmoid(logits)`` is the probability that a frame is salient.
+        """
         return self.net(features).squeeze(1)
 
 
 class _Transpose(nn.Module):
+    """Swap time and channels, ``[batch, time, channels] -> [batch, channels, time]``, between
+    the LayerNorm and the convolutions of ``SaladDetector``."""
+
     def forward(self, x):
+        """``x`` with its dimensions 1 and 2 swapped."""
         return x.transpose(1, 2)
 
 
@@ -172,6 +206,7 @@ def block_outputs(model):
     outputs = []
 
     def hook(module, args, output):
+        """Keep a block's output hidden states."""
         outputs.append(output[0] if isinstance(output, tuple) else output)
 
     handles = [layer.register_forward_hook(hook) for layer in transformer_blocks(model)]
@@ -189,6 +224,25 @@ class TokenDropping(nn.Module):
     calls non-salient, most confident first; ``"uniform"`` and ``"random"`` drop ``drop_share`` of
     every utterance's frames, evenly spaced or at random (the skip baselines). The module counts
     the frames it keeps (``kept_share``) so that a run can report its measured saving.
+
+    Arguments
+    ---------
+    method : str
+        ``salad``, ``uniform`` or ``random``.
+    skip_ratio : float
+        For ``salad``: share of the non-salient frames removed.
+    drop_share : float
+        For ``uniform`` and ``random``: share of all frames removed.
+    detector : SaladDetector, optional
+        The trained detector (``load_detector``); needed by ``salad``, frozen here.
+    seed : int
+        Seed of the ``random`` baseline's generator.
+
+    Example
+    -------
+    >>> dropper = TokenDropping("uniform", drop_share=0.5)
+    >>> dropper(torch.zeros(1, 10, 4), torch.tensor([10])).sum().item(), dropper.kept_share
+    (5, 0.5)
     """
 
     METHODS = ("salad", "uniform", "random")
@@ -209,19 +263,47 @@ class TokenDropping(nn.Module):
         self.reset_counts()
 
     def reset_counts(self):
+        """Start counting kept frames anew (a recipe calls it at the start of each stage)."""
         self.frames_kept, self.frames_total = 0, 0
 
     @property
     def kept_share(self):
+        """Share of the frames seen since ``reset_counts`` that were kept (0 before any)."""
         return self.frames_kept / max(self.frames_total, 1)
 
-    def train(self, mode=True):  # the detector is frozen: it stays in eval mode
+    def train(self, mode=True):
+        """Set the training mode, keeping the frozen detector in eval mode whatever ``mode``.
+
+        Arguments
+        ---------
+        mode : bool
+            Training (True) or evaluation (False).
+
+        Returns
+        -------
+        self : TokenDropping
+        """
         super().train(mode)
         if self.detector is not None:
             self.detector.eval()
         return self
 
     def forward(self, features, lengths):
+        """Choose the frames to keep, and count them.
+
+        Arguments
+        ---------
+        features : torch.Tensor
+            CNN features, ``[batch, frames, channels]``.
+        lengths : torch.Tensor
+            Valid frames of each utterance, ``[batch]`` (integers).
+
+        Returns
+        -------
+        keep : torch.Tensor
+            Boolean, ``[batch, frames]``: True for the frames that go on to the transformer
+            (never a padding frame).
+        """
         frames = features.shape[1]
         if self.method == "salad":
             with torch.no_grad():

@@ -50,6 +50,29 @@ class ShrunkWavLMAttention(WavLMAttention):
         self.rel_attn_embed = nn.Embedding(num_buckets, self.num_heads)
 
     def forward(self, hidden_states, attention_mask=None, position_bias=None, index=0, **kwargs):
+        """Gated relative-position self-attention over the kept heads.
+
+        Arguments
+        ---------
+        hidden_states : torch.Tensor
+            The block input, ``[batch, time, embed_dim]``.
+        attention_mask : torch.Tensor, optional
+            ``[batch, time]``, 1 on real frames, 0 on padding.
+        position_bias : torch.Tensor, optional
+            Ignored: the bias comes from this block's own table.
+        index : int
+            The block's index (part of the stock signature, unused).
+        **kwargs : dict
+            Other arguments of the stock attention, ignored.
+
+        Returns
+        -------
+        output : torch.Tensor
+            ``[batch, time, embed_dim]``.
+        attention_weights : None
+        position_bias : None
+            None, so that the next block computes its own bias.
+        """
         batch, length, _ = hidden_states.shape
         heads, dim = self.num_heads, self.head_dim
         bias = self.compute_bias(length, length)  # [heads, T, T]
@@ -60,6 +83,7 @@ class ShrunkWavLMAttention(WavLMAttention):
         gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # [B, heads, T, 1]
 
         def split(x):
+            """``[batch, time, heads * dim] -> [batch, heads, time, dim]``."""
             return x.view(batch, length, heads, dim).transpose(1, 2)
 
         query = split(self.q_proj(hidden_states)) * self.scaling
@@ -98,7 +122,23 @@ def resize_layers(model, intermediate_sizes, attention_heads, head_ids=None):
 
 
 def _shrunk_classes(config_base, model_base):
+    """The shrunk config and model classes of one model family."""
+
     class ShrunkConfig(config_base):
+        """The family's config plus the per-block sizes of a shrunk model.
+
+        Arguments
+        ---------
+        layer_intermediate_sizes : list of int, optional
+            FFN width of each transformer block; None for an unshrunk model.
+        layer_attention_heads : list of int, optional
+            Attention heads kept in each block.
+        layer_attention_head_ids : list of list of int, optional
+            WavLM only: the original indices of each block's kept heads.
+        **kwargs : dict
+            The family config's own arguments.
+        """
+
         def __init__(self, layer_intermediate_sizes=None, layer_attention_heads=None,
                      layer_attention_head_ids=None, **kwargs):
             super().__init__(**kwargs)
@@ -107,6 +147,15 @@ def _shrunk_classes(config_base, model_base):
             self.layer_attention_head_ids = layer_attention_head_ids
 
     class ShrunkModel(model_base):
+        """The family's model with each block's FFN and attention resized as its config says
+        (``resize_layers``); ``from_pretrained`` then loads the shrunk weights.
+
+        Arguments
+        ---------
+        config : ShrunkConfig
+            The config, with the per-block sizes.
+        """
+
         config_class = ShrunkConfig
 
         def __init__(self, config):

@@ -79,6 +79,21 @@ class UnitMaskParam(nn.Module):
         return per_slice.view(-1, self.group).sum(1)
 
     def forward(self, tensor):
+        """The weight or bias with the pruned units' slices set to zero.
+
+        While SAFARI collects gradients (``units.capture``), a hook adds the L1 norm of each
+        unit's gradient to ``units.grad_l1``.
+
+        Arguments
+        ---------
+        tensor : torch.Tensor
+            The original weight or bias.
+
+        Returns
+        -------
+        masked : torch.Tensor
+            ``tensor`` times the keep-mask, expanded over each unit's ``group`` slices.
+        """
         out = tensor * self._expand(self.units.keep, tensor).to(tensor.dtype)
         if self.units.capture and out.requires_grad:
             out.register_hook(self._accumulate)
@@ -165,6 +180,24 @@ def split_sparsity(sparsity, gap=0.2):
 
 
 def prune_count(units, sparsity):
+    """How many of ``units`` units to prune at ``sparsity`` (rounded to the nearest).
+
+    Arguments
+    ---------
+    units : int
+        Units of one type in one block.
+    sparsity : float
+        Share to prune.
+
+    Returns
+    -------
+    count : int
+
+    Example
+    -------
+    >>> prune_count(12, 0.3)
+    4
+    """
     return int(round(sparsity * units))
 
 
@@ -186,6 +219,13 @@ class StructuredOneShot(PruningSchedule):
         self.sp_ffn, self.sp_heads = split_sparsity(sparsity, gap)
 
     def setup(self, model):
+        """Attach the unit masks and prune the units of smallest L1 weight norm in every block.
+
+        Arguments
+        ---------
+    model : transformers model or SpeechBrain wrapper
+            The backbone, changed in place.
+        """
         add_unit_masks(model)
         sparsify_by_l1(model, self.sp_ffn, self.sp_heads)
 
@@ -203,6 +243,14 @@ class Safari(StructuredOneShot):
         self.moved = 0  # units whose state changed, over all adjustments
 
     def setup(self, model):
+        """Prune as ``StructuredOneShot`` does, then start collecting the units' gradient norms
+        for the first prune-and-grow step.
+
+        Arguments
+        ---------
+    model : transformers model or SpeechBrain wrapper
+            The backbone, changed in place.
+        """
         super().setup(model)
         self._capture(model, True)
 
@@ -213,6 +261,16 @@ class Safari(StructuredOneShot):
             units.grad_l1.zero_()
 
     def on_step(self, model, step):
+        """Prune-and-grow every ``adjust_every`` steps; after ``fix_after`` steps stop collecting
+        gradient norms (the mask stays as it is).
+
+        Arguments
+        ---------
+    model : transformers model or SpeechBrain wrapper
+            The backbone with its unit masks.
+        step : int
+            Number of optimizer steps done (1-based).
+        """
         if step > self.fix_after:
             self._capture(model, False)
         elif step % self.adjust_every == 0:
@@ -253,13 +311,36 @@ class StructuredPARP(PruningSchedule):
         fold_units(model)
 
     def setup(self, model):
+        """Zero the units of smallest L1 weight norm in every block, in the weights themselves.
+
+        Arguments
+        ---------
+    model : transformers model or SpeechBrain wrapper
+            The backbone, changed in place.
+        """
         self._prune(model)
 
     def on_step(self, model, step):
+        """Re-prune by L1 norm every ``interval_steps`` steps (pruned units may have regrown).
+
+        Arguments
+        ---------
+    model : transformers model or SpeechBrain wrapper
+            The backbone, changed in place.
+        step : int
+            Number of optimizer steps done (1-based).
+        """
         if step % self.interval_steps == 0:
             self._prune(model)
 
     def before_eval(self, model):
+        """Re-prune, so that every evaluation sees the model at its target sparsity.
+
+        Arguments
+        ---------
+    model : transformers model or SpeechBrain wrapper
+            The backbone, changed in place.
+        """
         self._prune(model)
 
 
