@@ -47,6 +47,23 @@ ESPEAK_VOICES = {"zh-CN": "cmn", "zh-TW": "cmn", "zh-HK": "yue", "sv-SE": "sv", 
 
 
 def espeak_voice(locale):
+    """The espeak-ng voice that phonemizes a Common Voice locale.
+
+    Arguments
+    ---------
+    locale : str
+        A Common Voice locale (``de``, ``sv-SE``, ``zh-CN``, ...).
+
+    Returns
+    -------
+    voice : str
+        The voice of ``ESPEAK_VOICES`` where the names differ, else the locale's language part.
+
+    Example
+    -------
+    >>> espeak_voice("sv-SE"), espeak_voice("de"), espeak_voice("en-GB")
+    ('sv', 'de', 'en')
+    """
     return ESPEAK_VOICES.get(locale, locale.split("-")[0])
 
 
@@ -63,6 +80,19 @@ def find_locale_folder(data_folder, locale, splits):
 
 
 def read_tsv(path):
+    """The rows of a Common Voice tsv file, as dicts keyed by its header.
+
+    Quotes are ordinary characters in these files (a sentence may hold one), not CSV quoting.
+
+    Arguments
+    ---------
+    path : str or Path
+        The tsv file.
+
+    Returns
+    -------
+    rows : list of dict
+    """
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
@@ -114,6 +144,15 @@ def read_split(folder, split, locale, workers=None):
 
 
 def write_csv(rows, path):
+    """Write a manifest with the ``COLUMNS`` header; it appears at ``path`` only once complete.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows with the keys of ``COLUMNS``.
+    path : str or Path
+        The CSV file to write (written to ``<path>.tmp`` first, then renamed).
+    """
     tmp = Path(str(path) + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, COLUMNS)
@@ -123,6 +162,18 @@ def write_csv(rows, path):
 
 
 def read_manifest(path):
+    """The rows of a manifest written by ``write_csv``.
+
+    Arguments
+    ---------
+    path : str or Path
+        The CSV file.
+
+    Returns
+    -------
+    rows : list of dict
+        One dict per utterance, keyed by ``COLUMNS`` (all values strings).
+    """
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 

@@ -59,6 +59,27 @@ def phoneme_error_rate(ssl, head, encoder, manifest, batch_size=8):
 
 
 def main(argv=None):
+    """Serve every language's S3-Router run from one ``MaskBank`` and compare the storage.
+
+    Loads the backbone once, adds each run's ``task_mask.safetensors`` to the bank as an
+    adapter named by the run's language, scores each language's test set with that language
+    set active, and writes ``multilingual.md`` (PER through the bank beside the run's own and
+    the weight fine-tuning run's) and ``storage.json`` (one backbone plus the mask files
+    against one fine-tuned model per language, and the median switching time) to ``--out``.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        ``RUN [RUN ...] [--weight_ft FOLDER ...] [--ssl_hub HUB] [--out FOLDER]``;
+        ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    rows : list of dict
+        One table row per language.
+    storage : dict
+        What ``storage.json`` holds.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="S3-Router output folders")
     parser.add_argument("--weight_ft", nargs="*", type=Path, default=[],

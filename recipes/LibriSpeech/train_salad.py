@@ -81,6 +81,38 @@ def label_split(hparams, csv_path, label_encoder, limit=None, device="cpu"):
 
 
 def batches(items, batch_size, shuffle, generator, device="cpu"):
+    """Padded detector batches from labelled utterances.
+
+    Arguments
+    ---------
+    items : list of tuple
+        ``(row, features [T, C], labels [T], text)`` per utterance, as ``label_split`` gives.
+    batch_size : int
+        Utterances per batch (the last batch may be smaller).
+    shuffle : bool
+        Whether to visit the utterances in a random order.
+    generator : torch.Generator
+        The source of that order.
+    device : str or torch.device
+        Where the batches go.
+
+    Yields
+    ------
+    features : torch.Tensor
+        ``[batch, frames, C]`` float, zero-padded.
+    labels : torch.Tensor
+        ``[batch, frames]``, 1 on salient frames, zero-padded.
+    lengths : torch.Tensor
+        ``[batch]``, the valid frames of each utterance.
+
+    Example
+    -------
+    >>> items = [(None, torch.ones(3, 2), torch.tensor([1, 0, 1]), "a"),
+    ...          (None, torch.ones(5, 2), torch.tensor([0, 1, 1, 0, 0]), "b")]
+    >>> feats, labels, lengths = next(batches(items, 2, False, None))
+    >>> tuple(feats.shape), lengths.tolist()
+    ((2, 5, 2), [3, 5])
+    """
     order = torch.randperm(len(items), generator=generator) if shuffle else torch.arange(len(items))
     for start in range(0, len(items), batch_size):
         chunk = [items[i] for i in order[start:start + batch_size].tolist()]
@@ -150,6 +182,19 @@ def write_pseudo_labels(path, items):
 
 
 def main(argv):
+    """Label the splits with the teacher, train one detector per ``alphas`` entry and report.
+
+    Arguments
+    ---------
+    argv : list of str
+        The yaml, then overrides, as for any SpeechBrain recipe (``--teacher_from=...``).
+
+    Returns
+    -------
+    exit_code : int
+        0 on success; 2 when the backbone, the data or the teacher cannot be had (the reason is
+        printed as one ``ERROR:`` line).
+    """
     try:
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         label_encoder = label_encoder_for(hparams)

@@ -226,6 +226,7 @@ def generate_superb(root=None, seed=0, size="default", workers=None, progress=Tr
     marks = {t: out / ".done" / t for t in tasks}
 
     def done(task):
+        """Whether ``task`` was written by this version of the plan (its mark's fingerprint)."""
         try:
             return json.loads(marks[task].read_text())["fingerprint"] == fingerprint
         except (OSError, ValueError, KeyError):
@@ -256,6 +257,13 @@ def _generate_tasks(out, jobs, todo, fingerprint, marks, workers, progress):
 
 
 def main(argv=None):
+    """Command line: write the SUPERB tasks' data (``generate_superb``) and print its folder.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        ``--root FOLDER --seed N --size NAME``; ``sys.argv[1:]`` when None.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)

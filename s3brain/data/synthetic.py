@@ -136,11 +136,13 @@ def plan_jobs(spec):
     grammar = SentenceGrammar.for_language("en")
 
     def utterances(split, count, first_speaker):
+        """``count`` LibriSpeech utterances of sentences no earlier split used."""
         texts = grammar.sentences(count, rng, exclude=used)
         used.update(texts)
         return list(_librispeech_utterances(rng, texts, split, first_speaker, per_spk))
 
     def job(utt, split):
+        """The synthesis job of one utterance in ``split``, with its path in the corpus."""
         path = f"LibriSpeech/{split}/{utt['folder']}/{utt['id']}.flac"
         return {**{k: v for k, v in utt.items() if k != "folder"}, "split": split, "path": path}
 
@@ -276,6 +278,7 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
     parts = sorted({j["split"] for j in jobs})
 
     def todo_parts():
+        """The corpus parts not written yet (or written by another version of the plan)."""
         return [p for p in parts if not _is_done(out, p, _part_fingerprint(fingerprint, p))]
 
     if not todo_parts():
@@ -389,6 +392,13 @@ def _write_commonvoice_tsv(out, part, jobs, phonemes):
 
 
 def main(argv=None):
+    """Command line: write the corpus (``generate``) and print its folder.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        ``--root FOLDER --seed N --size NAME --workers N``; ``sys.argv[1:]`` when None.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=None, help="folder of corpora (default: $S3BRAIN_DATA "
                         "or ~/.cache/s3brain/corpus)")
