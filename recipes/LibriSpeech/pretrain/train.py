@@ -35,6 +35,23 @@ class Wav2Vec2Pretraining(sb.Brain):
     """Contrastive + diversity loss on masked frames; Gumbel temperature annealed per step."""
 
     def compute_forward(self, batch, stage):
+        """Pretraining forward pass with freshly drawn time masks and negatives.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            ``sig``: the waveforms and their relative lengths.
+        stage : sb.Stage
+            TRAIN or VALID (the same computation for both).
+
+        Returns
+        -------
+        output : transformers Wav2Vec2ForPreTrainingOutput
+            Its ``loss`` (summed over the masked frames), ``contrastive_loss``,
+            ``diversity_loss`` and ``codevector_perplexity``.
+        masked : int
+            The number of masked frames in the batch.
+        """
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         model = self.modules.model
@@ -43,6 +60,22 @@ class Wav2Vec2Pretraining(sb.Brain):
                                 self.hparams.mask_length, self.hparams.num_negatives)
 
     def compute_objectives(self, predictions, batch, stage):
+        """The loss per masked frame; adds the batch's loss terms to the stage's sums.
+
+        Arguments
+        ---------
+        predictions : tuple
+            ``(output, masked)`` from ``compute_forward``.
+        batch : PaddedBatch
+            The batch (not used: the targets are the model's own quantized features).
+        stage : sb.Stage
+            TRAIN or VALID.
+
+        Returns
+        -------
+        loss : torch.Tensor
+            Contrastive plus weighted diversity loss, divided by the masked frames.
+        """
         out, masked = predictions
         masked = max(masked, 1)
         self.sums["contrastive"] += float(out.contrastive_loss) / masked
@@ -52,6 +85,20 @@ class Wav2Vec2Pretraining(sb.Brain):
         return out.loss / masked
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """After an optimizer step: step the learning-rate schedule and lower the Gumbel
+        softmax temperature (``gumbel_max * gumbel_decay ** step``, not below ``gumbel_min``).
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            The batch just trained on.
+        outputs : tuple
+            What ``compute_forward`` returned.
+        loss : torch.Tensor
+            The batch's loss.
+        should_step : bool
+            Whether the optimizer stepped (False while gradients accumulate).
+        """
         if should_step:
             self.hparams.lr_scheduler(self.optimizer)
             model = self.modules.model
@@ -61,10 +108,21 @@ class Wav2Vec2Pretraining(sb.Brain):
             model.set_gumbel_temperature(temperature)
 
     def on_fit_start(self):
+        """Recover the latest checkpoint (SpeechBrain's ``on_fit_start``), then start the
+        training-time clock of ``run_state``."""
         super().on_fit_start()
         self.hparams.run_state.start_timer()
 
     def on_stage_start(self, stage, epoch=None):
+        """Reset the sums of the loss terms that ``on_stage_end`` averages.
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            The stage starting.
+        epoch : int, optional
+            The epoch number.
+        """
         self.sums = {"contrastive": 0.0, "diversity": 0.0, "perplexity": 0.0, "batches": 0}
 
     def _stage_stats(self, loss):
@@ -74,6 +132,18 @@ class Wav2Vec2Pretraining(sb.Brain):
                 "codebook_perplexity": self.sums["perplexity"] / n}
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Keep the stage's averages; after validation, log the epoch and save a checkpoint
+        (the two with the lowest validation loss are kept).
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            The stage ending.
+        stage_loss : float
+            The average loss of the stage.
+        epoch : int, optional
+            The epoch number.
+        """
         stats = self._stage_stats(stage_loss)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
@@ -130,9 +200,28 @@ def prepare_manifests(hparams):
 
 
 def dataio_prepare(hparams):
+    """The training and validation datasets of the manifests ``prepare_manifests`` wrote.
+
+    Utterances outside ``avoid_if_shorter_than`` .. ``avoid_if_longer_than`` seconds are left
+    out. Training audio is cut to a random window of ``crop_seconds``; validation audio is whole.
+    Audio is read at the rate of the model being pretrained.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded yaml.
+
+    Returns
+    -------
+    train : DynamicItemDataset
+        Items ``id`` and ``sig``, sorted by duration unless ``sorting`` is ``random``.
+    valid : DynamicItemDataset
+        Items ``id`` and ``sig``, sorted by duration.
+    """
     out = Path(hparams["output_folder"])
 
     def dataset(path, sort):
+        """The manifest at ``path`` within the duration limits, sorted by duration if ``sort``."""
         data = sb.dataio.dataset.DynamicItemDataset.from_csv(path)
         keep = {"duration": lambda d: hparams["avoid_if_shorter_than"] <= float(d)
                 <= hparams["avoid_if_longer_than"]}
@@ -149,6 +238,7 @@ def dataio_prepare(hparams):
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
+        """The whole utterance at the model's rate."""
         return read_audio(wav, rate)
 
     crop = int(hparams["crop_seconds"] * rate)
@@ -156,7 +246,7 @@ def dataio_prepare(hparams):
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def cropped_audio_pipeline(wav):
-        # a random window of at most crop_seconds, as wav2vec 2.0 pretraining does
+        """A random window of at most ``crop_seconds``, as wav2vec 2.0 pretraining takes."""
         sig = read_audio(wav, rate)
         if 0 < crop < len(sig):
             start = random.randint(0, len(sig) - crop)
@@ -170,6 +260,19 @@ def dataio_prepare(hparams):
 
 
 def main(argv):
+    """Prepare the manifests, pretrain, and export the encoder as a Hugging Face folder.
+
+    Arguments
+    ---------
+    argv : list of str
+        The yaml (a path, or a name in this folder), then overrides and SpeechBrain's run
+        options.
+
+    Returns
+    -------
+    exit_code : int
+        0.
+    """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     if not Path(hparams_file).is_file() and (PRETRAIN_DIR / hparams_file).is_file():
         hparams_file = str(PRETRAIN_DIR / hparams_file)
