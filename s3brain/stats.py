@@ -1,0 +1,118 @@
+"""Is a difference between two strategies larger than run-to-run noise?
+
+- ``utterance_errors``: per-utterance word errors and reference lengths from the
+  ``wer_<split>.txt`` file SpeechBrain's ``ErrorRateStats.write_stats`` writes at test time.
+- ``paired_bootstrap``: the 95 % interval of the corpus-level WER difference between a system and
+  a reference, over the same test utterances, pooled over seeds (each seed's pair of runs is
+  paired utterance by utterance; the utterances of every seed are resampled together).
+- ``mean_std``: mean and sample standard deviation over seeds.
+
+Example
+-------
+>>> ref = [{"a": (2, 10), "b": (1, 10), "c": (3, 10)}]
+>>> sys_ = [{"a": (1, 10), "b": (0, 10), "c": (2, 10)}]
+>>> result = paired_bootstrap(ref, sys_, resamples=200, seed=0)
+>>> round(result["difference"], 2), result["excludes_zero"]
+(-10.0, True)
+>>> mean_std([80.0, 82.0, 84.0])
+(82.0, 2.0)
+"""
+
+import re
+import statistics
+
+import numpy as np
+
+_UTTERANCE = re.compile(r"^(\S+), %WER [-0-9.]+ \[ (\d+) / (\d+),")
+
+
+def utterance_errors(path):
+    """``{utterance ID: (word errors, reference words)}`` from a ``wer_<split>.txt`` file.
+
+    Arguments
+    ---------
+    path : str or Path
+        The file ``ErrorRateStats.write_stats`` wrote (its ALIGNMENTS section has one
+        ``<ID>, %WER x [ errors / words, ...]`` line per utterance).
+
+    Returns
+    -------
+    dict
+        Errors and reference length per utterance.
+    """
+    found = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            match = _UTTERANCE.match(line)
+            if match:
+                found[match.group(1)] = (int(match.group(2)), int(match.group(3)))
+    if not found:
+        raise ValueError(f"{path}: no per-utterance lines (is it a wer_<split>.txt of a run?)")
+    return found
+
+
+def _pairs(reference, system):
+    """Rows ``(reference errors, system errors, words)`` of every utterance scored in both runs
+    of each seed, all seeds together."""
+    rows = []
+    for ref, sys_ in zip(reference, system):
+        for uid in sorted(set(ref) & set(sys_)):
+            if ref[uid][1] != sys_[uid][1]:
+                raise ValueError(f"utterance {uid} has {ref[uid][1]} reference words in one run "
+                                 f"and {sys_[uid][1]} in the other: not the same test set")
+            rows.append((ref[uid][0], sys_[uid][0], ref[uid][1]))
+    if not rows:
+        raise ValueError("no utterance is scored in both runs")
+    return np.array(rows, dtype=np.float64)
+
+
+def paired_bootstrap(reference, system, resamples=1000, confidence=0.95, seed=0):
+    """Paired bootstrap interval of ``WER(system) - WER(reference)`` in points.
+
+    Arguments
+    ---------
+    reference, system : list of dict
+        One ``utterance_errors`` dict per seed, in the same seed order.
+    resamples : int
+        Bootstrap resamples of the pooled utterances.
+    confidence : float
+        Coverage of the interval (percentile method).
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    dict
+        ``difference`` (on all utterances), ``low``, ``high``, ``excludes_zero`` and
+        ``utterances`` (pooled count).
+    """
+    if len(reference) != len(system):
+        raise ValueError(f"{len(reference)} reference runs but {len(system)} system runs")
+    rows = _pairs(reference, system)
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(rows), size=(resamples, len(rows)))
+    sampled = rows[index]  # [resamples, utterances, 3]
+    words = sampled[..., 2].sum(1)
+    diffs = 100.0 * (sampled[..., 1].sum(1) - sampled[..., 0].sum(1)) / words
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(diffs, [tail, 1.0 - tail])
+    difference = 100.0 * (rows[:, 1].sum() - rows[:, 0].sum()) / rows[:, 2].sum()
+    return {"difference": float(difference), "low": float(low), "high": float(high),
+            "excludes_zero": bool(low > 0 or high < 0), "utterances": len(rows)}
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (0 for a single value) of ``values``.
+
+    Arguments
+    ---------
+    values : list of float
+        One value per seed.
+
+    Returns
+    -------
+    tuple
+        ``(mean, std)``.
+    """
+    values = [float(v) for v in values]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

@@ -1,0 +1,69 @@
+"""Seeds and intervals: per-utterance errors from SpeechBrain's WER files, paired bootstrap."""
+
+import numpy as np
+import pytest
+from speechbrain.utils.metric_stats import ErrorRateStats
+
+from s3brain.stats import mean_std, paired_bootstrap, utterance_errors
+
+
+def _wer_file(path, refs, hyps):
+    stats = ErrorRateStats()
+    stats.append(list(refs), [hyps[k].split() for k in refs], [refs[k].split() for k in refs])
+    with open(path, "w") as f:
+        stats.write_stats(f)
+    return path
+
+
+def test_utterance_errors_read_back_what_speechbrain_scored(tmp_path):
+    refs = {"u1": "the cat sat", "u2": "a dog ran far", "u3": "hello"}
+    hyps = {"u1": "the cat sat", "u2": "a dig ran", "u3": "hello there world"}
+    errors = utterance_errors(_wer_file(tmp_path / "wer_test.txt", refs, hyps))
+    # u2: one substitution, one deletion; u3: two insertions
+    assert errors == {"u1": (0, 3), "u2": (2, 4), "u3": (2, 1)}
+    total = sum(e for e, _ in errors.values()) / sum(n for _, n in errors.values())
+    first = open(tmp_path / "wer_test.txt").readline()
+    assert f"{100 * total:.2f}" in first  # the file's own corpus WER
+
+
+def _runs(rng, utterances, rate):
+    return {f"u{i}": (int(rng.binomial(10, rate)), 10) for i in range(utterances)}
+
+
+def test_identical_runs_give_a_zero_interval():
+    rng = np.random.default_rng(0)
+    run = _runs(rng, 50, 0.3)
+    result = paired_bootstrap([run], [run], resamples=300)
+    assert result["difference"] == result["low"] == result["high"] == 0.0
+    assert not result["excludes_zero"]
+
+
+def test_a_system_better_on_every_utterance_excludes_zero():
+    rng = np.random.default_rng(1)
+    ref = _runs(rng, 40, 0.5)
+    better = {k: (max(0, e - 2), n) for k, (e, n) in ref.items()}
+    result = paired_bootstrap([ref], [better], resamples=500)
+    assert result["excludes_zero"] and result["high"] < 0
+    assert result["low"] <= result["difference"] <= result["high"]
+
+
+def test_more_seeds_narrow_the_interval_of_a_noisy_difference():
+    rng = np.random.default_rng(2)
+    seeds = [(_runs(rng, 60, 0.40), _runs(rng, 60, 0.43)) for _ in range(4)]
+    one = paired_bootstrap([seeds[0][0]], [seeds[0][1]], resamples=1000)
+    four = paired_bootstrap([r for r, _ in seeds], [s for _, s in seeds], resamples=1000)
+    assert four["utterances"] == 4 * one["utterances"]
+    assert four["high"] - four["low"] < 0.75 * (one["high"] - one["low"])
+
+
+def test_runs_of_different_test_sets_are_refused():
+    with pytest.raises(ValueError, match="not the same test set"):
+        paired_bootstrap([{"u1": (1, 5)}], [{"u1": (1, 6)}])
+    with pytest.raises(ValueError, match="no utterance"):
+        paired_bootstrap([{"u1": (1, 5)}], [{"u2": (1, 5)}])
+
+
+def test_mean_std():
+    assert mean_std([3.0]) == (3.0, 0.0)
+    mean, std = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5 and abs(std - np.std([1, 2, 3, 4], ddof=1)) < 1e-12
