@@ -3,11 +3,18 @@ backbone, and write one comparison table (Markdown and CSV) and plots (PNG).
 
     python -m s3brain.compare recipes/LibriSpeech hparams/weight_ft.yaml hparams/s3router.yaml
     python -m s3brain.compare recipes/LibriSpeech --all -- --train_splits='["train-1h"]'
+    python -m s3brain.compare recipes/LibriSpeech --all --seeds 1986 1987 1988 --jobs 2
 
 Each strategy runs as ``<recipe>/train.py <yaml> --output_folder=<out>/<yaml stem>`` plus the
 overrides after ``--``. A run whose ``results.json`` holds test WERs is reused, not rerun; a run
 that fails becomes a row saying so. A yaml with an ``init_from`` key (the pruning strategies)
 starts from this comparison's weight fine-tuning run, which then runs first.
+
+With ``--seeds`` every strategy runs once per seed (``--seed=S``, in ``<out>/seed<S>/``) and the
+table gives each metric as mean +- std over the seeds and, for each row against the reference
+row (``--reference``, weight fine-tuning by default), the paired bootstrap 95 % interval of the
+WER difference over the test utterances, pooled over seeds (``s3brain.stats``); a ``*`` marks
+an interval that excludes 0. The plots get error bars.
 
 Example
 -------
@@ -127,6 +134,8 @@ def markdown_table(rows, columns=COLUMNS):
         """One value as table text."""
         if value is None:
             return ""
+        if isinstance(value, dict):  # a bootstrap interval (s3brain.stats.paired_bootstrap)
+            return interval_text(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             for least, size, prefix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
                 if abs(value) >= least:  # counts: FLOPs, parameters, bytes
@@ -134,8 +143,39 @@ def markdown_table(rows, columns=COLUMNS):
         return str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    def shown(row, column):
+        """A cell, with ``+- std`` when the row has the column's spread over seeds (metrics;
+        counts such as FLOPs and parameters are the same for every seed)."""
+        value, std = row.get(column), row.get(f"{column}_std")
+        if std is None or not isinstance(value, float) or abs(value) >= 1e4:
+            return cell(value)
+        return f"{value:.4g} ± {std:.2g}"
+
+    lines += ["| " + " | ".join(shown(row, c) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def interval_text(interval):
+    """``+d.dd [+l.ll, +h.hh]`` for a ``paired_bootstrap`` result, `` *`` when it excludes 0.
+
+    Arguments
+    ---------
+    interval : dict
+        ``difference``, ``low``, ``high``, ``excludes_zero``.
+
+    Returns
+    -------
+    str
+        The interval as table text.
+
+    Example
+    -------
+    >>> interval_text({"difference": -1.5, "low": -2.25, "high": -0.5, "excludes_zero": True})
+    '-1.50 [-2.25, -0.50] *'
+    """
+    mark = " *" if interval["excludes_zero"] else ""
+    return (f"{interval['difference']:+.2f} [{interval['low']:+.2f}, {interval['high']:+.2f}]"
+            f"{mark}")
 
 
 def write_tables(rows, out, stem="comparison", columns=COLUMNS):
@@ -145,10 +185,12 @@ def write_tables(rows, out, stem="comparison", columns=COLUMNS):
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path = out / f"{stem}.md", out / f"{stem}.csv"
     md.write_text(markdown_table(rows, columns) + "\n")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in COLUMNS]
+    with open(csv_path, "w", newline="") as f:  # seeds: the stds and intervals after COLUMNS
+        writer = csv.DictWriter(f, COLUMNS + extra, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: interval_text(v) if isinstance(v, dict) else v
+                          for k, v in r.items()} for r in rows)
     return md, csv_path
 
 
@@ -165,8 +207,9 @@ def plot(rows, path, x="flops_10s", xlabel="GFLOPs for 10 s of audio", scale=1e-
     markers = "os^Dv<>PX*ph"
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, r in enumerate(points):
-        ax.scatter(r[x] * scale, r["wer_test_clean"], color=colours[i % len(colours)],
-                   marker=markers[i % len(markers)], s=45, label=r["name"])
+        ax.errorbar(r[x] * scale, r["wer_test_clean"], yerr=r.get("wer_test_clean_std"),
+                    color=colours[i % len(colours)], marker=markers[i % len(markers)],
+                    markersize=6, capsize=3, linestyle="none", label=r["name"])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test-clean WER % (greedy)")
     ax.grid(alpha=0.3)
@@ -219,6 +262,81 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLU
     return rows
 
 
+def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=("test-clean", "test-other")):
+    """One row per strategy from its runs over several seeds.
+
+    Arguments
+    ---------
+    per_seed : dict
+        ``{seed: rows}`` as ``compare`` returns them for each seed (same strategies).
+    out : Path
+        The comparison folder: seed ``s``'s run of strategy ``name`` is ``out/seed<s>/<name>``,
+        holding its ``wer_<split>.txt``.
+    reference : str
+        The yaml (or its stem) every row is compared with.
+    splits : tuple of str
+        Test splits to compare.
+
+    Returns
+    -------
+    list of dict
+        Numeric columns: the mean over the seeds that finished, with ``<column>_std``;
+        ``status``: how many seeds finished; ``d_wer_<split>``: the paired bootstrap interval
+        of the WER difference against the reference (None for the reference itself).
+    """
+    from s3brain.stats import mean_std, paired_bootstrap, utterance_errors
+
+    seeds = list(per_seed)
+    reference = Path(reference).stem
+    rows = []
+    for index, first in enumerate(per_seed[seeds[0]]):
+        name = first["name"]
+        runs = [per_seed[s][index] for s in seeds]
+        ok = [(s, r) for s, r in zip(seeds, runs) if r["status"].startswith("ok")]
+        row = {key: first.get(key) for key in ("name", "strategy", "train_split")}
+        row["status"] = f"{len(ok)}/{len(seeds)} seeds ok"
+        for key in COLUMNS:
+            values = [r[key] for _, r in ok if isinstance(r.get(key), (int, float))]
+            if key not in row and values and len(values) == len(ok):
+                row[key], row[f"{key}_std"] = mean_std(values)
+        for split in splits:
+            tag = f"d_wer_{split.replace('-', '_')}"
+            row[tag] = None
+            files = [(out / f"seed{s}" / reference / f"wer_{split}.txt",
+                      out / f"seed{s}" / name / f"wer_{split}.txt") for s, _ in ok]
+            files = [(a, b) for a, b in files if a.exists() and b.exists()]
+            if name != reference and files:
+                row[tag] = paired_bootstrap([utterance_errors(a) for a, _ in files],
+                                            [utterance_errors(b) for _, b in files])
+        rows.append(row)
+    return rows
+
+
+def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), threads=None,
+                  jobs=1, columns=COLUMNS):
+    """``compare`` once per seed (``--seed=<s>``, in ``out/seed<s>``), then the rows pooled over
+    the seeds (``pooled_over_seeds``): tables and plots with error bars in ``out``.
+
+    Returns
+    -------
+    list of dict
+        The pooled rows.
+    """
+    out = Path(out)
+    yamls = list(yamls)
+    if Path(reference).name not in [Path(y).name for y in yamls]:
+        yamls.insert(0, Path(reference).name)
+    per_seed = {s: compare(recipe, yamls, out / f"seed{s}", [*overrides, f"--seed={s}"],
+                           threads, jobs, columns) for s in seeds}
+    rows = pooled_over_seeds(per_seed, out, reference)
+    columns = [*columns, *(c for c in ("d_wer_test_clean", "d_wer_test_other")
+                           if any(r.get(c) for r in rows))]
+    write_tables(rows, out, columns=columns)
+    plot(rows, out / "wer_vs_flops.png")
+    plot(rows, out / "wer_vs_sparsity.png", x="sparsity", xlabel="sparsity", scale=1.0)
+    return rows, columns
+
+
 def main(argv=None):
     """Command line of ``python -m s3brain.compare`` (see the module's docstring).
 
@@ -247,6 +365,11 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads per run (default: all, or the cores shared by --jobs)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="run every strategy once per seed; mean +- std and paired "
+                             "bootstrap intervals against --reference")
+    parser.add_argument("--reference", default=BASELINE,
+                        help=f"the row the intervals compare with (default: {BASELINE})")
     parser.add_argument("--columns", nargs="+", default=COLUMNS, metavar="KEY",
                         help="columns of the Markdown table (the CSV has all of them; "
                              f"default: {' '.join(COLUMNS)})")
@@ -263,6 +386,15 @@ def main(argv=None):
     unknown = [c for c in args.columns if c not in COLUMNS]
     if unknown:
         parser.error(f"unknown columns {unknown}; known: {COLUMNS}")
+    if args.seeds:
+        rows, columns = compare_seeds(args.recipe, yamls, args.out, args.seeds, args.reference,
+                                      overrides, args.threads, args.jobs, args.columns)
+        print(markdown_table(rows, columns))
+        print(f"+- : std over seeds {args.seeds}; d_wer: WER difference against "
+              f"{Path(args.reference).stem}, paired bootstrap 95 % interval over the test "
+              "utterances of every seed, * = excludes 0")
+        print(f"tables and plots in {args.out}")
+        return 0 if all(r["status"].startswith(f"{len(args.seeds)}/") for r in rows) else 1
     rows = compare(args.recipe, yamls, args.out, overrides, args.threads, args.jobs,
                    args.columns)
     print(markdown_table(rows, args.columns))
