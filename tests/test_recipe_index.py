@@ -56,14 +56,33 @@ def salad_detector_folder(finetuned_folder, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("row", [r for _, r in _rows()], ids=lambda r: r["Hparam_file"])
+# Rows that start from earlier runs get this session's: a fine-tuned model (init_from, the
+# teacher of SALAD) and a SALAD detector.
+NEEDS = {"--init_from=": "finetuned_folder", "--teacher_from=": "finetuned_folder",
+         "--salad_detector=": "salad_detector_folder"}
+
+
+def _distinct_runs(rows):
+    """The rows, less those that would run exactly as an earlier one here (a CSV may repeat
+    another's row to make what a later row of its own needs, as CommonVoice.csv does for the
+    English SALAD detector: upstream's runner takes the CSVs one after the other)."""
+    seen, distinct = set(), []
+    for row in rows:
+        flags = tuple(next((p for p in NEEDS if f.startswith(p)), f)
+                      for f in shlex.split(row["test_debug_flags"])
+                      if not f.startswith("--output_folder"))
+        key = (row["Script_file"], row["Hparam_file"], flags)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(row)
+    return distinct
+
+
+@pytest.mark.parametrize("row", _distinct_runs([r for _, r in _rows()]),
+                         ids=lambda r: r["Hparam_file"])
 def test_row_runs_in_debug_mode(row, tmp_path, request):
     flags = [f for f in shlex.split(row["test_debug_flags"]) if not f.startswith("--output_folder")]
-    # Rows that start from earlier runs get this session's: a fine-tuned model (init_from, the
-    # teacher of SALAD) and a SALAD detector.
-    needs = {"--init_from=": "finetuned_folder", "--teacher_from=": "finetuned_folder",
-             "--salad_detector=": "salad_detector_folder"}
-    for prefix, fixture in needs.items():
+    for prefix, fixture in NEEDS.items():
         if any(f.startswith(prefix) for f in flags):
             folder = request.getfixturevalue(fixture)
             flags = [f"{prefix}{folder}" if f.startswith(prefix) else f for f in flags]
