@@ -62,8 +62,80 @@ def needs_baseline(yaml_path):
     return any(line.startswith("init_from:") for line in Path(yaml_path).read_text().splitlines())
 
 
-def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="compare.log"):
-    """Run one strategy unless finished; return ``(results or None, status)``."""
+class SubprocessLauncher:
+    """Runs a recipe command here, as a child process (the default)."""
+
+    def run(self, cmd, env, log_path):
+        """Run ``cmd`` with ``env``, its output to ``log_path``; its exit status."""
+        with open(log_path, "w") as log:
+            return subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+class SubmititLauncher:
+    """Hands each recipe command to a job scheduler through submitit: its Slurm executor on a
+    cluster (``cluster="slurm"``, with ``slurm_partition`` and the like as ``parameters``), or
+    its local executor (``cluster="local"``: jobs as processes here, the same code path).
+
+    Arguments
+    ---------
+    folder : str or Path
+        Where submitit keeps its job files and logs.
+    cluster : str
+        ``"slurm"`` or ``"local"``.
+    **parameters
+        ``executor.update_parameters`` keywords (``timeout_min``, ``slurm_partition``...).
+    """
+
+    def __init__(self, folder, cluster="slurm", **parameters):
+        try:
+            import submitit
+        except ImportError as err:
+            raise RuntimeError("the submitit launcher needs submitit: pip install submitit") \
+                from err
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        self.executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
+
+    def run(self, cmd, env, log_path):
+        """Submit ``cmd`` as one job, wait for it; its output to ``log_path``; its exit status
+        (1 when the job failed)."""
+        from submitit.core.utils import FailedJobError
+        from submitit.helpers import CommandFunction
+
+        job = self.executor.submit(CommandFunction(cmd, verbose=False, env=env))
+        try:
+            output, code = job.result(), 0
+        except FailedJobError as err:
+            output, code = str(err), 1
+        Path(log_path).write_text(f"submitit job {job.job_id}\n{output}")
+        return code
+
+
+def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="compare.log",
+                 launcher=None):
+    """Run one strategy unless finished; return ``(results or None, status)``.
+
+    Arguments
+    ---------
+    recipe : str or Path
+        The recipe folder (``train.py`` and ``hparams/``).
+    yaml : str
+        The hparams file's name.
+    folder : str or Path
+        The run's output folder.
+    overrides : list of str
+        Command-line overrides of the yaml.
+    threads : int, optional
+        CPU threads of the run.
+    log_name : str
+        The run's log, in ``folder``.
+    launcher : SubprocessLauncher or SubmititLauncher, optional
+        How the command is run (default: a child process here).
+
+    Returns
+    -------
+    tuple
+        The run's ``results.json`` (None if it failed) and a status line.
+    """
     done = finished_results(folder)
     if done:
         return done, "ok (reused)"
@@ -74,11 +146,10 @@ def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="com
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with open(folder / log_name, "w") as log:
-        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    code = (launcher or SubprocessLauncher()).run(cmd, env, folder / log_name)
     done = finished_results(folder)
-    if proc.returncode != 0 or not done:
-        return None, f"failed (exit {proc.returncode}, see {folder / log_name})"
+    if code != 0 or not done:
+        return None, f"failed (exit {code}, see {folder / log_name})"
     return done, "ok"
 
 
@@ -221,7 +292,8 @@ def plot(rows, path, x="flops_10s", xlabel="GFLOPs for 10 s of audio", scale=1e-
     return path
 
 
-def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLUMNS):
+def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLUMNS,
+            launcher=None):
     """Run or collect each yaml of ``recipe``, ``jobs`` runs at a time (the weight fine-tuning
     run first and alone when others start from it); write the tables and plots; return the rows
     in the order of ``yamls``."""
@@ -241,7 +313,8 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLU
         if needs_baseline(recipe / "hparams" / yaml):
             extra.append(f"--init_from={out / Path(BASELINE).stem}")
         start = time.time()
-        results, status = run_strategy(recipe, yaml, out / name, extra, threads)
+        results, status = run_strategy(recipe, yaml, out / name, extra, threads,
+                                       launcher=launcher)
         row = row_for(name, results, status)
         progress.update()
         tqdm.write(f"{name}: {status}, WER test-clean {row['wer_test_clean']} "
@@ -313,7 +386,7 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=("test-clean", "
 
 
 def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), threads=None,
-                  jobs=1, columns=COLUMNS):
+                  jobs=1, columns=COLUMNS, launcher=None):
     """``compare`` once per seed (``--seed=<s>``, in ``out/seed<s>``), then the rows pooled over
     the seeds (``pooled_over_seeds``): tables and plots with error bars in ``out``.
 
@@ -327,7 +400,7 @@ def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), t
     if Path(reference).name not in [Path(y).name for y in yamls]:
         yamls.insert(0, Path(reference).name)
     per_seed = {s: compare(recipe, yamls, out / f"seed{s}", [*overrides, f"--seed={s}"],
-                           threads, jobs, columns) for s in seeds}
+                           threads, jobs, columns, launcher) for s in seeds}
     rows = pooled_over_seeds(per_seed, out, reference)
     columns = [*columns, *(c for c in ("d_wer_test_clean", "d_wer_test_other")
                            if any(r.get(c) for r in rows))]
@@ -370,6 +443,12 @@ def main(argv=None):
                              "bootstrap intervals against --reference")
     parser.add_argument("--reference", default=BASELINE,
                         help=f"the row the intervals compare with (default: {BASELINE})")
+    parser.add_argument("--executor", choices=["subprocess", "slurm", "local"],
+                        default="subprocess",
+                        help="run here (subprocess), or hand each run to submitit's Slurm or "
+                             "local executor (--jobs runs are then in flight at once)")
+    parser.add_argument("--slurm_partition", default=None)
+    parser.add_argument("--timeout_min", type=int, default=None, help="per run, for submitit")
     parser.add_argument("--columns", nargs="+", default=COLUMNS, metavar="KEY",
                         help="columns of the Markdown table (the CSV has all of them; "
                              f"default: {' '.join(COLUMNS)})")
@@ -386,9 +465,16 @@ def main(argv=None):
     unknown = [c for c in args.columns if c not in COLUMNS]
     if unknown:
         parser.error(f"unknown columns {unknown}; known: {COLUMNS}")
+    launcher = None
+    if args.executor != "subprocess":
+        launcher = SubmititLauncher(args.out / "submitit", args.executor,
+                                    timeout_min=args.timeout_min,
+                                    slurm_partition=args.slurm_partition,
+                                    cpus_per_task=args.threads)
     if args.seeds:
         rows, columns = compare_seeds(args.recipe, yamls, args.out, args.seeds, args.reference,
-                                      overrides, args.threads, args.jobs, args.columns)
+                                      overrides, args.threads, args.jobs, args.columns,
+                                      launcher)
         print(markdown_table(rows, columns))
         print(f"+- : std over seeds {args.seeds}; d_wer: WER difference against "
               f"{Path(args.reference).stem}, paired bootstrap 95 % interval over the test "
@@ -396,7 +482,7 @@ def main(argv=None):
         print(f"tables and plots in {args.out}")
         return 0 if all(r["status"].startswith(f"{len(args.seeds)}/") for r in rows) else 1
     rows = compare(args.recipe, yamls, args.out, overrides, args.threads, args.jobs,
-                   args.columns)
+                   args.columns, launcher)
     print(markdown_table(rows, args.columns))
     print(f"tables and plots in {args.out}")
     return 0 if all(r["status"].startswith("ok") for r in rows) else 1

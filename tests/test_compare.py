@@ -89,3 +89,34 @@ def test_seeds_give_mean_std_and_a_paired_interval_against_the_reference(tmp_pat
     md = (out / "comparison.md").read_text()
     assert "±" in md and "d_wer_test_clean" in md
     assert (out / "wer_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_go_through_submitits_local_executor(tmp_path):
+    """The harness hands each run to submitit (its local executor here, its Slurm one on a
+    cluster) and collects it as it collects a local run; a failing job becomes a row saying so."""
+    import json
+
+    recipe, out = tmp_path / "recipe", tmp_path / "cmp"
+    (recipe / "hparams").mkdir(parents=True)
+    # A stand-in recipe: writes what a finished run writes, from its command line.
+    (recipe / "train.py").write_text(
+        "import json, sys, pathlib\n"
+        "args = dict(a[2:].split('=', 1) for a in sys.argv[2:])\n"
+        "if 'broken' in sys.argv[1]: sys.exit(3)\n"
+        "out = pathlib.Path(args['output_folder'])\n"
+        "wer = 50.0 + int(args['seed'])\n"
+        "(out / 'results.json').write_text(json.dumps({'strategy': 'w', 'wer_test_clean': wer}))\n")
+    for name in ("weight_ft", "broken"):
+        (recipe / "hparams" / f"{name}.yaml").write_text(f"strategy: {name}\n")
+    code = compare.main([str(recipe), "--all", "--out", str(out), "--seeds", "1", "2",
+                         "--executor", "local", "--timeout_min", "5"])
+    assert code == 1  # the broken strategy failed
+    with open(out / "comparison.csv") as f:
+        table = {row["name"]: row for row in csv.DictReader(f)}
+    assert table["weight_ft"]["status"] == "2/2 seeds ok"
+    assert float(table["weight_ft"]["wer_test_clean"]) == 51.5
+    assert table["broken"]["status"] == "0/2 seeds ok"
+    assert json.loads((out / "seed2" / "weight_ft" / "results.json").read_text())[
+        "wer_test_clean"] == 52.0
+    assert any((out / "submitit").iterdir())  # submitit's own job files
+    assert "submitit job" in (out / "seed1" / "broken" / "compare.log").read_text()
