@@ -164,29 +164,71 @@ class _Traced(torch.nn.Module):
         return self.fn(wav)
 
 
+def export_onnx(forward, modules, wav, path):
+    """Export ``forward`` (a function of a waveform ``[batch, samples]`` that uses ``modules``)
+    to an ONNX file whose input ``wav`` may have any number of samples.
+
+    Arguments
+    ---------
+    forward : callable
+        The deployed forward pass.
+    modules : list of torch.nn.Module
+        The modules it uses (so their parameters are exported).
+    wav : torch.Tensor
+        An example input.
+    path : str or Path
+        The ONNX file to write.
+
+    Returns
+    -------
+    torch.nn.Module
+        The exported module (``forward`` with ``modules``), in eval mode.
+    """
+    module = _Traced(forward, modules).eval()
+    # The TorchScript exporter, chosen: it exports w2v2-tiny in 0.7 s where the dynamo one
+    # takes 10.8 s (and needs onnxscript), once per recipe run. torch 2.13 still ships it but
+    # warns that it is deprecated; that warning says nothing to a recipe's user.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        torch.onnx.export(module, (wav,), str(path), input_names=["wav"], output_names=["out"],
+                          dynamic_axes={"wav": {1: "samples"}}, dynamo=False)
+    return module
+
+
+def onnx_session(path, threads=1):
+    """An onnxruntime CPU session of the ONNX file ``path`` with ``threads`` intra-op threads.
+
+    Arguments
+    ---------
+    path : str or Path
+        The ONNX file.
+    threads : int
+        Intra-op threads (one inter-op thread).
+
+    Returns
+    -------
+    onnxruntime.InferenceSession
+        The session.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def onnx_latency_ms(forward, modules, wav, repeats=5, threads=1):
     """Export ``forward`` (which uses ``modules``) to ONNX and return the median onnxruntime CPU
     latency in ms on ``wav``, and the largest difference from the torch output."""
     import tempfile
 
-    import onnxruntime
-
-    module = _Traced(forward, modules).eval()
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         path = f"{tmp}/model.onnx"
-        # The TorchScript exporter, chosen: it exports w2v2-tiny in 0.7 s where the dynamo one
-        # takes 10.8 s (and needs onnxscript), once per recipe run. torch 2.13 still ships it but
-        # warns that it is deprecated; that warning says nothing to a recipe's user.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export",
-                                    category=DeprecationWarning)
-            torch.onnx.export(module, (wav,), path, input_names=["wav"], output_names=["out"],
-                              dynamic_axes={"wav": {1: "samples"}}, dynamo=False)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        module = export_onnx(forward, modules, wav, path)
+        session = onnx_session(path, threads)
         feed = {"wav": wav.numpy()}
         out = session.run(None, feed)[0]
         difference = float((torch.from_numpy(out) - module(wav)).abs().max())

@@ -1,0 +1,141 @@
+"""Dynamic int8 quantization of a deployable model's linear layers, for CPU inference.
+
+The weights of every linear (ONNX ``MatMul``/``Gemm``) layer are stored as int8 and the
+activations quantized on the fly, batch by batch; the CNN feature extractor stays in float.
+Two backends do it:
+
+- ``onnxruntime``: the model exported to ONNX (``s3brain.efficiency.export_onnx``) and quantized
+  by ``onnxruntime.quantization.quantize_dynamic``; what a CPU deployment serves.
+- ``torch``: ``torch.ao.quantization.quantize_dynamic`` on a copy of the modules. torch 2.13 marks
+  this eager API deprecated (its successor is torchao); it is kept to measure against.
+
+``benchmarks/int8_backends.py`` measures both against fp32, side by side.
+
+Example
+-------
+>>> import tempfile, torch
+>>> model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
+>>> wav = torch.randn(2, 64)
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     int8 = OnnxInt8(lambda x: model(x), [model], wav, tmp)
+...     out = int8(wav)
+>>> out.shape, bool((out - model(wav)).abs().max() < 0.05)
+(torch.Size([2, 8]), True)
+"""
+
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+
+BACKENDS = ("onnxruntime", "torch")
+
+
+def quantize_onnx_int8(source, target):
+    """Write ``target``: the ONNX model ``source`` with int8 weights in its linear layers.
+
+    Arguments
+    ---------
+    source, target : str or Path
+        The float ONNX file and the quantized one to write.
+
+    Returns
+    -------
+    Path
+        ``target``.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # onnxruntime's own pre-processing (shape inference, graph optimisation) first, as its
+    # quantizer asks: it finds more layers to quantize in the optimised graph.
+    prepared = Path(target).with_suffix(".prepared.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gemm"])
+    prepared.unlink()
+    return Path(target)
+
+
+class OnnxInt8:
+    """A deployable forward, exported to ONNX, quantized to int8 and served by onnxruntime.
+
+    Arguments
+    ---------
+    forward : callable
+        ``wav [batch, samples] -> outputs``, as deployed (see ``s3brain.ctc.cost_report``).
+    modules : list of torch.nn.Module
+        The modules ``forward`` uses.
+    example : torch.Tensor
+        An example waveform for the export (any length works afterwards).
+    folder : str or Path
+        Where the float and int8 ONNX files are written.
+    threads : int
+        onnxruntime intra-op threads.
+    """
+
+    def __init__(self, forward, modules, example, folder, threads=1):
+        from s3brain.efficiency import export_onnx, onnx_session
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        export_onnx(forward, modules, example, folder / "model.onnx")
+        self.path = quantize_onnx_int8(folder / "model.onnx", folder / "model.int8.onnx")
+        self.session = onnx_session(self.path, threads)
+
+    def __call__(self, wav):
+        """Outputs of the int8 model for ``wav`` (a CPU tensor), as a tensor."""
+        return torch.from_numpy(self.session.run(None, {"wav": wav.cpu().numpy()})[0])
+
+
+def torch_int8(modules):
+    """Copies of ``modules`` with their ``nn.Linear`` layers dynamically quantized to int8
+    (torch's eager API, kept to compare backends; its deprecation warning is silenced here).
+
+    Arguments
+    ---------
+    modules : list of torch.nn.Module
+        The deployable modules, on the CPU.
+
+    Returns
+    -------
+    list of torch.nn.Module
+        The quantized copies, in eval mode, in the same order.
+
+    Example
+    -------
+    >>> layer = torch.nn.Sequential(torch.nn.Linear(16, 4))
+    >>> (quantized,) = torch_int8([layer])
+    >>> type(quantized[0]).__name__
+    'Linear'
+    >>> quantized[0].__module__
+    'torch.ao.nn.quantized.dynamic.modules.linear'
+    """
+    copies = copy.deepcopy(list(modules))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the eager API's deprecation notes, see the module doc
+        return [torch.ao.quantization.quantize_dynamic(m.eval(), {torch.nn.Linear},
+                                                       dtype=torch.qint8) for m in copies]
+
+
+def frame_agreement(reference, other):
+    """Share of frames whose arg-max output is the same in ``reference`` and ``other``
+    (``[..., classes]`` logits): how often an int8 model's greedy CTC path agrees with fp32's.
+
+    Arguments
+    ---------
+    reference, other : torch.Tensor
+        Logits of the same input.
+
+    Returns
+    -------
+    float
+        Between 0 and 1.
+
+    Example
+    -------
+    >>> frame_agreement(torch.tensor([[0.0, 1.0], [2.0, 0.0]]), torch.tensor([[0.0, 3.0], [0.0, 1.0]]))
+    0.5
+    """
+    return float((reference.argmax(-1) == other.argmax(-1)).float().mean())
