@@ -88,8 +88,29 @@ def _payload_digest(tensors):
 
 
 def save_mask(path, model, head=None, **info):
-    """Save the masks of ``model`` (and ``head``'s weights) as one task file; return its size in
-    bytes. ``info`` (strings, numbers) is kept in the metadata (task, sparsity, ...)."""
+    """Save the masks of ``model`` (and ``head``'s weights) as one task file.
+
+    Arguments
+    ---------
+    path : str or Path
+        The ``.safetensors`` file to write (its folder is made if missing).
+    model : transformers model or SpeechBrain wrapper
+        A backbone carrying masks (``s3brain.masks.add_masks``), trained or not.
+    head : torch.nn.Module, optional
+        The task head, whose weights go into the file beside the masks.
+    **info : dict
+        Strings and numbers kept in the file's metadata (task, sparsity, ...).
+
+    Returns
+    -------
+    size : int
+        The file's size in bytes.
+
+    Raises
+    ------
+    MaskBankError
+        ``model`` has no masks.
+    """
     masks = binary_masks(model)
     if not masks:
         raise MaskBankError("the model has no masks to save")
@@ -110,7 +131,28 @@ def save_mask(path, model, head=None, **info):
 
 
 def read_mask_file(path):
-    """``(masks, head_state, metadata)`` of a task file, checked for damage."""
+    """Read a task file written by ``save_mask``, checked for damage.
+
+    Arguments
+    ---------
+    path : str or Path
+        The ``.safetensors`` file.
+
+    Returns
+    -------
+    masks : dict
+        Layer name -> boolean mask, in the order the file lists the layers.
+    head_state : dict
+        The head's ``state_dict`` (empty when saved without a head).
+    metadata : dict
+        The file's metadata: ``format``, ``layers``, ``backbone_fingerprint``,
+        ``payload_sha256`` and ``info`` (JSON text).
+
+    Raises
+    ------
+    MaskBankError
+        The file is unreadable, not a mask file, or its checksum does not match.
+    """
     from safetensors import safe_open
 
     try:
