@@ -8,8 +8,8 @@ uses from here:
   backbone and the head; backbone held fixed for ``ssl_frozen_steps``; pruning hooks; greedy and
   KenLM decoding; error rates by words and characters, or by phonemes);
 - ``start_experiment`` and ``fit``: command line, yaml, experiment folder, training;
-- ``setup_strategy``: the yaml's strategy keys (``init_from``, ``masks``, ``pruning``, the
-  distillation teacher of ``distill_weight``);
+- ``setup_strategy``: sets up the yaml's ``strategies`` (``s3brain.strategies``) and the
+  distillation teacher of ``distill_weight``;
 - ``usable_utterances``: rows CTC can learn from;
 - ``evaluate_and_report``: test every split, measure the cost, write ``results.json``.
 """
@@ -34,11 +34,10 @@ from s3brain.early_exit import early_exit, exit_inputs, flops_at_exit
 from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
                                 peak_memory_mb)
 from s3brain.finetuning import BackboneFineTuning
-from s3brain.mask_bank import save_mask
-from s3brain.masks import add_masks, fold, transformer_blocks, weight_sparsity
+from s3brain.masks import transformer_blocks, weight_sparsity
 from s3brain.results import update_results
 from s3brain.salad import block_outputs, encode_with_dropping, pack_kept, uniform_keep
-from s3brain.structured import shrink
+from s3brain.strategies import deployable, run_sparsity, setup_strategies, task_payload
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +206,7 @@ class CTCFineTuning(BackboneFineTuning):
             self.exit_blocks, self.exit_seconds, self.exit_audio_seconds = [], 0.0, 0.0
             if self.token_dropping is not None:
                 self.token_dropping.reset_counts()
-            if self.pruning is not None:
-                self.pruning.before_eval(self.modules.ssl)
+            self.strategies_before_eval(stage)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         stats = {"loss": stage_loss}
@@ -224,13 +222,14 @@ class CTCFineTuning(BackboneFineTuning):
             stats["exit_rtf"] = self.exit_seconds / self.exit_audio_seconds
         if self.token_dropping is not None:
             stats["kept_share"] = round(self.token_dropping.kept_share, 4)
+        stats.update(self.strategy_stats(stage))
         if stage == sb.Stage.VALID:
             lrs = self.anneal(stats)
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
             # A checkpoint taken before a pruning schedule reaches its sparsity ranks after all
             # those that have it, so the evaluated model is always at the target sparsity.
-            early = self.pruning is not None and not self.pruning.at_target(self.optimizer_step)
+            early = not self.strategies_at_target()
             self.checkpointer.save_and_keep_only(
                 meta={key: stats[key] + (1000.0 if early else 0.0), f"dev_{key}": stats[key]},
                 min_keys=[key])
@@ -370,15 +369,9 @@ def load_finetuned(folder, recoverables, key="WER"):
 
 
 def setup_strategy(hparams, key="WER"):
-    """Apply the yaml's strategy keys to the backbone before training: ``init_from``, ``masks``
-    (S3-Router) and ``pruning`` (OMP, IMP, PARP)."""
+    """Set up the yaml's ``strategies`` (``s3brain.strategies``, in list order) on the backbone
+    before training, and the distillation teacher of ``distill_weight``."""
     ssl = hparams["ssl"]
-    if hparams.get("init_from"):
-        load_finetuned(hparams["init_from"], {"ssl": ssl, "model": hparams["model"]}, key)
-    if hparams.get("masks"):
-        names = add_masks(ssl, seed=hparams["seed"], **hparams["masks"])
-        logger.info("Learned masks on %d layers (%s), backbone weights frozen", len(names),
-                    hparams["masks"])
     if hparams.get("distill_weight", 0) > 0:
         # The teacher of the layer-wise distillation: a frozen copy of the backbone with the
         # weights of a fine-tuned run, taken before any mask or pruning is set up.
@@ -388,8 +381,7 @@ def setup_strategy(hparams, key="WER"):
         teacher = copy.deepcopy(ssl)
         load_finetuned(hparams["teacher_from"], {"ssl": teacher}, key)
         hparams["teacher"] = teacher.requires_grad_(False).eval()
-    if hparams.get("pruning"):
-        hparams["pruning"].setup(ssl)
+    setup_strategies(hparams.get("strategies") or [], ssl, hparams)
     if hparams.get("exit_training") == "two_step":
         # Exit heads trained on a fixed fine-tuned model (init_from): nothing else learns.
         for module in (ssl, hparams["model"]):
@@ -397,21 +389,15 @@ def setup_strategy(hparams, key="WER"):
                 p.requires_grad_(False)
 
 
-def sparsity_of(hparams):
-    """The strategy's nominal sparsity (mean over blocks for a per-block list), 0 if dense."""
-    if hparams.get("masks"):
-        value = hparams["masks"].get("sparsity", 0.1)
-    elif hparams.get("pruning"):
-        value = hparams["pruning"].sparsity
-    else:
-        return 0.0
-    return float(sum(value) / len(value)) if isinstance(value, (list, tuple)) else float(value)
+def unwrapped_module(module):
+    """The module inside a DDP wrapper (DDP wraps the modules that have parameters)."""
+    return getattr(module, "module", module)
 
 
 def cost_report(brain, hparams):
     """Parameters, FLOPs, latency and sparsity of the model that serves one task, measured on a
-    copy with the masks folded into the weights, and with ``shrink_for_cost`` (structured
-    pruning) physically shrunk: what would be deployed. The measured copy is on the CPU,
+    copy made deployable by the strategies (masks folded into the weights, structured pruning
+    physically shrunk): what would be deployed. The measured copy is on the CPU,
     whatever device trained the model."""
     def unwrapped(module):  # DDP wraps the modules that have parameters
         return getattr(module, "module", module)
@@ -430,12 +416,11 @@ def cost_report(brain, hparams):
                                                            "downsampler", "dropper"))]:
         if module is not None:
             module.cpu()
-    ssl, head, ctc_lin = fold(copies["ssl"]), copies["head"], copies["ctc_lin"]
+    ssl, head, ctc_lin = deployable([], copies["ssl"]), copies["head"], copies["ctc_lin"]
     extra, downsampler, dropper = copies["extra"], copies["downsampler"], copies["dropper"]
     rate = backbone_rate(ssl)
     backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())  # before shrinking
-    if hparams.get("shrink_for_cost"):  # structured pruning: measure the physically smaller model
-        shrink(ssl)
+    ssl = deployable(hparams.get("strategies") or [], ssl)  # e.g. structured pruning: shrunk
     hf = ssl.model
     if dropper is not None:
         # Token dropping: the transformer runs on the share of frames kept on the first test
@@ -525,13 +510,14 @@ def evaluate_and_report(brain, hparams, tests, results):
         results["flops_10s_all_blocks"] = results["flops_10s"]
         results["flops_10s"] = flops_at_exit(brain.modules.ssl, results["flops_10s"],
                                              results[exit_keys[0]])
-    results["sparsity"] = sparsity_of(hparams)
-    if hparams.get("masks") and not hparams.get("init_from"):
-        # Masks over the shared frozen backbone: a task is its mask file (bits + head).
-        task_file = Path(hparams["output_folder"]) / "task_mask.safetensors"
-        info = {k: results[k] for k in ("strategy", "train_split", "language") if k in results}
-        results["storage_bytes_per_task"] = save_mask(
-            task_file, brain.modules.ssl, head=hparams["model"], **info, **hparams["masks"])
+    strategies = hparams.get("strategies") or []
+    results["sparsity"] = run_sparsity(strategies)
+    # On a shared frozen backbone a task is its payload (S3-Router: the mask file, bits + head).
+    info = {k: results[k] for k in ("strategy", "train_split", "language") if k in results}
+    payload = task_payload(strategies, Path(hparams["output_folder"]),
+                           unwrapped_module(brain.modules.ssl), hparams["model"], info)
+    if payload is not None:
+        results["storage_bytes_per_task"] = payload
     if hparams.get("task_storage") == "trainable":
         # A frozen shared backbone: a task is what was trained (adapters and head).
         results["storage_bytes_per_task"] = sum(

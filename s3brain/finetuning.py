@@ -2,9 +2,11 @@
 
 ``BackboneFineTuning`` (an ``sb.Brain``) gives: separate optimizers for the backbone's trainable
 tensors (its weights, or S3-Router's mask scores) and for the head, both checkpointed; the
-backbone held fixed for the first ``ssl_frozen_steps`` updates while a new head learns; the hook
-of a pruning schedule (``hparams.pruning``: OMP, IMP, PARP, SAFARI) after every update; the
-training clock (``hparams.run_state``). A recipe's Brain adds its forward, loss and metrics.
+backbone held fixed for the first ``ssl_frozen_steps`` updates while a new head learns; the
+training-loop hooks of the run's strategies (``hparams.strategies``, ``s3brain.strategies``:
+``on_step`` after every update, ``before_eval`` and ``stage_start`` before each evaluation,
+``stage_stats`` after it, ``at_target`` for checkpoint ranking); the training clock
+(``hparams.run_state``). A recipe's Brain adds its forward, loss and metrics.
 """
 
 import speechbrain as sb
@@ -41,16 +43,53 @@ class BackboneFineTuning(sb.Brain):
                 self.checkpointer.add_recoverable(name, opt)
 
     @property
-    def pruning(self):
-        return getattr(self.hparams, "pruning", None)
+    def strategies(self):
+        """The run's strategies (``s3brain.strategies.Strategy`` objects), in yaml order."""
+        return list(getattr(self.hparams, "strategies", None) or [])
+
+    def strategies_before_eval(self, stage):
+        """Before an evaluation pass: each strategy's ``before_eval`` (a pruning schedule
+        re-prunes) and ``stage_start`` (statistics reset).
+
+        Arguments
+        ---------
+        stage : speechbrain.Stage
+            The evaluation stage starting.
+        """
+        for strategy in self.strategies:
+            strategy.before_eval(self.modules.ssl)
+            strategy.stage_start(stage)
+
+    def strategy_stats(self, stage):
+        """The strategies' statistics of the pass that ends (``Strategy.stage_stats``).
+
+        Arguments
+        ---------
+        stage : speechbrain.Stage
+            The stage ending.
+
+        Returns
+        -------
+        dict
+        """
+        stats = {}
+        for strategy in self.strategies:
+            stats.update(strategy.stage_stats(stage))
+        return stats
+
+    def strategies_at_target(self):
+        """Whether every strategy is final (e.g. at its target sparsity) at this step; a
+        checkpoint taken before ranks after all those taken after."""
+        return all(s.at_target(self.optimizer_step) for s in self.strategies)
 
     def on_fit_start(self):
         super().on_fit_start()
         self.hparams.run_state.start_timer()
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        if should_step and self.pruning is not None:
-            self.pruning.on_step(self.modules.ssl, self.optimizer_step)
+        if should_step:
+            for strategy in self.strategies:
+                strategy.on_step(self.modules.ssl, self.optimizer_step)
 
     def anneal(self, stats):
         """NewBob steps of both learning rates on the validation loss; the old rates (for the

@@ -32,12 +32,11 @@ from torch import nn
 
 from s3brain.audio import backbone_rate, read_audio
 from s3brain.backbone import BackboneUnavailableError, hidden_layer_count, hidden_size
-from s3brain.ctc import fit, setup_strategy, sparsity_of, start_experiment
+from s3brain.ctc import fit, setup_strategy, start_experiment
 from s3brain.efficiency import count_parameters, measure_cost, peak_memory_mb
 from s3brain.finetuning import BackboneFineTuning
-from s3brain.mask_bank import save_mask
-from s3brain.masks import fold
 from s3brain.results import update_results
+from s3brain.strategies import deployable, run_sparsity, task_payload
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +144,8 @@ class UtteranceClassification(BackboneFineTuning):
     def on_stage_start(self, stage, epoch=None):
         self.predictions = {t: [] for t in self.targets}
         self.truth = {t: [] for t in self.targets}
+        if stage != sb.Stage.TRAIN:
+            self.strategies_before_eval(stage)
 
     def stage_metrics(self):
         """This stage's metrics (``classification_metrics``) and ``error`` = 100 - accuracy."""
@@ -159,12 +160,16 @@ class UtteranceClassification(BackboneFineTuning):
             self.train_stats = stats
             return
         stats.update(self.stage_metrics())
+        stats.update(self.strategy_stats(stage))
         if stage == sb.Stage.VALID:
             lrs = self.anneal(stats)
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
+            # A checkpoint taken before a pruning schedule reaches its sparsity ranks last.
+            early = not self.strategies_at_target()
             self.checkpointer.save_and_keep_only(
-                meta={"error": stats["error"], "dev_accuracy": stats["accuracy"]},
+                meta={"error": stats["error"] + (1000.0 if early else 0.0),
+                      "dev_accuracy": stats["accuracy"]},
                 min_keys=["error"])
         else:
             self.hparams.train_logger.log_stats(
@@ -229,11 +234,14 @@ def build_head(hparams, encoders):
 
 
 def cost_report(hparams):
-    """Parameters, FLOPs, CPU latency, RTF and peak memory of the deployed model (masks folded
-    into the weights) on ``cost_seconds`` of audio, and the storage one more task costs; measured
-    on a CPU copy, whatever device trained the model."""
+    """Parameters, FLOPs, CPU latency, RTF and peak memory of the deployed model (made
+    deployable by the strategies: masks folded into the weights, structured pruning shrunk) on
+    ``cost_seconds`` of audio, and the storage one more task costs; measured on a CPU copy,
+    whatever device trained the model."""
     ssl, head = copy.deepcopy([hparams["ssl"], hparams["model"]])
-    ssl, head = fold(ssl.cpu()), head.cpu()
+    ssl, head = deployable([], ssl.cpu()), head.cpu()
+    backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())  # before shrinking
+    ssl = deployable(hparams.get("strategies") or [], ssl)
     modules = nn.ModuleList([ssl, head]).eval()
     rate = backbone_rate(ssl)
 
@@ -243,7 +251,6 @@ def cost_report(hparams):
     cost = measure_cost(forward, seconds=hparams["cost_seconds"], sample_rate=rate,
                         repeats=hparams["cost_repeats"], threads=hparams["cost_threads"])
     wav = torch.randn(1, int(hparams["cost_seconds"] * rate)) * 0.1
-    backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())
     return {"params_total": count_parameters(modules),
             "params_trainable": count_parameters(nn.ModuleList([hparams["ssl"], head]),
                                                  trainable_only=True),
@@ -293,16 +300,17 @@ def run_task(argv, recipe_dir, brain_class, prepare_fn, synthetic_task):
     brain.evaluate(test, min_key="error", test_loader_kwargs=hparams["test_dataloader_opts"])
     results = {"strategy": hparams["strategy"], "task": hparams["task"],
                "ssl_hub": str(hparams["ssl_hub"]), "ssl_init": hparams["ssl"].ssl_init,
-               "sparsity": sparsity_of(hparams),
+               "sparsity": run_sparsity(hparams.get("strategies") or []),
                "train_seconds": round(hparams["run_state"].elapsed(), 1),
                **{f"test_{k}": round(v, 2) for k, v in brain.test_stats.items() if k != "error"}}
     if not if_main_process():
         return 0
     results.update(cost_report(hparams))
-    if hparams.get("masks"):  # one more task on the shared backbone: its mask bits and head
-        results["storage_bytes_per_task"] = save_mask(
-            Path(hparams["output_folder"]) / "task_mask.safetensors", hparams["ssl"],
-            head=hparams["model"], task=hparams["task"], **hparams["masks"])
+    # One more task on a shared frozen backbone: its payload (S3-Router: mask bits and head).
+    payload = task_payload(hparams.get("strategies") or [], Path(hparams["output_folder"]),
+                           hparams["ssl"], hparams["model"], {"task": hparams["task"]})
+    if payload is not None:
+        results["storage_bytes_per_task"] = payload
     results["storage_share_of_backbone"] = round(
         results["storage_bytes_per_task"] / results["backbone_bytes"], 4)
     update_results(Path(hparams["output_folder"]) / "results.json", **results)

@@ -10,9 +10,10 @@ project's own small backbone. Every run writes ``results.json`` in its output fo
 each test split (greedy and, with ``lm_decoding``, KenLM beam search), parameters, FLOPs, CPU
 latency and real-time factor, storage per task, training time.
 
-Strategies are yaml keys: ``masks`` (S3-Router: learned masks over the frozen backbone),
-``pruning`` (a ``s3brain.pruning`` schedule: OMP, IMP, PARP) and ``init_from`` (start from the
-best checkpoint of an earlier run, e.g. weight fine-tuning, for the pruning strategies).
+A yaml lists its strategies (``strategies:``, objects of ``s3brain.strategies``): ``Masks``
+(S3-Router: learned masks over the frozen backbone), ``Pruning`` (a ``s3brain.pruning`` or
+``s3brain.structured`` schedule: OMP, IMP, PARP, SAFARI) and ``InitFrom`` (start from the best
+checkpoint of an earlier run, e.g. weight fine-tuning, for the pruning strategies).
 """
 
 import logging

@@ -1,0 +1,103 @@
+"""The strategy protocol (s3brain.strategies): list checks, deployable models, task payloads, and
+the training-loop hooks in the utterance-level Brain."""
+
+import json
+
+import pytest
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from conftest import REPO, run_recipe
+from s3brain import strategies as st
+from s3brain.masks import binary_masks, weight_sparsity
+from s3brain.pruning import OneShotMagnitudePruning
+from s3brain.structured import Safari, prune_count, split_sparsity
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+             conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
+             num_feat_extract_layers=2)
+
+
+def small_model(seed=0):
+    torch.manual_seed(seed)
+    return Wav2Vec2Model(Wav2Vec2Config(**SMALL)).eval()
+
+
+class ChangesForward(st.Strategy):
+    changes_forward = True
+
+
+def test_two_strategies_that_change_the_forward_are_refused():
+    with pytest.raises(ValueError, match="ChangesForward"):
+        st.setup_strategies([ChangesForward(), st.Strategy(), ChangesForward()], small_model(), {})
+    st.setup_strategies([ChangesForward(), st.Strategy()], small_model(), {})  # one is fine
+
+
+def test_mask_payload_is_the_mask_file_and_only_on_a_shared_backbone(tmp_path):
+    model, head = small_model(), torch.nn.Linear(32, 5)
+    masks = st.Masks(sparsity=0.2, init="ri", scope="both")
+    masks.setup(model, {"seed": 3})
+    size = st.task_payload([st.InitFrom(None), masks], tmp_path, model, head, {"task": "t"})
+    assert size == (tmp_path / "task_mask.safetensors").stat().st_size
+    # every masked layer is in the file, at the mask's exact sparsity
+    assert len(binary_masks(model)) == 2 * (2 + 4)
+    # started from a fine-tuned run: the weights are the run's own, a task is a whole model
+    other = tmp_path / "other"
+    assert st.task_payload([st.InitFrom("results/x"), masks], other, model, head, {}) is None
+    assert not other.exists()
+    assert st.run_sparsity([st.InitFrom(None), masks]) == pytest.approx(0.2)
+
+
+def test_deployable_folds_masks_and_shrinks_structured_pruning():
+    model = small_model()
+    x = torch.randn(1, 1600)
+    omp = st.Pruning(OneShotMagnitudePruning(sparsity=0.5))
+    omp.setup(model, {})
+    with torch.no_grad():
+        reference = model(x).last_hidden_state
+    deployed = st.deployable([omp], model)
+    assert not binary_masks(deployed)  # folded: plain weights
+    assert round(weight_sparsity(deployed), 2) == 0.5
+    with torch.no_grad():
+        assert torch.allclose(deployed(x).last_hidden_state, reference, atol=1e-5)
+
+    model = small_model()
+    safari = st.Pruning(Safari(sparsity=0.5, gap=0.2))
+    safari.setup(model, {})
+    with torch.no_grad():
+        reference = model(x).last_hidden_state
+    shrunk = st.deployable([safari], model)
+    sp_ffn, sp_heads = split_sparsity(0.5, 0.2)
+    layer = shrunk.encoder.layers[0]
+    assert layer.feed_forward.intermediate_dense.out_features == 64 - prune_count(64, sp_ffn)
+    assert layer.attention.q_proj.out_features == 8 * (4 - prune_count(4, sp_heads))
+    assert layer.attention.q_proj.out_features < 32
+    with torch.no_grad():
+        assert torch.allclose(shrunk(x).last_hidden_state, reference, atol=1e-4)
+
+
+def test_utterance_brain_runs_the_pruning_hooks(tiny_corpus, tmp_path):
+    """PARP in a SUPERB recipe: re-pruned before every evaluation, so the checkpoint that was
+    evaluated has exactly the target sparsity even though its zeroed weights kept training."""
+    recipe = REPO / "recipes" / "SUPERB" / "KS"
+    yaml = tmp_path / "parp.yaml"
+    yaml.write_text((recipe / "hparams" / "weight_ft.yaml").read_text() + """
+strategies:
+    - !new:s3brain.strategies.Pruning
+        schedule: !new:s3brain.pruning.PruneAdjustReprune
+            sparsity: 0.5
+            interval_steps: 1000  # never during these few steps: only before_eval re-prunes
+""")
+    out = tmp_path / "run"
+    proc = run_recipe(str(yaml), "--synthetic_size=tiny", "--number_of_epochs=1",
+                      "--cost_repeats=1", "--ssl_frozen_steps=0", f"--output_folder={out}",
+                      script=recipe / "train.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["sparsity"] == 0.5
+    ckpt = next((out / "save").glob("CKPT*"))
+    state = torch.load(ckpt / "ssl.ckpt", map_location="cpu")
+    weights = [v for k, v in state.items() if k.endswith(".weight") and v.dim() == 2
+               and ".encoder.layers." in k and "layer_norm" not in k]
+    assert weights
+    for w in weights:  # per layer, exactly half zero
+        assert abs((w == 0).sum().item() - w.numel() / 2) <= 1, w.shape
