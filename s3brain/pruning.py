@@ -53,6 +53,7 @@ class OneShotMagnitudePruning(PruningSchedule):
     """OMP: prune once by weight magnitude, then fine-tune the rest with the mask fixed."""
 
     def setup(self, model):
+        """Mask the smallest-magnitude weights of ``model`` once, at the target sparsity."""
         add_magnitude_masks(model, self.sparsity, self.scope, self.blocks)
 
 
@@ -66,16 +67,20 @@ class IterativeMagnitudePruning(PruningSchedule):
         self.interval_steps = int(interval_steps)
 
     def sparsity_at(self, step):
+        """The sparsity the schedule has reached after ``step`` optimizer steps."""
         done = min(self.rounds, 1 + step // self.interval_steps)
         return 1.0 - (1.0 - self.sparsity) ** (done / self.rounds)
 
     def setup(self, model):
+        """First pruning round: magnitude masks at the first round's sparsity."""
         add_magnitude_masks(model, self.sparsity_at(0), self.scope, self.blocks)
 
     def at_target(self, step):
+        """Whether the last round has been pruned after ``step`` optimizer steps."""
         return step >= (self.rounds - 1) * self.interval_steps
 
     def on_step(self, model, step):
+        """Prune the next round when ``step`` reaches it (masks only grow)."""
         target = self.sparsity_at(step)
         current = max(mask_sparsity(model).values())
         if target > current + 1e-6:
@@ -91,11 +96,14 @@ class PruneAdjustReprune(PruningSchedule):
         self.interval_steps = int(interval_steps)
 
     def setup(self, model):
+        """Zero the smallest weights once, at the target sparsity (no mask: they may regrow)."""
         prune_in_place(model, self.sparsity, self.scope, self.blocks)
 
     def on_step(self, model, step):
+        """Re-prune to the target sparsity every ``interval_steps`` steps."""
         if step % self.interval_steps == 0:
             prune_in_place(model, self.sparsity, self.scope, self.blocks)
 
     def before_eval(self, model):
+        """Re-prune, so what is evaluated and checkpointed has the target sparsity."""
         prune_in_place(model, self.sparsity, self.scope, self.blocks)
