@@ -28,6 +28,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 
 import s3brain.ctc
+import s3brain.strategies
 from s3brain import efficiency
 from s3brain.early_exit import flops_at_exit
 from s3brain.salad import SaladDetector, save_detector
@@ -114,9 +115,12 @@ def load_recipe(yaml, overrides, workdir):
 
 def flops_10s(hparams, recorded):
     """``flops_10s`` of the recipe's ``cost_report``, as ``evaluate_and_report`` sets it."""
-    if "kept_share" in recorded:
-        hparams["kept_share"] = recorded["kept_share"]
-    modules = torch.nn.ModuleDict(hparams["modules"]).eval()  # as after the run's evaluation
+    strategies = hparams.get("strategies") or []
+    for strategy in strategies:  # token dropping deploys the share of frames it kept
+        if "kept_share" in recorded and hasattr(strategy, "deployed_kept_share"):
+            strategy.deployed_kept_share = recorded["kept_share"]
+    modules = torch.nn.ModuleDict({**hparams["modules"], **s3brain.strategies.strategy_modules(
+        strategies)}).eval()  # as after the run's evaluation
     brain = SimpleNamespace(modules=modules, hparams=SimpleNamespace(**hparams))
     flops = s3brain.ctc.cost_report(brain, hparams)["flops_10s"]
     if "mean_exit_block" in recorded:

@@ -27,7 +27,6 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process
 
 from s3brain.audio import backbone_rate
-from s3brain.backbone import disable_layerdrop
 from s3brain.checkpoint import share_checkpoint_dir
 from s3brain.early_exit import early_exit, exit_inputs, flops_at_exit
 
@@ -36,8 +35,9 @@ from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
 from s3brain.finetuning import BackboneFineTuning
 from s3brain.masks import transformer_blocks, weight_sparsity
 from s3brain.results import update_results
-from s3brain.salad import block_outputs, encode_with_dropping, pack_kept, uniform_keep
-from s3brain.strategies import deployable, run_sparsity, setup_strategies, task_payload
+from s3brain.strategies import (deployable, run_sparsity, setup_strategies, strategy_modules,
+                                 task_payload)
+from s3brain.strategies import encode as encode_with_strategies
 
 logger = logging.getLogger(__name__)
 
@@ -59,29 +59,17 @@ class CTCFineTuning(BackboneFineTuning):
         """The early-exit heads (one per block but the last), or None."""
         return self.modules["exit_heads"] if "exit_heads" in self.modules else None
 
-    @property
-    def token_dropping(self):
-        """The ``s3brain.salad.TokenDropping`` module (SALAD, uniform or random skip), or None."""
-        return self.modules["token_dropping"] if "token_dropping" in self.modules else None
-
-    def distilling(self, stage):
-        return stage == sb.Stage.TRAIN and getattr(self.hparams, "distill_weight", 0) > 0
-
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         downsampler = self.modules["downsampler"] if "downsampler" in self.modules else None
-        self.kept = self.student_hiddens = None
         with torch.set_grad_enabled(torch.is_grad_enabled() and not (
                 stage == sb.Stage.TRAIN and self.ssl_frozen())):
-            if self.token_dropping is not None:
-                # Frames dropped between the CNN and the transformer: shorter outputs, new lengths
-                ssl = getattr(self.modules.ssl, "module", self.modules.ssl)
-                feats, wav_lens, self.kept, *blocks = encode_with_dropping(
-                    ssl, wavs, wav_lens, self.token_dropping, blocks=self.distilling(stage))
-                self.student_hiddens = blocks[0] if blocks else None
-            else:
+            if downsampler is not None:
                 feats = encode(self.modules.ssl, wavs, wav_lens, downsampler)
+            else:  # a strategy may change the forward (token dropping: new lengths)
+                feats, wav_lens = encode_with_strategies(self.strategies, self.modules.ssl,
+                                                         wavs, wav_lens, stage)
         exits = None
         if self.exit_heads is not None:  # the backbone returns every block's output
             hiddens, feats = feats, feats[-1]
@@ -107,8 +95,10 @@ class CTCFineTuning(BackboneFineTuning):
         p_ctc, wav_lens, exits = predictions
         tokens, tokens_lens = batch.tokens
         loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
-        if self.distilling(stage):
-            loss = loss + self.hparams.distill_weight * self.distillation_loss(batch)
+        for strategy in self.strategies:
+            extra = strategy.loss(predictions, batch, stage)
+            if extra is not None:
+                loss = loss + extra
         if exits:
             exit_loss = sum(self.hparams.ctc_cost(e, tokens, wav_lens, tokens_lens)
                             for e in exits) / len(exits)
@@ -131,30 +121,6 @@ class CTCFineTuning(BackboneFineTuning):
                 predicted = [self.lm_decoder.decode(lp[:n]) for lp, n in zip(log_probs, frames)]
                 self.lm_metric.append(batch.id, predicted, target)
         return loss
-
-    def distillation_loss(self, batch):
-        """Layer-wise MSE between the student's blocks and the teacher's on the frames the
-        student kept (S6-DAMON, Eq. 2); the teacher sees the whole utterance."""
-        wavs, wav_lens = batch.sig
-        teacher = self.hparams.teacher
-        with torch.no_grad():
-            if teacher.normalize_wav:
-                wavs = torch.nn.functional.layer_norm(wavs, wavs.shape[1:])
-            samples = (wav_lens * wavs.shape[1]).round().long()
-            mask = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < samples[:, None]
-            with block_outputs(teacher.model) as hiddens:
-                teacher.model(wavs, attention_mask=mask.long())
-        student = self.student_hiddens
-        if student is None or len(student) != len(hiddens):
-            raise ValueError("distillation needs token dropping and as many blocks as the teacher")
-        lengths = self.kept.sum(1)
-        valid = (torch.arange(student[0].shape[1], device=wavs.device)[None, :]
-                 < lengths[:, None]).unsqueeze(-1)
-        loss = 0.0
-        for t_hidden, s_hidden in zip(hiddens, student):  # every block's output
-            t_kept, _ = pack_kept(t_hidden, self.kept)
-            loss = loss + ((s_hidden - t_kept) ** 2 * valid).sum() / (valid.sum() * s_hidden.shape[-1])
-        return loss / len(hiddens)
 
     @torch.no_grad()
     def early_exit_decode(self, batch):
@@ -193,19 +159,12 @@ class CTCFineTuning(BackboneFineTuning):
         params = super().head_parameters()
         return params + (list(self.exit_heads.parameters()) if self.exit_heads is not None else [])
 
-    def on_fit_start(self):
-        super().on_fit_start()
-        if getattr(self.hparams, "teacher", None) is not None:
-            self.hparams.teacher.to(self.device).eval()
-
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:
             self.error_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
             self.lm_metric = self.hparams.error_rate_computer()
             self.exit_blocks, self.exit_seconds, self.exit_audio_seconds = [], 0.0, 0.0
-            if self.token_dropping is not None:
-                self.token_dropping.reset_counts()
             self.strategies_before_eval(stage)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -220,8 +179,6 @@ class CTCFineTuning(BackboneFineTuning):
         if self.exit_blocks:
             stats["exit_block"] = sum(self.exit_blocks) / len(self.exit_blocks)
             stats["exit_rtf"] = self.exit_seconds / self.exit_audio_seconds
-        if self.token_dropping is not None:
-            stats["kept_share"] = round(self.token_dropping.kept_share, 4)
         stats.update(self.strategy_stats(stage))
         if stage == sb.Stage.VALID:
             lrs = self.anneal(stats)
@@ -277,6 +234,12 @@ def fit(brain_class, hparams, run_opts, train, valid, label_encoder, lm_decoder=
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         logger.info("Distributed training: %d processes (%s backend)",
                     torch.distributed.get_world_size(), torch.distributed.get_backend())
+    # The strategies' extra modules (adapters, a token dropper) go on the device and into the
+    # checkpoint beside the yaml's.
+    for name, module in strategy_modules(hparams.get("strategies") or []).items():
+        hparams["modules"].setdefault(name, module)
+        if name not in hparams["checkpointer"].recoverables:
+            hparams["checkpointer"].add_recoverable(name, module)
     brain = brain_class(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
                         checkpointer=hparams["checkpointer"])
     brain.label_encoder = label_encoder
@@ -370,17 +333,9 @@ def load_finetuned(folder, recoverables, key="WER"):
 
 def setup_strategy(hparams, key="WER"):
     """Set up the yaml's ``strategies`` (``s3brain.strategies``, in list order) on the backbone
-    before training, and the distillation teacher of ``distill_weight``."""
+    before training (``key`` is kept for the recipes' calls: each strategy that loads a
+    checkpoint has its own)."""
     ssl = hparams["ssl"]
-    if hparams.get("distill_weight", 0) > 0:
-        # The teacher of the layer-wise distillation: a frozen copy of the backbone with the
-        # weights of a fine-tuned run, taken before any mask or pruning is set up.
-        if not hparams.get("teacher_from"):
-            raise ValueError("distill_weight > 0 needs teacher_from=<a weight fine-tuning run>")
-        disable_layerdrop(ssl, "distillation compares every block's output with the teacher's")
-        teacher = copy.deepcopy(ssl)
-        load_finetuned(hparams["teacher_from"], {"ssl": teacher}, key)
-        hparams["teacher"] = teacher.requires_grad_(False).eval()
     setup_strategies(hparams.get("strategies") or [], ssl, hparams)
     if hparams.get("exit_training") == "two_step":
         # Exit heads trained on a fixed fine-tuned model (init_from): nothing else learns.
@@ -404,7 +359,6 @@ def cost_report(brain, hparams):
 
     live = {"ssl": unwrapped(brain.modules.ssl), "head": brain.hparams.head,
             "ctc_lin": brain.hparams.ctc_lin, "downsampler": hparams.get("downsampler"),
-            "dropper": hparams.get("token_dropping"),
             "extra": [unwrapped(m) for k, m in brain.modules.items()
                       if k not in ("ssl", "head", "ctc_lin")]}
     trainable = count_parameters(
@@ -413,28 +367,19 @@ def cost_report(brain, hparams):
     # One deep copy of everything, so modules shared between entries stay shared in the copy.
     copies = copy.deepcopy(live)
     for module in [*copies["extra"], *(copies[k] for k in ("ssl", "head", "ctc_lin",
-                                                           "downsampler", "dropper"))]:
+                                                           "downsampler"))]:
         if module is not None:
             module.cpu()
     ssl, head, ctc_lin = deployable([], copies["ssl"]), copies["head"], copies["ctc_lin"]
-    extra, downsampler, dropper = copies["extra"], copies["downsampler"], copies["dropper"]
+    extra, downsampler = copies["extra"], copies["downsampler"]
     rate = backbone_rate(ssl)
     backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())  # before shrinking
-    ssl = deployable(hparams.get("strategies") or [], ssl)  # e.g. structured pruning: shrunk
+    # As deployed: structured pruning shrunk; token dropping at the share of frames it kept on
+    # the first test split (with its detector's cost)
+    ssl = deployable(hparams.get("strategies") or [], ssl).cpu()
     hf = ssl.model
-    if dropper is not None:
-        # Token dropping: the transformer runs on the share of frames kept on the first test
-        # split (FLOPs and time do not depend on which frames); the detector's cost counts.
-        kept_share = hparams["kept_share"]
-
-        def cost_keep(features, lengths):
-            if dropper.detector is not None:
-                dropper.detector(features)
-            return uniform_keep(lengths, features.shape[1], 1.0 - kept_share)
 
     def forward(wav):
-        if dropper is not None:
-            return ctc_lin(head(encode_with_dropping(ssl, wav, None, cost_keep)[0]))
         feats = encode(ssl, wav, None, downsampler)
         return ctc_lin(head(feats[-1] if feats.dim() == 4 else feats))  # all blocks' outputs
 
@@ -459,7 +404,7 @@ def cost_report(brain, hparams):
         return ctc_lin(head(feats))
 
     try:  # the paper's deployment path; a failed export must not lose the run's results
-        if dropper is not None:
+        if not getattr(ssl, "onnx_exportable", True):
             raise NotImplementedError("the export of token dropping is not written yet")
         onnx_ms, difference = onnx_latency_ms(deployed, [hf, head, ctc_lin, *extra], wav,
                                               repeats=hparams["cost_repeats"],
@@ -501,7 +446,6 @@ def evaluate_and_report(brain, hparams, tests, results):
             results[f"exit_rtf_{tag}"] = round(brain.test_stats["exit_rtf"], 5)
         if "kept_share" in brain.test_stats:  # token dropping: share of frames kept
             results[f"kept_share_{tag}"] = brain.test_stats["kept_share"]
-            hparams.setdefault("kept_share", brain.test_stats["kept_share"])
     if not if_main_process():
         return results
     results.update(cost_report(brain, hparams))
@@ -518,10 +462,6 @@ def evaluate_and_report(brain, hparams, tests, results):
                            unwrapped_module(brain.modules.ssl), hparams["model"], info)
     if payload is not None:
         results["storage_bytes_per_task"] = payload
-    if hparams.get("task_storage") == "trainable":
-        # A frozen shared backbone: a task is what was trained (adapters and head).
-        results["storage_bytes_per_task"] = sum(
-            p.numel() * p.element_size() for p in hparams["model"].parameters())
     results["storage_share_of_backbone"] = round(
         results["storage_bytes_per_task"] / results["backbone_bytes"], 4)
     results_file = Path(hparams["output_folder"]) / "results.json"

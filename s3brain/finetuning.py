@@ -16,8 +16,16 @@ class BackboneFineTuning(sb.Brain):
     """Backbone + head fine-tuning; subclasses define ``compute_forward``/``compute_objectives``."""
 
     def head_parameters(self):
-        """The tensors the head optimizer trains (the yaml's ``model``)."""
-        return list(self.hparams.model.parameters())
+        """The tensors the head optimizer trains: the yaml's ``model`` and the trainable tensors
+        of the strategies' extra modules (adapters)."""
+        from s3brain.strategies import strategy_modules
+
+        params = list(self.hparams.model.parameters())
+        seen = {id(p) for p in params}
+        for module in strategy_modules(self.strategies).values():
+            params += [p for p in module.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in module.parameters())
+        return params
 
     def ssl_frozen(self):
         """Whether the backbone is still held fixed (the first ``ssl_frozen_steps`` updates)."""

@@ -33,7 +33,11 @@ Example
 (0.5, 0.5)
 """
 
+import copy
 import logging
+
+import torch
+from torch import nn
 
 from s3brain.masks import add_masks, fold
 
@@ -351,6 +355,273 @@ class Pruning(Strategy):
     @property
     def sparsity(self):
         return _mean(self.schedule.sparsity)
+
+
+class TokenDropping(Strategy):
+    """SALAD, uniform or random token dropping (``s3brain.salad.TokenDropping``): CNN frames
+    dropped before the transformer. It counts the frames it keeps; the first test pass's share is
+    what its deployed model keeps.
+
+    Arguments
+    ---------
+    method : str
+        ``salad``, ``uniform`` or ``random``.
+    skip_ratio : float
+        For ``salad``: share of the non-salient frames removed.
+    drop_share : float
+        For ``uniform`` and ``random``: share of all frames removed.
+    detector : s3brain.salad.SaladDetector, optional
+        The trained detector (``salad``).
+    seed : int
+        Seed of the ``random`` baseline.
+
+    Example
+    -------
+    >>> dropping = TokenDropping("uniform", drop_share=0.5)
+    >>> dropping.changes_forward, list(dropping.modules())
+    (True, ['token_dropping'])
+    """
+
+    changes_forward = True
+
+    def __init__(self, method="salad", skip_ratio=0.6, drop_share=0.0, detector=None, seed=0):
+        from s3brain.salad import TokenDropping as Dropper
+
+        self.dropper = Dropper(method, skip_ratio, drop_share, detector, seed)
+        self.collect_blocks = False  # set by Distillation: keep every block's output in training
+        self.kept = self.blocks = None
+        self.deployed_kept_share = None  # measured on the first test pass
+
+    def modules(self):
+        return {"token_dropping": self.dropper}
+
+    def encode(self, ssl, wavs, wav_lens, stage):
+        from s3brain.salad import encode_with_dropping
+
+        ssl = getattr(ssl, "module", ssl)  # DDP
+        collect = self.collect_blocks and stage is not None and stage.name == "TRAIN"
+        feats, wav_lens, self.kept, *blocks = encode_with_dropping(
+            ssl, wavs, wav_lens, self.dropper, blocks=collect)
+        self.blocks = blocks[0] if blocks else None
+        return feats, wav_lens
+
+    def stage_start(self, stage):
+        self.dropper.reset_counts()
+
+    def stage_stats(self, stage):
+        share = round(self.dropper.kept_share, 4)
+        if stage.name == "TEST" and self.deployed_kept_share is None:
+            self.deployed_kept_share = share
+        return {"kept_share": share}
+
+    def deployable(self, ssl):
+        if self.deployed_kept_share is None:
+            raise ValueError("token dropping: no test pass has measured the share of frames kept")
+        detector = self.dropper.detector
+        detector = copy.deepcopy(detector).cpu() if detector is not None else None
+        return DroppedFramesBackbone(ssl, detector, self.deployed_kept_share)
+
+
+class DroppedFramesBackbone(nn.Module):
+    """A backbone that runs its transformer on ``kept_share`` of the CNN frames (FLOPs and time
+    do not depend on which frames), the SALAD detector's cost included: token dropping as
+    deployed, for cost measurement. Not exportable to ONNX (``onnx_exportable``).
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The backbone wrapper.
+    detector : torch.nn.Module or None
+        The detector run on the CNN features (its cost counts).
+    kept_share : float
+        Share of the frames the transformer sees.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> class Wrapper(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1,
+    ...             num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8),
+    ...             conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2)).eval()
+    ...         self.normalize_wav, self.output_norm = False, False
+    >>> DroppedFramesBackbone(Wrapper(), None, 0.5)(torch.randn(1, 16000)).shape
+    torch.Size([1, 799, 32])
+    """
+
+    onnx_exportable = False
+
+    def __init__(self, ssl, detector, kept_share):
+        super().__init__()
+        self.ssl, self.kept_share = ssl, kept_share
+        # not a submodule: its parameters are the token dropper's, counted there
+        self._detector = (detector,)
+        self.model = ssl.model
+        self.normalize_wav, self.output_norm = ssl.normalize_wav, ssl.output_norm
+
+    def forward(self, wavs, wav_lens=None):
+        """Features of the frames kept, ``[batch, kept frames, hidden]``."""
+        from s3brain.salad import encode_with_dropping, uniform_keep
+
+        def keep(features, lengths):
+            if self._detector[0] is not None:
+                self._detector[0](features)
+            return uniform_keep(lengths, features.shape[1], 1.0 - self.kept_share)
+
+        return encode_with_dropping(self.ssl, wavs, wav_lens, keep)[0]
+
+
+class Distillation(Strategy):
+    """Layer-wise distillation (S6-DAMON, Eq. 2): MSE between every block's output and a frozen
+    teacher's, on the frames the student kept; needs ``TokenDropping`` in the same list, and
+    comes before any masks or pruning (the teacher is a copy of the backbone as it is then).
+
+    Arguments
+    ---------
+    weight : float
+        Weight of the term; 0 turns distillation off.
+    teacher_from : str or None
+        The fine-tuned run whose backbone is the teacher.
+    key : str
+        Its checkpoints' ranking key.
+
+    Example
+    -------
+    >>> Distillation(0.0, None).loss(None, None, None) is None
+    True
+    """
+
+    def __init__(self, weight=0.0, teacher_from=None, key="WER"):
+        self.weight, self.teacher_from, self.key = float(weight), teacher_from, key
+        self.teacher = self.student = None
+
+    def __deepcopy__(self, memo):  # a cost copy needs no second teacher
+        return self
+
+    def setup(self, ssl, hparams):
+        if self.weight <= 0:
+            return
+        from s3brain.backbone import disable_layerdrop
+        from s3brain.ctc import load_finetuned
+
+        if not self.teacher_from:
+            raise ValueError("distill_weight > 0 needs teacher_from=<a weight fine-tuning run>")
+        student = [s for s in hparams.get("strategies") or [] if isinstance(s, TokenDropping)]
+        if not student:
+            raise ValueError("distillation needs token dropping in the same strategies list")
+        self.student = student[0]
+        self.student.collect_blocks = True
+        disable_layerdrop(ssl, "distillation compares every block's output with the teacher's")
+        teacher = copy.deepcopy(ssl)
+        load_finetuned(self.teacher_from, {"ssl": teacher}, self.key)
+        self.teacher = teacher.requires_grad_(False).eval()
+
+    def loss(self, predictions, batch, stage):
+        if self.teacher is None or stage.name != "TRAIN":
+            return None
+        from s3brain.salad import block_outputs, pack_kept
+
+        wavs, wav_lens = batch.sig
+        teacher = self.teacher.to(wavs.device).eval()
+        with torch.no_grad():
+            if teacher.normalize_wav:
+                wavs = nn.functional.layer_norm(wavs, wavs.shape[1:])
+            samples = (wav_lens * wavs.shape[1]).round().long()
+            mask = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < samples[:, None]
+            with block_outputs(teacher.model) as hiddens:
+                teacher.model(wavs, attention_mask=mask.long())
+        student, kept = self.student.blocks, self.student.kept
+        if student is None or len(student) != len(hiddens):
+            raise ValueError("distillation needs token dropping and as many blocks as the teacher")
+        lengths = kept.sum(1)
+        valid = (torch.arange(student[0].shape[1], device=wavs.device)[None, :]
+                 < lengths[:, None]).unsqueeze(-1)
+        loss = 0.0
+        for t_hidden, s_hidden in zip(hiddens, student):  # every block's output
+            t_kept, _ = pack_kept(t_hidden, kept)
+            loss = loss + ((s_hidden - t_kept) ** 2 * valid).sum() / (
+                valid.sum() * s_hidden.shape[-1])
+        return self.weight * loss / len(hiddens)
+
+
+class Adapters(Strategy):
+    """Adapter tuning (``s3brain.adapters.Adapters``: bottleneck adapters in every block, the
+    backbone frozen); a task is its adapters and head.
+
+    Arguments
+    ---------
+    adapters : s3brain.adapters.Adapters
+        The adapters, already hooked into the backbone.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> from s3brain.adapters import Adapters as Bottleneck
+    >>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8), conv_stride=(5, 2),
+    ...     conv_kernel=(10, 3), num_feat_extract_layers=2))
+    >>> strategy = Adapters(Bottleneck(model, bottleneck=8))
+    >>> strategy.task_payload(None, model, nn.Linear(32, 2), {})
+    5192
+    """
+
+    def __init__(self, adapters):
+        self.adapters = adapters
+
+    def modules(self):
+        return {"adapters": self.adapters}
+
+    def task_payload(self, path, ssl, head, info):
+        modules = nn.ModuleList([self.adapters, head])
+        return sum(p.numel() * p.element_size() for p in modules.parameters())
+
+
+def strategy_modules(strategies):
+    """The extra modules of a run's strategies, by name (``Strategy.modules``).
+
+    Arguments
+    ---------
+    strategies : list of Strategy
+        The run's strategies.
+
+    Returns
+    -------
+    dict
+    """
+    modules = {}
+    for strategy in strategies:
+        modules.update(strategy.modules())
+    return modules
+
+
+def encode(strategies, ssl, wavs, wav_lens, stage):
+    """The backbone's features under the run's strategies: the one that changes the forward,
+    else the plain backbone.
+
+    Arguments
+    ---------
+    strategies : list of Strategy
+        The run's strategies.
+    ssl : torch.nn.Module
+        The backbone wrapper.
+    wavs : torch.Tensor
+        ``[batch, samples]``.
+    wav_lens : torch.Tensor or None
+        Relative lengths.
+    stage : speechbrain.Stage or None
+        The stage.
+
+    Returns
+    -------
+    tuple
+        ``(features, wav_lens)``.
+    """
+    for strategy in strategies:
+        out = strategy.encode(ssl, wavs, wav_lens, stage)
+        if out is not None:
+            return out
+    return ssl(wavs, wav_lens), wav_lens
 
 
 def setup_strategies(strategies, ssl, hparams):

@@ -36,7 +36,7 @@ from s3brain.ctc import fit, setup_strategy, start_experiment
 from s3brain.efficiency import count_parameters, measure_cost, peak_memory_mb
 from s3brain.finetuning import BackboneFineTuning
 from s3brain.results import update_results
-from s3brain.strategies import deployable, run_sparsity, task_payload
+from s3brain.strategies import deployable, encode, run_sparsity, task_payload
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class UtteranceClassification(BackboneFineTuning):
         wavs, wav_lens = batch.sig
         with torch.set_grad_enabled(torch.is_grad_enabled() and not (
                 stage == sb.Stage.TRAIN and self.ssl_frozen())):
-            hiddens = self.modules.ssl(wavs, wav_lens)
+            hiddens, wav_lens = encode(self.strategies, self.modules.ssl, wavs, wav_lens, stage)
         return self.modules.head(hiddens, wav_lens)
 
     def compute_objectives(self, logits, batch, stage):
@@ -139,6 +139,10 @@ class UtteranceClassification(BackboneFineTuning):
             if stage != sb.Stage.TRAIN:
                 self.predictions[target] += logits[target].argmax(-1).tolist()
                 self.truth[target] += truth.tolist()
+        for strategy in self.strategies:  # e.g. distillation
+            extra = strategy.loss(logits, batch, stage)
+            if extra is not None:
+                loss = loss + extra
         return loss
 
     def on_stage_start(self, stage, epoch=None):

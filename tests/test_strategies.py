@@ -101,3 +101,51 @@ strategies:
     assert weights
     for w in weights:  # per layer, exactly half zero
         assert abs((w == 0).sum().item() - w.numel() / 2) <= 1, w.shape
+
+
+class Lobe(torch.nn.Module):
+    """The attributes of SpeechBrain's wav2vec2 lobe that the strategies use."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.normalize_wav, self.output_norm = model, False, False
+
+    def forward(self, wavs, wav_lens=None):
+        return self.model(wavs).last_hidden_state
+
+
+def flops(module, wav):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(wav)
+    return counter.get_total_flops()
+
+
+def test_s6damon_list_deploys_shrunk_and_dropped():
+    """SAFARI and uniform token dropping in one list: the deployed backbone is the shrunk model
+    on the share of frames measured on the test pass, cheaper than either alone."""
+    import speechbrain as sb
+
+    wav = torch.randn(1, 16000)
+    full = Lobe(small_model())
+    frames = full(wav).shape[1]
+
+    def deployed(strategies):
+        lobe = Lobe(small_model())
+        st.setup_strategies(strategies, lobe, {"strategies": strategies})
+        for s in strategies:  # one test pass measures the share of frames kept
+            s.stage_start(sb.Stage.TEST)
+        st.encode(strategies, lobe, wav, None, sb.Stage.TEST)
+        stats = {k: v for s in strategies for k, v in s.stage_stats(sb.Stage.TEST).items()}
+        return st.deployable(strategies, lobe), stats
+
+    both, stats = deployed([st.Pruning(Safari(sparsity=0.5)),
+                            st.TokenDropping("uniform", drop_share=0.5)])
+    assert stats == {"kept_share": pytest.approx(0.5, abs=1 / frames)}
+    assert both(wav).shape[1] == round(frames * stats["kept_share"])
+    assert both.model.encoder.layers[0].feed_forward.intermediate_dense.out_features < 64
+    shrunk_only, _ = deployed([st.Pruning(Safari(sparsity=0.5))])
+    dropped_only, _ = deployed([st.TokenDropping("uniform", drop_share=0.5)])
+    assert flops(both, wav) < min(flops(shrunk_only, wav), flops(dropped_only, wav))
+    assert max(flops(shrunk_only, wav), flops(dropped_only, wav)) < flops(full, wav)
