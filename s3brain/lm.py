@@ -1,4 +1,4 @@
-"""n-gram language models for CTC beam search: building them with KenLM, decoding with pyctcdecode.
+"""n-gram language models for CTC beam search: building them with KenLM, decoding with SpeechBrain.
 
 KenLM's estimator (``lmplz``) ships in no wheel; ``ensure_kenlm_tools`` builds it once from the
 kenlm sdist with cmake (about 40 s; needs g++, cmake and the Boost dev packages, which ``s3env``
@@ -126,7 +126,7 @@ def write_uniform_arpa(path, words):
 
 
 def arpa_unigrams(path):
-    """The words of an ARPA model's unigram section (for pyctcdecode's vocabulary)."""
+    """The words of an ARPA model's unigram section (``<s>``, ``</s>`` and ``<unk>`` left out)."""
     words, inside = [], False
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -142,29 +142,98 @@ def arpa_unigrams(path):
     return words
 
 
+def sentence_end_scoring(searcher_class):
+    """``searcher_class`` (a SpeechBrain CTC searcher) scoring its final hypotheses as sentences.
+
+    SpeechBrain 1.1.2 scores the last word of each final hypothesis without ``is_eos``, so the
+    LM's ``log P(</s> | last words)`` never counts; pyctcdecode counts it. This subclass passes
+    ``is_eos=True`` to ``get_lm_beams`` while ``finalize_decoding`` runs at the end of the
+    utterance, which makes the output the same as pyctcdecode's (400 of 400 test utterances in
+    ``benchmarks/lm_decoders.py``). A SpeechBrain that passes ``is_eos`` itself is unaffected.
+
+    Parameters
+    ----------
+    searcher_class : type
+        ``speechbrain.decoders.ctc.CTCBeamSearcher`` or ``CTCPrefixBeamSearcher``.
+
+    Returns
+    -------
+    type
+        A subclass taking the same arguments.
+    """
+
+    class SentenceEndScoring(searcher_class):
+        _at_end = False
+
+        def finalize_decoding(self, *args, is_end=False, **kwargs):
+            self._at_end = is_end
+            try:
+                return super().finalize_decoding(*args, is_end=is_end, **kwargs)
+            finally:
+                self._at_end = False
+
+        def get_lm_beams(self, beams, cached_lm_scores, cached_p_lm_scores, is_eos=False):
+            return super().get_lm_beams(beams, cached_lm_scores, cached_p_lm_scores,
+                                        is_eos=is_eos or self._at_end)
+
+    SentenceEndScoring.__name__ = f"SentenceEnd{searcher_class.__name__}"
+    return SentenceEndScoring
+
+
 class CTCBeamLMDecoder:
-    """CTC beam search with a KenLM n-gram (pyctcdecode).
+    """CTC beam search with a KenLM n-gram (SpeechBrain's ``CTCBeamSearcher``).
+
+    The settings are those of pyctcdecode, which this class wrapped before
+    (``benchmarks/lm_decoders.py`` compares the two): each word adds
+    ``lm_weight * ln P(word | history) + word_insertion`` to the CTC log-probability, a word the
+    LM does not know loses 10 more, the end of the utterance adds ``lm_weight * ln P(</s> | ...)``,
+    beams more than 10 below the best and tokens under log-probability -5 (unless a frame's best)
+    are pruned, and beams that agree on their last n-1 words are merged (``prune_history``).
 
     Parameters
     ----------
     labels : list of str
         Output symbol per CTC index; ``""`` for blank, ``" "`` for the word boundary.
     kenlm_model : str
-        An ARPA or KenLM binary file.
-    beam_width, lm_weight, word_insertion : float
-        Beam size, LM weight (pyctcdecode's alpha) and word insertion bonus (beta).
+        An ARPA or KenLM binary file (the unigrams of an ARPA file are the known words).
+    beam_width : int
+        Beam size.
+    lm_weight : float
+        Weight of the LM's natural-log probability (pyctcdecode's alpha).
+    word_insertion : float
+        Score added per word (pyctcdecode's beta).
     """
 
     def __init__(self, labels, kenlm_model, beam_width=50, lm_weight=2.0, word_insertion=-1.0):
-        from pyctcdecode import build_ctcdecoder
+        from speechbrain.decoders.ctc import CTCBeamSearcher
 
         if not Path(kenlm_model).is_file():
             raise FileNotFoundError(f"KenLM model {kenlm_model} not found")
-        unigrams = arpa_unigrams(kenlm_model) if str(kenlm_model).endswith(".arpa") else None
+        labels = list(labels)
+        if "" not in labels or " " not in labels:
+            raise ValueError('labels need the blank "" and the word boundary " "')
         self.beam_width = int(beam_width)
-        self.decoder = build_ctcdecoder(list(labels), kenlm_model_path=str(kenlm_model),
-                                        unigrams=unigrams, alpha=lm_weight, beta=word_insertion)
+        self.searcher = sentence_end_scoring(CTCBeamSearcher)(
+            blank_index=labels.index(""), vocab_list=labels, space_token=" ",
+            kenlm_model_path=str(kenlm_model), alpha=lm_weight, beta=word_insertion,
+            unk_score_offset=-10.0, score_boundary=True, beam_size=self.beam_width,
+            beam_prune_logp=-10.0, token_prune_min_logp=-5.0, prune_history=True,
+            blank_skip_threshold=1.0, topk=1)
 
     def decode(self, log_probs):
-        """Words of one utterance from its ``[frames, labels]`` log-probabilities."""
-        return self.decoder.decode(log_probs, beam_width=self.beam_width).split()
+        """Words of one utterance.
+
+        Parameters
+        ----------
+        log_probs : numpy.ndarray or torch.Tensor
+            ``[frames, labels]`` CTC log-probabilities.
+
+        Returns
+        -------
+        list of str
+            The best hypothesis, split into words.
+        """
+        import torch
+
+        log_probs = torch.as_tensor(log_probs, dtype=torch.float32)[None]
+        return self.searcher(log_probs)[0][0].text.split()
