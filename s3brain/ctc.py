@@ -8,8 +8,7 @@ uses from here:
   backbone and the head; backbone held fixed for ``ssl_frozen_steps``; pruning hooks; greedy and
   KenLM decoding; error rates by words and characters, or by phonemes);
 - ``start_experiment`` and ``fit``: command line, yaml, experiment folder, training;
-- ``setup_strategy``: sets up the yaml's ``strategies`` (``s3brain.strategies``) and the
-  distillation teacher of ``distill_weight``;
+- ``setup_strategy``: sets up the yaml's ``strategies`` (``s3brain.strategies``);
 - ``usable_utterances``: rows CTC can learn from;
 - ``evaluate_and_report``: test every split, measure the cost, write ``results.json``.
 """
@@ -62,14 +61,11 @@ class CTCFineTuning(BackboneFineTuning):
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
-        downsampler = self.modules["downsampler"] if "downsampler" in self.modules else None
         with torch.set_grad_enabled(torch.is_grad_enabled() and not (
                 stage == sb.Stage.TRAIN and self.ssl_frozen())):
-            if downsampler is not None:
-                feats = encode(self.modules.ssl, wavs, wav_lens, downsampler)
-            else:  # a strategy may change the forward (token dropping: new lengths)
-                feats, wav_lens = encode_with_strategies(self.strategies, self.modules.ssl,
-                                                         wavs, wav_lens, stage)
+            # a strategy may change the forward (token dropping: new lengths)
+            feats, wav_lens = encode_with_strategies(self.strategies, self.modules.ssl, wavs,
+                                                     wav_lens, stage)
         exits = None
         if self.exit_heads is not None:  # the backbone returns every block's output
             hiddens, feats = feats, feats[-1]
@@ -269,14 +265,20 @@ def encode(ssl, wavs, wav_lens=None, downsampler=None):
 
 
 def frames_function(hparams):
-    """``seconds -> CTC frames`` of the recipe's model (with its input downsampling)."""
+    """``seconds -> CTC frames`` of the recipe's model (with a strategy's changed forward, e.g.
+    input downsampling)."""
     from s3brain.backbone import feature_frames
 
-    hf, downsampler = hparams["ssl"].model, hparams.get("downsampler")
+    hf, strategies = hparams["ssl"].model, hparams.get("strategies") or []
     rate = backbone_rate(hparams["ssl"])  # audio reaches the backbone at its own rate
-    if downsampler is not None:
-        return lambda seconds: downsampler.frames(hf, int(seconds * rate))
-    return lambda seconds: feature_frames(hf, int(seconds * rate))
+
+    def frames(seconds):
+        samples = int(seconds * rate)
+        counts = [s.output_frames(hf, samples) for s in strategies]
+        counts = [c for c in counts if c is not None]
+        return counts[0] if counts else feature_frames(hf, samples)
+
+    return frames
 
 
 def ctc_frames_needed(labels):
@@ -358,7 +360,7 @@ def cost_report(brain, hparams):
         return getattr(module, "module", module)
 
     live = {"ssl": unwrapped(brain.modules.ssl), "head": brain.hparams.head,
-            "ctc_lin": brain.hparams.ctc_lin, "downsampler": hparams.get("downsampler"),
+            "ctc_lin": brain.hparams.ctc_lin,
             "extra": [unwrapped(m) for k, m in brain.modules.items()
                       if k not in ("ssl", "head", "ctc_lin")]}
     trainable = count_parameters(
@@ -366,21 +368,20 @@ def cost_report(brain, hparams):
         trainable_only=True)
     # One deep copy of everything, so modules shared between entries stay shared in the copy.
     copies = copy.deepcopy(live)
-    for module in [*copies["extra"], *(copies[k] for k in ("ssl", "head", "ctc_lin",
-                                                           "downsampler"))]:
+    for module in [*copies["extra"], *(copies[k] for k in ("ssl", "head", "ctc_lin"))]:
         if module is not None:
             module.cpu()
     ssl, head, ctc_lin = deployable([], copies["ssl"]), copies["head"], copies["ctc_lin"]
-    extra, downsampler = copies["extra"], copies["downsampler"]
+    extra = copies["extra"]
     rate = backbone_rate(ssl)
     backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())  # before shrinking
     # As deployed: structured pruning shrunk; token dropping at the share of frames it kept on
-    # the first test split (with its detector's cost)
+    # the first test split (with its detector's cost); input downsampling around the backbone
     ssl = deployable(hparams.get("strategies") or [], ssl).cpu()
     hf = ssl.model
 
     def forward(wav):
-        feats = encode(ssl, wav, None, downsampler)
+        feats = ssl(wav, None)
         return ctc_lin(head(feats[-1] if feats.dim() == 4 else feats))  # all blocks' outputs
 
     modules = torch.nn.ModuleList([ssl, head, ctc_lin, *extra])  # extra: adapters, exit heads
@@ -391,16 +392,16 @@ def cost_report(brain, hparams):
     cost["peak_memory_mb_10s"] = round(peak_memory_mb(forward, wav), 1)
 
     def deployed(wav):  # the wrapper's path, written so that it traces with any length
-        if downsampler is not None:
-            wav = downsampler(wav)
+        if hasattr(ssl, "before"):  # e.g. input downsampling
+            wav = ssl.before(wav)
         if ssl.normalize_wav:
             wav = (wav - wav.mean(1, keepdim=True)) / torch.sqrt(
                 wav.var(1, unbiased=False, keepdim=True) + 1e-5)
         feats = hf(wav).last_hidden_state
         if ssl.output_norm:
             feats = torch.nn.functional.layer_norm(feats, feats.shape[1:])
-        if downsampler is not None:
-            feats = downsampler.upsample(feats)
+        if hasattr(ssl, "after"):
+            feats = ssl.after(feats)
         return ctc_lin(head(feats))
 
     try:  # the paper's deployment path; a failed export must not lose the run's results

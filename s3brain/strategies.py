@@ -8,6 +8,7 @@ in list order, and never asks which strategy it runs. The hooks (all no-ops in `
 - ``modules()``: extra modules trained with the head and checkpointed (exit heads, adapters);
 - ``encode(ssl, wavs, wav_lens, stage)``: the backbone's forward when the strategy changes it
   (at most one strategy of a run may), else None;
+- ``output_frames(model, samples)``: the frames the changed forward gives (data filtering);
 - ``loss(predictions, batch, stage)``: a term added to the task's loss, or None;
 - ``on_step(ssl, step)``, ``before_eval(ssl)``, ``at_target(step)``: training-loop hooks of a
   pruning schedule (a checkpoint taken before ``at_target`` ranks after all later ones);
@@ -99,6 +100,23 @@ class Strategy:
         tuple or None
             ``(features, wav_lens)`` (lengths changed if frames were dropped), or None when the
             strategy leaves the forward alone.
+        """
+        return None
+
+    def output_frames(self, model, samples):
+        """Frames the backbone gives for ``samples`` of audio when this strategy changes it.
+
+        Arguments
+        ---------
+        model : transformers.PreTrainedModel
+            The transformers model.
+        samples : int
+            Audio samples at the backbone's rate.
+
+        Returns
+        -------
+        int or None
+            None: the backbone's own count.
         """
         return None
 
@@ -575,6 +593,87 @@ class Adapters(Strategy):
     def task_payload(self, path, ssl, head, info):
         modules = nn.ModuleList([self.adapters, head])
         return sum(p.numel() * p.element_size() for p in modules.parameters())
+
+
+class Downsampling(Strategy):
+    """Input downsampling (``s3brain.downsampling.InputDownsampling``): the waveform shortened
+    before the backbone, the output frames optionally repeated back.
+
+    Arguments
+    ---------
+    downsampler : s3brain.downsampling.InputDownsampling
+        The downsampler (a learned one trains with the head).
+
+    Example
+    -------
+    >>> from s3brain.downsampling import InputDownsampling
+    >>> strategy = Downsampling(InputDownsampling("pool", factor=2))
+    >>> strategy.changes_forward, list(strategy.modules())
+    (True, ['downsampler'])
+    """
+
+    changes_forward = True
+
+    def __init__(self, downsampler):
+        self.downsampler = downsampler
+
+    def modules(self):
+        return {"downsampler": self.downsampler}
+
+    def encode(self, ssl, wavs, wav_lens, stage):
+        return self.downsampler.upsample(ssl(self.downsampler(wavs), wav_lens)), wav_lens
+
+    def output_frames(self, model, samples):
+        return self.downsampler.frames(model, samples)
+
+    def deployable(self, ssl):
+        return DownsampledBackbone(ssl, copy.deepcopy(self.downsampler).cpu())
+
+
+class DownsampledBackbone(nn.Module):
+    """A backbone behind input downsampling, as deployed: ``forward`` is the lobe's path,
+    ``before``/``after`` what an exported model adds around the transformers model.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The backbone wrapper.
+    downsampler : s3brain.downsampling.InputDownsampling
+        The downsampler.
+
+    Example
+    -------
+    >>> from s3brain.downsampling import InputDownsampling
+    >>> down = DownsampledBackbone(nn.Identity(), InputDownsampling("pool", factor=2))
+    >>> down.before(torch.randn(1, 16000)).shape[1] == down.downsampler.samples(16000)
+    True
+    """
+
+    def __init__(self, ssl, downsampler):
+        super().__init__()
+        self.ssl = ssl
+        # not a submodule: its parameters are the strategy's module's, counted there
+        self._downsampler = (downsampler,)
+        for name in ("model", "normalize_wav", "output_norm"):
+            if hasattr(ssl, name):
+                setattr(self, name, getattr(ssl, name))
+
+    @property
+    def downsampler(self):
+        """The downsampler."""
+        return self._downsampler[0]
+
+    def before(self, wavs):
+        """The waveform the backbone sees."""
+        return self.downsampler(wavs)
+
+    def after(self, features):
+        """The features the head sees (frames repeated back with ``upsample``)."""
+        return self.downsampler.upsample(features)
+
+    def forward(self, wavs, wav_lens=None):
+        """The head's input features."""
+        return self.after(self.ssl(self.before(wavs), wav_lens))
 
 
 def strategy_modules(strategies):

@@ -149,3 +149,41 @@ def test_s6damon_list_deploys_shrunk_and_dropped():
     dropped_only, _ = deployed([st.TokenDropping("uniform", drop_share=0.5)])
     assert flops(both, wav) < min(flops(shrunk_only, wav), flops(dropped_only, wav))
     assert max(flops(shrunk_only, wav), flops(dropped_only, wav)) < flops(full, wav)
+
+
+def test_distillation_loss_is_the_layerwise_mse_on_the_kept_frames():
+    """Against a direct computation: the teacher's blocks on the whole utterance, the student's
+    on the frames it kept, mean squared error per block, averaged, weighted."""
+    import copy
+
+    import speechbrain as sb
+    from types import SimpleNamespace
+
+    from s3brain.salad import block_outputs, pack_kept
+
+    student_lobe = Lobe(small_model(seed=0))
+    teacher_lobe = Lobe(small_model(seed=1))
+    dropping = st.TokenDropping("uniform", drop_share=0.5)
+    distill = st.Distillation(weight=2.0, teacher_from="unused")
+    distill.student, distill.teacher = dropping, teacher_lobe.requires_grad_(False)
+    dropping.collect_blocks = True
+    wav = torch.randn(2, 16000)
+    lens = torch.tensor([1.0, 0.75])
+    st.encode([distill, dropping], student_lobe, wav, lens, sb.Stage.TRAIN)
+    batch = SimpleNamespace(sig=(wav, lens))
+    loss = distill.loss(None, batch, sb.Stage.TRAIN)
+
+    mask = (torch.arange(16000)[None, :] < (lens * 16000).round()[:, None]).long()
+    with torch.no_grad(), block_outputs(teacher_lobe.model) as teacher_blocks:
+        teacher_lobe.model(wav, attention_mask=mask)
+    kept = dropping.kept
+    expected = 0.0
+    for t_hidden, s_hidden in zip(teacher_blocks, dropping.blocks):
+        t_kept, lengths = pack_kept(t_hidden, kept)
+        per_utt = [((s_hidden[b, :n] - t_kept[b, :n]) ** 2).sum() for b, n in enumerate(lengths)]
+        expected = expected + sum(per_utt) / (lengths.sum() * s_hidden.shape[-1])
+    expected = 2.0 * expected / len(teacher_blocks)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() > 0
+    assert distill.loss(None, batch, sb.Stage.VALID) is None  # a training term only
+    assert copy.deepcopy(distill) is distill  # a cost copy shares the teacher
