@@ -51,6 +51,7 @@ class CTCFineTuning(BackboneFineTuning):
 
     @property
     def error_key(self):
+        """The error rate's name: ``WER`` for characters, ``PER`` for phonemes."""
         return "WER" if self.units == "chars" else "PER"
 
     @property
@@ -59,6 +60,8 @@ class CTCFineTuning(BackboneFineTuning):
         return self.modules["exit_heads"] if "exit_heads" in self.modules else None
 
     def compute_forward(self, batch, stage):
+        """Backbone (as the strategies run it) -> head -> log-probabilities: ``(log_probs,
+        lengths, exit log-probs or None)``."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         with torch.set_grad_enabled(torch.is_grad_enabled() and not (
@@ -76,6 +79,7 @@ class CTCFineTuning(BackboneFineTuning):
         return self.hparams.log_softmax(logits), wav_lens, exits
 
     def references(self, batch):
+        """The batch's reference words (characters) or phonemes."""
         if self.units == "chars":
             return [w.split(" ") for w in batch.wrd]
         return [p.split() for p in batch.phn]
@@ -88,6 +92,8 @@ class CTCFineTuning(BackboneFineTuning):
         return "".join(labels).split() if self.units == "chars" else list(labels)
 
     def compute_objectives(self, predictions, batch, stage):
+        """CTC loss (with the exits' and the strategies' terms); at evaluation, the decoded
+        hypotheses go into the metrics."""
         p_ctc, wav_lens, exits = predictions
         tokens, tokens_lens = batch.tokens
         loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
@@ -126,6 +132,7 @@ class CTCFineTuning(BackboneFineTuning):
         blocks = len(transformer_blocks(ssl))
 
         def head_fn(i, hidden):
+            """Log-probabilities of block ``i``'s exit (the final head after the last block)."""
             if ssl.output_norm:
                 hidden = torch.nn.functional.layer_norm(hidden, hidden.shape[-2:])
             if i == blocks:
@@ -152,10 +159,12 @@ class CTCFineTuning(BackboneFineTuning):
         return hyps
 
     def head_parameters(self):
+        """The head's tensors, the strategies' modules' and the exit heads'."""
         params = super().head_parameters()
         return params + (list(self.exit_heads.parameters()) if self.exit_heads is not None else [])
 
     def on_stage_start(self, stage, epoch=None):
+        """New metrics and exit statistics; the strategies' ``before_eval`` and ``stage_start``."""
         if stage != sb.Stage.TRAIN:
             self.error_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
@@ -164,6 +173,7 @@ class CTCFineTuning(BackboneFineTuning):
             self.strategies_before_eval(stage)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the stage; at VALID anneal and checkpoint, at TEST write the error-rate files."""
         stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
@@ -273,6 +283,7 @@ def frames_function(hparams):
     rate = backbone_rate(hparams["ssl"])  # audio reaches the backbone at its own rate
 
     def frames(seconds):
+        """CTC frames of ``seconds`` of audio."""
         samples = int(seconds * rate)
         counts = [s.output_frames(hf, samples) for s in strategies]
         counts = [c for c in counts if c is not None]
@@ -357,6 +368,7 @@ def cost_report(brain, hparams):
     physically shrunk): what would be deployed. The measured copy is on the CPU,
     whatever device trained the model."""
     def unwrapped(module):  # DDP wraps the modules that have parameters
+        """The module inside a DDP wrapper."""
         return getattr(module, "module", module)
 
     live = {"ssl": unwrapped(brain.modules.ssl), "head": brain.hparams.head,
@@ -381,6 +393,7 @@ def cost_report(brain, hparams):
     hf = ssl.model
 
     def forward(wav):
+        """Log-probabilities of the deployed model (the cost measurement's forward)."""
         feats = ssl(wav, None)
         return ctc_lin(head(feats[-1] if feats.dim() == 4 else feats))  # all blocks' outputs
 
@@ -392,6 +405,7 @@ def cost_report(brain, hparams):
     cost["peak_memory_mb_10s"] = round(peak_memory_mb(forward, wav), 1)
 
     def deployed(wav):  # the wrapper's path, written so that it traces with any length
+        """The deployed model's path, written so that it traces to ONNX with any length."""
         if hasattr(ssl, "before"):  # e.g. input downsampling
             wav = ssl.before(wav)
         if ssl.normalize_wav:

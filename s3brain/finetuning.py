@@ -91,10 +91,24 @@ class BackboneFineTuning(sb.Brain):
         return all(s.at_target(self.optimizer_step) for s in self.strategies)
 
     def on_fit_start(self):
+        """Start the training clock (``hparams.run_state``) as well."""
         super().on_fit_start()
         self.hparams.run_state.start_timer()
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """After an optimizer step, each strategy's ``on_step`` (a pruning schedule's).
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            The batch.
+        outputs : object
+            The forward's outputs.
+        loss : torch.Tensor
+            The batch's loss.
+        should_step : bool
+            Whether the optimizers stepped.
+        """
         if should_step:
             for strategy in self.strategies:
                 strategy.on_step(self.modules.ssl, self.optimizer_step)

@@ -240,6 +240,7 @@ class Strategy:
 
 
 def _mean(value):
+    """A float, or the mean of a per-block list."""
     return float(sum(value) / len(value)) if isinstance(value, (list, tuple)) else float(value)
 
 
@@ -255,7 +256,7 @@ class InitFrom(Strategy):
 
     Example
     -------
-    >>> InitFrom(None).keeps_backbone_weights, InitFrom("results/weight_ft/1").keeps_backbone_weights
+    >>> InitFrom(None).keeps_backbone_weights, InitFrom("results/ft").keeps_backbone_weights
     (True, False)
     """
 
@@ -265,9 +266,11 @@ class InitFrom(Strategy):
 
     @property
     def keeps_backbone_weights(self):
+        """Whether no checkpoint is loaded (the pretrained weights stay)."""
         return not self.folder
 
     def setup(self, ssl, hparams):
+        """See ``Strategy.setup``."""
         if self.folder:
             from s3brain.ctc import load_finetuned
 
@@ -304,21 +307,25 @@ class Masks(Strategy):
         self.seed = seed
 
     def setup(self, ssl, hparams):
+        """See ``Strategy.setup``."""
         seed = self.seed if self.seed is not None else hparams.get("seed", 0)
         names = add_masks(ssl, seed=seed, **self.options)
         logger.info("Learned masks on %d layers (%s), backbone weights frozen", len(names),
                     self.options)
 
     def deployable(self, ssl):
+        """See ``Strategy.deployable``."""
         return fold(ssl)
 
     def task_payload(self, path, ssl, head, info):
+        """See ``Strategy.task_payload``."""
         from s3brain.mask_bank import save_mask
 
         return save_mask(path / self.file_name, ssl, head=head, **info, **self.options)
 
     @property
     def sparsity(self):
+        """See ``Strategy.sparsity``."""
         return _mean(self.options["sparsity"])
 
 
@@ -352,18 +359,23 @@ class Pruning(Strategy):
         return isinstance(self.schedule, (StructuredOneShot, StructuredPARP))
 
     def setup(self, ssl, hparams):
+        """See ``Strategy.setup``."""
         self.schedule.setup(ssl)
 
     def on_step(self, ssl, step):
+        """See ``Strategy.on_step``."""
         self.schedule.on_step(ssl, step)
 
     def before_eval(self, ssl):
+        """See ``Strategy.before_eval``."""
         self.schedule.before_eval(ssl)
 
     def at_target(self, step):
+        """See ``Strategy.at_target``."""
         return self.schedule.at_target(step)
 
     def deployable(self, ssl):
+        """See ``Strategy.deployable``."""
         if self.structured:
             from s3brain.structured import shrink
 
@@ -372,6 +384,7 @@ class Pruning(Strategy):
 
     @property
     def sparsity(self):
+        """See ``Strategy.sparsity``."""
         return _mean(self.schedule.sparsity)
 
 
@@ -411,9 +424,11 @@ class TokenDropping(Strategy):
         self.deployed_kept_share = None  # measured on the first test pass
 
     def modules(self):
+        """See ``Strategy.modules``."""
         return {"token_dropping": self.dropper}
 
     def encode(self, ssl, wavs, wav_lens, stage):
+        """See ``Strategy.encode``."""
         from s3brain.salad import encode_with_dropping
 
         ssl = getattr(ssl, "module", ssl)  # DDP
@@ -424,15 +439,18 @@ class TokenDropping(Strategy):
         return feats, wav_lens
 
     def stage_start(self, stage):
+        """See ``Strategy.stage_start``."""
         self.dropper.reset_counts()
 
     def stage_stats(self, stage):
+        """See ``Strategy.stage_stats``."""
         share = round(self.dropper.kept_share, 4)
         if stage.name == "TEST" and self.deployed_kept_share is None:
             self.deployed_kept_share = share
         return {"kept_share": share}
 
     def deployable(self, ssl):
+        """See ``Strategy.deployable``."""
         if self.deployed_kept_share is None:
             raise ValueError("token dropping: no test pass has measured the share of frames kept")
         detector = self.dropper.detector
@@ -483,6 +501,7 @@ class DroppedFramesBackbone(nn.Module):
         from s3brain.salad import encode_with_dropping, uniform_keep
 
         def keep(features, lengths):
+            """Frames kept: a uniform share (which frames does not change the cost)."""
             if self._detector[0] is not None:
                 self._detector[0](features)
             return uniform_keep(lengths, features.shape[1], 1.0 - self.kept_share)
@@ -515,9 +534,11 @@ class Distillation(Strategy):
         self.teacher = self.student = None
 
     def __deepcopy__(self, memo):  # a cost copy needs no second teacher
+        """A cost copy needs no second teacher: the strategy itself."""
         return self
 
     def setup(self, ssl, hparams):
+        """See ``Strategy.setup``."""
         if self.weight <= 0:
             return
         from s3brain.backbone import disable_layerdrop
@@ -536,6 +557,7 @@ class Distillation(Strategy):
         self.teacher = teacher.requires_grad_(False).eval()
 
     def loss(self, predictions, batch, stage):
+        """See ``Strategy.loss``."""
         if self.teacher is None or stage.name != "TRAIN":
             return None
         from s3brain.salad import block_outputs, pack_kept
@@ -588,9 +610,11 @@ class Adapters(Strategy):
         self.adapters = adapters
 
     def modules(self):
+        """See ``Strategy.modules``."""
         return {"adapters": self.adapters}
 
     def task_payload(self, path, ssl, head, info):
+        """See ``Strategy.task_payload``."""
         modules = nn.ModuleList([self.adapters, head])
         return sum(p.numel() * p.element_size() for p in modules.parameters())
 
@@ -618,15 +642,19 @@ class Downsampling(Strategy):
         self.downsampler = downsampler
 
     def modules(self):
+        """See ``Strategy.modules``."""
         return {"downsampler": self.downsampler}
 
     def encode(self, ssl, wavs, wav_lens, stage):
+        """See ``Strategy.encode``."""
         return self.downsampler.upsample(ssl(self.downsampler(wavs), wav_lens)), wav_lens
 
     def output_frames(self, model, samples):
+        """See ``Strategy.output_frames``."""
         return self.downsampler.frames(model, samples)
 
     def deployable(self, ssl):
+        """See ``Strategy.deployable``."""
         return DownsampledBackbone(ssl, copy.deepcopy(self.downsampler).cpu())
 
 

@@ -49,6 +49,7 @@ class WeightedLayerSum(nn.Module):
         self.weights = nn.Parameter(torch.zeros(layers))
 
     def forward(self, hiddens):
+        """See the class docstring."""
         if hiddens.dim() != 4 or hiddens.shape[0] != self.weights.numel():
             raise ValueError(f"the weighted layer sum was built for {self.weights.numel()} hidden "
                              f"layers [L, B, T, D], got shape {tuple(hiddens.shape)}: size it with "
@@ -69,6 +70,7 @@ class UtteranceHead(nn.Module):
         self.classifiers = nn.ModuleDict({t: nn.Linear(projection, n) for t, n in classes.items()})
 
     def forward(self, hiddens, wav_lens=None):
+        """See the class docstring."""
         x = self.projection(self.layer_sum(hiddens))
         frames = x.shape[1]
         if wav_lens is None:
@@ -124,6 +126,7 @@ class UtteranceClassification(BackboneFineTuning):
     slot_targets = ()
 
     def compute_forward(self, batch, stage):
+        """Backbone (every hidden layer, as the strategies run it) -> head: logits per target."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         with torch.set_grad_enabled(torch.is_grad_enabled() and not (
@@ -132,6 +135,8 @@ class UtteranceClassification(BackboneFineTuning):
         return self.modules.head(hiddens, wav_lens)
 
     def compute_objectives(self, logits, batch, stage):
+        """Cross entropy summed over targets (and the strategies' terms); predictions kept at
+        evaluation."""
         loss = 0.0
         for target in self.targets:
             truth = getattr(batch, f"{target}_id").data[:, 0]
@@ -146,6 +151,8 @@ class UtteranceClassification(BackboneFineTuning):
         return loss
 
     def on_stage_start(self, stage, epoch=None):
+        """New prediction lists; before evaluation, the strategies' ``before_eval`` and
+        ``stage_start``."""
         self.predictions = {t: [] for t in self.targets}
         self.truth = {t: [] for t in self.targets}
         if stage != sb.Stage.TRAIN:
@@ -159,6 +166,7 @@ class UtteranceClassification(BackboneFineTuning):
         return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the stage's metrics; at VALID anneal and checkpoint."""
         stats = {"loss": stage_loss}
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
@@ -187,6 +195,7 @@ def dataio_prepare(hparams, manifests, targets):
     ``<target>_id`` per target) and a label encoder per target over the labels of every split,
     saved in ``save_folder``."""
     def dataset(path, sort=True):
+        """A manifest as a dataset, sorted by duration unless ``sort`` is False."""
         data = sb.dataio.dataset.DynamicItemDataset.from_csv(path)
         return data.filtered_sorted(sort_key="duration") if sort else data
 
@@ -199,6 +208,7 @@ def dataio_prepare(hparams, manifests, targets):
     @sb.utils.data_pipeline.takes("wav", "start", "stop")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav, start, stop):
+        """The signal at the backbone's rate (a segment when ``start``/``stop`` are given)."""
         start, stop = int(start), int(stop)
         source = wav if stop < 0 else {"file": wav, "start": start, "stop": stop}
         return read_audio(source, rate)  # start/stop in the file's samples, then resampled
@@ -216,6 +226,7 @@ def dataio_prepare(hparams, manifests, targets):
         encoders[target] = encoder
 
         def encode(value, encoder=encoder):
+            """A label as its class index."""
             return torch.LongTensor([encoder.encode_label(value)])
 
         sb.dataio.dataset.add_dynamic_item(datasets, encode, takes=target,
@@ -250,6 +261,7 @@ def cost_report(hparams):
     rate = backbone_rate(ssl)
 
     def forward(wav):
+        """See the class docstring."""
         return head(ssl(wav))
 
     cost = measure_cost(forward, seconds=hparams["cost_seconds"], sample_rate=rate,
