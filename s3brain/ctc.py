@@ -34,7 +34,7 @@ from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
 from s3brain.finetuning import BackboneFineTuning
 from s3brain.masks import transformer_blocks, weight_sparsity
 from s3brain.results import update_results
-from s3brain.strategies import (deployable, run_sparsity, setup_strategies, strategy_modules,
+from s3brain.strategies import (EarlyExit, deployable, run_sparsity, setup_strategies, strategy_modules,
                                  task_payload)
 from s3brain.strategies import encode as encode_with_strategies
 
@@ -55,9 +55,15 @@ class CTCFineTuning(BackboneFineTuning):
         return "WER" if self.units == "chars" else "PER"
 
     @property
+    def early_exit(self):
+        """The run's ``EarlyExit`` strategy (exits are task outputs: this Brain decodes them),
+        or None."""
+        return next((s for s in self.strategies if isinstance(s, EarlyExit)), None)
+
+    @property
     def exit_heads(self):
         """The early-exit heads (one per block but the last), or None."""
-        return self.modules["exit_heads"] if "exit_heads" in self.modules else None
+        return self.early_exit.heads if self.early_exit is not None else None
 
     def compute_forward(self, batch, stage):
         """Backbone (as the strategies run it) -> head -> log-probabilities: ``(log_probs,
@@ -104,7 +110,7 @@ class CTCFineTuning(BackboneFineTuning):
         if exits:
             exit_loss = sum(self.hparams.ctc_cost(e, tokens, wav_lens, tokens_lens)
                             for e in exits) / len(exits)
-            two_step = self.hparams.exit_training == "two_step"
+            two_step = self.early_exit.training == "two_step"
             loss = exit_loss if two_step else loss + exit_loss
         if stage != sb.Stage.TRAIN:
             if exits is not None:  # decode as deployed: each utterance stops at its exit
@@ -146,30 +152,22 @@ class CTCFineTuning(BackboneFineTuning):
             if ssl.normalize_wav:
                 wav = torch.nn.functional.layer_norm(wav, wav.shape[1:])
             start = time.perf_counter()
-            log_probs, block = early_exit(ssl.model, self.exit_heads, wav,
-                                          self.hparams.exit_criterion,
-                                          self.hparams.exit_threshold,
-                                          self.hparams.exit_min_layer, head_fn)
-            self.exit_seconds += time.perf_counter() - start
-            self.exit_audio_seconds += wav.shape[1] / backbone_rate(ssl)
-            self.exit_blocks.append(block)
+            strategy = self.early_exit
+            log_probs, block = early_exit(ssl.model, self.exit_heads, wav, strategy.criterion,
+                                          strategy.threshold, strategy.min_layer, head_fn)
+            strategy.record(block, time.perf_counter() - start,
+                            wav.shape[1] / backbone_rate(ssl))
             hyps += sb.decoders.ctc_greedy_decode(log_probs,
                                                   torch.ones(1, device=log_probs.device),
                                                   blank_id=self.hparams.blank_index)
         return hyps
 
-    def head_parameters(self):
-        """The head's tensors, the strategies' modules' and the exit heads'."""
-        params = super().head_parameters()
-        return params + (list(self.exit_heads.parameters()) if self.exit_heads is not None else [])
-
     def on_stage_start(self, stage, epoch=None):
-        """New metrics and exit statistics; the strategies' ``before_eval`` and ``stage_start``."""
+        """New metrics; the strategies' ``before_eval`` and ``stage_start``."""
         if stage != sb.Stage.TRAIN:
             self.error_metric = self.hparams.error_rate_computer()
             self.cer_metric = self.hparams.cer_computer()
             self.lm_metric = self.hparams.error_rate_computer()
-            self.exit_blocks, self.exit_seconds, self.exit_audio_seconds = [], 0.0, 0.0
             self.strategies_before_eval(stage)
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
@@ -182,9 +180,6 @@ class CTCFineTuning(BackboneFineTuning):
         if self.units == "chars":
             stats["CER"] = self.cer_metric.summarize("error_rate")
         stats[key] = self.error_metric.summarize("error_rate")
-        if self.exit_blocks:
-            stats["exit_block"] = sum(self.exit_blocks) / len(self.exit_blocks)
-            stats["exit_rtf"] = self.exit_seconds / self.exit_audio_seconds
         stats.update(self.strategy_stats(stage))
         if stage == sb.Stage.VALID:
             lrs = self.anneal(stats)
@@ -350,11 +345,6 @@ def setup_strategy(hparams, key="WER"):
     checkpoint has its own)."""
     ssl = hparams["ssl"]
     setup_strategies(hparams.get("strategies") or [], ssl, hparams)
-    if hparams.get("exit_training") == "two_step":
-        # Exit heads trained on a fixed fine-tuned model (init_from): nothing else learns.
-        for module in (ssl, hparams["model"]):
-            for p in module.parameters():
-                p.requires_grad_(False)
 
 
 def unwrapped_module(module):

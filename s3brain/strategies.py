@@ -704,6 +704,82 @@ class DownsampledBackbone(nn.Module):
         return self.after(self.ssl(self.before(wavs), wav_lens))
 
 
+class EarlyExit(Strategy):
+    """Early exit (``s3brain.early_exit``): a CTC head after every transformer block but the
+    last; at evaluation each utterance stops at the first block whose exit is confident enough.
+    The strategy holds the heads, the settings and the exit statistics of a pass; the Brain
+    decodes (exits are task outputs).
+
+    Arguments
+    ---------
+    heads : s3brain.early_exit.ExitHeads
+        The exit heads.
+    training : str
+        ``two_step`` (only the exits learn, on a fixed fine-tuned model) or ``joint``.
+    criterion : str
+        ``entropy`` or ``similarity``.
+    threshold : float
+        Nats for entropy, cosine for similarity.
+    min_layer : int
+        The first block allowed to exit.
+
+    Example
+    -------
+    >>> from s3brain.early_exit import ExitHeads
+    >>> strategy = EarlyExit(ExitHeads(hidden_size=8, outputs=5, layers=2))
+    >>> strategy.record(2, 0.1, 1.0); strategy.record(3, 0.1, 1.0)
+    >>> strategy.stage_stats(None)
+    {'exit_block': 2.5, 'exit_rtf': 0.1}
+    """
+
+    TRAINING = ("two_step", "joint")
+
+    def __init__(self, heads, training="two_step", criterion="entropy", threshold=0.7,
+                 min_layer=1):
+        if training not in self.TRAINING:
+            raise ValueError(f"exit_training={training!r}: use one of {self.TRAINING}")
+        self.heads, self.training, self.criterion = heads, training, criterion
+        self.threshold, self.min_layer = threshold, min_layer
+        self.stage_start(None)
+
+    def modules(self):
+        """See ``Strategy.modules``."""
+        return {"exit_heads": self.heads}
+
+    def setup(self, ssl, hparams):
+        """Two-step training: backbone and head fixed (the fine-tuned model), only exits learn."""
+        if self.training == "two_step":
+            for module in (ssl, hparams["model"]):
+                module.requires_grad_(False)
+
+    def record(self, block, seconds, audio_seconds):
+        """Count one utterance's exit.
+
+        Arguments
+        ---------
+        block : int
+            The block it exited after.
+        seconds : float
+            Time its early-exit forward took.
+        audio_seconds : float
+            Its duration.
+        """
+        self.blocks.append(block)
+        self.seconds += seconds
+        self.audio_seconds += audio_seconds
+
+    def stage_start(self, stage):
+        """See ``Strategy.stage_start``."""
+        self.blocks, self.seconds, self.audio_seconds = [], 0.0, 0.0
+
+    def stage_stats(self, stage):
+        """See ``Strategy.stage_stats``: mean exit block and real-time factor of the pass."""
+        if not self.blocks:
+            return {}
+        return {"exit_block": sum(self.blocks) / len(self.blocks),
+                "exit_rtf": self.seconds / self.audio_seconds}
+
+
 def strategy_modules(strategies):
     """The extra modules of a run's strategies, by name (``Strategy.modules``).
 
