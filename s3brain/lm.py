@@ -163,9 +163,11 @@ def sentence_end_scoring(searcher_class):
     """
 
     class SentenceEndScoring(searcher_class):
+        """``searcher_class`` that also scores the sentence end at the last frame."""
         _at_end = False
 
         def finalize_decoding(self, *args, is_end=False, **kwargs):
+            """SpeechBrain's finalisation, remembering whether this is the last frame."""
             self._at_end = is_end
             try:
                 return super().finalize_decoding(*args, is_end=is_end, **kwargs)
@@ -173,6 +175,7 @@ def sentence_end_scoring(searcher_class):
                 self._at_end = False
 
         def get_lm_beams(self, beams, cached_lm_scores, cached_p_lm_scores, is_eos=False):
+            """SpeechBrain's LM scoring of the beams, with the sentence end at the last frame."""
             return super().get_lm_beams(beams, cached_lm_scores, cached_p_lm_scores,
                                         is_eos=is_eos or self._at_end)
 

@@ -80,6 +80,7 @@ def dataio_prepare(hparams, manifests, label_encoder):
     allowed = [label for label in label_encoder.lab2ind if label != label_encoder.blank_label]
 
     def load(path):
+        """Manifest rows of ``path`` that CTC can learn from; the others are logged."""
         data = sb.dataio.dataio.load_data_csv(path)
         kept, dropped = usable_utterances(
             data, lambda row: row["phn"].split(), allowed,
@@ -99,11 +100,13 @@ def dataio_prepare(hparams, manifests, label_encoder):
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
+        """The signal of one clip, mono at the backbone's rate (Common Voice: 48 kHz mp3)."""
         return read_audio(wav, rate)  # CommonVoice ships 48 kHz mp3: resampled here
 
     @sb.utils.data_pipeline.takes("phn")
     @sb.utils.data_pipeline.provides("tokens")
     def text_pipeline(phn):
+        """The phoneme transcript as label ids."""
         return torch.LongTensor(label_encoder.encode_sequence(phn.split()))
 
     sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
@@ -113,6 +116,7 @@ def dataio_prepare(hparams, manifests, label_encoder):
 
 
 def main(argv):
+    """Prepare, train, test and report one language's run; the exit status."""
     try:
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         manifests = prepare_data(hparams)

@@ -61,6 +61,7 @@ def dataio_prepare(hparams, manifests, label_encoder):
     frames_of = frames_function(hparams)
 
     def load(csv_paths):
+        """Manifest rows of ``csv_paths`` that CTC can learn from; the others are logged."""
         data = {}
         for path in csv_paths:
             data.update(sb.dataio.dataio.load_data_csv(path))
@@ -72,6 +73,7 @@ def dataio_prepare(hparams, manifests, label_encoder):
         return kept
 
     def dataset(rows, sort="ascending"):
+        """A ``DynamicItemDataset`` of ``rows``, sorted by duration unless ``sort`` is random."""
         data = sb.dataio.dataset.DynamicItemDataset(rows)
         if sort in ("ascending", "descending"):
             data = data.filtered_sorted(sort_key="duration", reverse=sort == "descending")
@@ -92,11 +94,13 @@ def dataio_prepare(hparams, manifests, label_encoder):
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
+        """The signal of one file, mono at the backbone's rate."""
         return read_audio(wav, rate)  # one channel at the backbone's rate, whatever the file's
 
     @sb.utils.data_pipeline.takes("wrd")
     @sb.utils.data_pipeline.provides("tokens")
     def text_pipeline(wrd):
+        """The transcript as character label ids."""
         return torch.LongTensor(label_encoder.encode_sequence(list(wrd)))
 
     sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
@@ -158,6 +162,7 @@ def lm_decoder_for(hparams, label_encoder):
 
 
 def main(argv):
+    """Prepare, train, test and report one run; the exit status (2: a one-line error)."""
     try:
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         label_encoder = label_encoder_for(hparams)
