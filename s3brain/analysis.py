@@ -16,7 +16,7 @@ Example
 >>> a = torch.tensor([1, 1, 0, 1], dtype=torch.bool)
 >>> mask_cosine(a, a), mask_cosine(a, ~a)
 (1.0, 0.0)
->>> round(inventory_similarity({"x": {"a", "b"}, "y": {"b", "c"}})[1][0, 1], 3)
+>>> float(round(inventory_similarity({"x": {"a", "b"}, "y": {"b", "c"}})[1][0, 1], 3))
 0.5
 """
 
