@@ -25,7 +25,7 @@ True
 
 from torch import nn
 
-from s3brain.masks import family, hf_model
+from s3brain.families import family, hf_model
 
 
 class Adapter(nn.Module):

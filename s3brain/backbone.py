@@ -139,7 +139,7 @@ def configure(hf_model, overrides=None, every_layer=False):
     weighted sum, early exit) LayerDrop is turned off, as a dropped block would be missing from
     the outputs.
     """
-    from s3brain.masks import family
+    from s3brain.families import family
 
     config = hf_model.config
     unknown = [key for key in (overrides or {}) if not hasattr(config, key)]
@@ -158,7 +158,7 @@ def configure(hf_model, overrides=None, every_layer=False):
 
 def disable_layerdrop(model, why):
     """Turn off LayerDrop (a block skipped at random in training), saying ``why``."""
-    from s3brain.masks import hf_model
+    from s3brain.families import hf_model
 
     config = hf_model(model).config
     if getattr(config, "layerdrop", 0.0) > 0:

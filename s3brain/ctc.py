@@ -32,7 +32,8 @@ from s3brain.early_exit import early_exit, exit_inputs, flops_at_exit
 from s3brain.efficiency import (count_parameters, measure_cost, onnx_latency_ms,
                                 peak_memory_mb)
 from s3brain.finetuning import BackboneFineTuning
-from s3brain.masks import transformer_blocks, weight_sparsity
+from s3brain.families import transformer_blocks
+from s3brain.masks import weight_sparsity
 from s3brain.results import update_results
 from s3brain.strategies import (EarlyExit, deployable, run_sparsity, setup_strategies, strategy_modules,
                                  task_payload)

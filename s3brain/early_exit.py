@@ -25,7 +25,7 @@ Example
 import torch
 from torch import nn
 
-from s3brain.masks import family, hf_model, is_stable_layer_norm, transformer_blocks
+from s3brain.families import family, hf_model, is_stable_layer_norm, transformer_blocks
 
 CRITERIA = ("entropy", "similarity")
 
@@ -47,7 +47,7 @@ def layer_outputs(model, wav):
     """Yield ``(block input, block output)`` for each transformer block in turn (one utterance,
     or a batch without padding). The last output equals ``model(wav).last_hidden_state``.
 
-    Works for every family of ``s3brain.masks.FAMILIES`` in both layouts: in the large layout
+    Works for every family of ``s3brain.families.FAMILIES`` in both layouts: in the large layout
     (stable layer norm) each output goes through the encoder's final layer norm, as the last
     one does in the model (``exit_features``); WavLM's blocks hand their relative position bias
     on to the next one, as its encoder does."""

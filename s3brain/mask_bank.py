@@ -40,7 +40,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.nn.utils import parametrize
 
-from s3brain.masks import FixedMask, binary_masks, fold, hf_model, masked_linears
+from s3brain.families import hf_model
+from s3brain.masks import FixedMask, binary_masks, fold, masked_linears
 
 FORMAT = "s3brain-mask-bank/1"
 

@@ -29,7 +29,7 @@ import contextlib
 import torch
 from torch import nn
 
-from s3brain.masks import transformer_blocks
+from s3brain.families import transformer_blocks
 
 
 def salient_labels(frame_ids, blank=0):

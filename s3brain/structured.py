@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from s3brain.masks import family, hf_model
+from s3brain.families import family, hf_model
 from s3brain.pruning import PruningSchedule
 
 

@@ -16,7 +16,8 @@ from s3brain.adapters import Adapters
 from s3brain.backbone import hidden_layer_count, load_ssl
 from s3brain.downsampling import InputDownsampling
 from s3brain.early_exit import ExitHeads, early_exit, exit_inputs, layer_outputs
-from s3brain.masks import add_masks, fold, is_stable_layer_norm
+from s3brain.families import is_stable_layer_norm
+from s3brain.masks import add_masks, fold
 from s3brain.salad import forward_with_dropping
 from s3brain.structured import Safari, save_shrunk, shrink
 from s3brain.utterance import UtteranceHead
