@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from speechbrain.dataio.dataio import length_to_mask
 from speechbrain.utils.distributed import run_on_main
 
 logger = logging.getLogger(__name__)
@@ -206,3 +207,149 @@ def feature_frames(hf_model, num_samples):
     """Number of frames the CNN feature extractor gives for ``num_samples`` audio samples."""
     lengths = hf_model._get_feat_extract_output_lengths(torch.as_tensor(num_samples))
     return int(lengths)
+
+
+# The SpeechBrain wrapper's forward (``Wav2Vec2.extract_features``), step by step, for the code
+# that runs the transformers model itself (token dropping, early exit, distillation's teacher,
+# the exported model): the same steps give the same features.
+
+
+def wav_samples(wavs, wav_lens=None):
+    """Valid samples of each utterance, from SpeechBrain's relative lengths, rounded as the
+    wrapper's padding mask rounds them (every sample when ``wav_lens`` is None).
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[batch, samples]``.
+    wav_lens : torch.Tensor, optional
+        Relative lengths (the longest 1.0).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch]`` integers, on ``wavs``' device.
+
+    Example
+    -------
+    >>> wav_samples(torch.zeros(2, 100), torch.tensor([1.0, 0.555])).tolist()
+    [100, 56]
+    """
+    if wav_lens is None:
+        return torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
+    return (wav_lens * wavs.shape[1]).round().long().to(wavs.device)
+
+
+def normalized_input(ssl, wavs, traceable=False):
+    """The waveform the wrapper hands its model: normalised over time (zero mean, unit
+    variance, per utterance, padding included) when its preprocessor config says
+    ``do_normalize`` (``ssl.normalize_wav``), else as is.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The wrapper (or anything with ``normalize_wav``).
+    wavs : torch.Tensor
+        ``[batch, samples]``.
+    traceable : bool
+        Written with mean and variance, so that an ONNX export traces it for any length (the
+        same values to rounding, not bit for bit).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, samples]``.
+
+    Example
+    -------
+    >>> class Wrapper:
+    ...     normalize_wav = True
+    >>> out = normalized_input(Wrapper(), torch.tensor([[1.0, 2.0, 3.0]]))
+    >>> [round(x, 3) for x in out[0].tolist()]
+    [-1.225, 0.0, 1.225]
+    """
+    if not getattr(ssl, "normalize_wav", False):
+        return wavs
+    if traceable:
+        return (wavs - wavs.mean(1, keepdim=True)) / torch.sqrt(
+            wavs.var(1, unbiased=False, keepdim=True) + 1e-5)
+    return torch.nn.functional.layer_norm(wavs, wavs.shape[1:])
+
+
+def output_normalized(ssl, features):
+    """The wrapper's ``output_norm``: a layer norm over time and channels together (the last two
+    dimensions) of each utterance's features (of each layer's, for every layer's output), when
+    ``ssl.output_norm``; else the features as they are.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The wrapper (or anything with ``output_norm``).
+    features : torch.Tensor
+        ``[batch, frames, hidden]`` or ``[layers, batch, frames, hidden]``.
+
+    Returns
+    -------
+    torch.Tensor
+        The same shape.
+
+    Example
+    -------
+    >>> class Wrapper:
+    ...     output_norm = True
+    >>> out = output_normalized(Wrapper(), torch.randn(2, 5, 4))
+    >>> round(float(out[0].mean()), 4) == 0.0 and round(float(out[0].std(unbiased=False)), 3)
+    1.0
+    """
+    if not getattr(ssl, "output_norm", False):
+        return features
+    return torch.nn.functional.layer_norm(features, features.shape[-2:])
+
+
+def wrapper_forward(ssl, wavs, wav_lens=None, model=None, every_layer=None, traceable=False):
+    """What the wrapper's forward gives (``ssl(wavs, wav_lens)``, without its ``freeze``
+    no-grad), step by step: the padding mask from the relative lengths, ``normalized_input``,
+    the transformers model, every layer's output stacked or the last, ``output_normalized``.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The wrapper (``normalize_wav``, ``output_norm``, ``output_all_hiddens``, ``model``).
+    wavs : torch.Tensor
+        ``[batch, samples]``.
+    wav_lens : torch.Tensor, optional
+        Relative lengths; None: nothing is padded (no attention mask).
+    model : torch.nn.Module, optional
+        The transformers model to run in place of ``ssl.model`` (a deployable copy).
+    every_layer : bool, optional
+        Every layer's output ``[layers + 1, batch, frames, hidden]`` instead of the last;
+        default: the wrapper's ``output_all_hiddens``.
+    traceable : bool
+        The ONNX-traceable input normalisation (``normalized_input``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames, hidden]``, or ``[layers + 1, batch, frames, hidden]``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ssl = load_ssl(default_backbone(), tmp, output_norm=True).eval()
+    ...     wavs, wav_lens = torch.randn(2, 8000), torch.tensor([1.0, 0.5])
+    ...     with torch.no_grad():
+    ...         same = torch.equal(wrapper_forward(ssl, wavs, wav_lens), ssl(wavs, wav_lens))
+    >>> same
+    True
+    """
+    model = ssl.model if model is None else model
+    if every_layer is None:
+        every_layer = getattr(ssl, "output_all_hiddens", False)
+    mask = None
+    if wav_lens is not None:
+        mask = length_to_mask(wav_samples(wavs, wav_lens), wavs.shape[1], dtype=torch.bool)
+    out = model(normalized_input(ssl, wavs, traceable), attention_mask=mask,
+                output_hidden_states=every_layer)
+    out = torch.stack(list(out.hidden_states), dim=0) if every_layer else out.last_hidden_state
+    return output_normalized(ssl, out)

@@ -25,7 +25,8 @@ Example
 import torch
 from torch import nn
 
-from s3brain.families import family, hf_model, is_stable_layer_norm, transformer_blocks
+from s3brain.families import (feature_frames_and_mask, final_layer_norm, hf_model, iter_blocks,
+                              transformer_blocks)
 
 CRITERIA = ("entropy", "similarity")
 
@@ -43,42 +44,52 @@ def exit_head_count(ssl):
     return len(transformer_blocks(ssl)) - 1
 
 
-def layer_outputs(model, wav):
-    """Yield ``(block input, block output)`` for each transformer block in turn (one utterance,
-    or a batch without padding). The last output equals ``model(wav).last_hidden_state``.
+def layer_outputs(model, wav, wav_lengths=None):
+    """Yield ``(block input, block output)`` for each transformer block in turn, so that the
+    caller may stop after any block (``s3brain.families.iter_blocks``). The last output equals
+    the model's ``last_hidden_state``.
 
     Works for every family of ``s3brain.families.FAMILIES`` in both layouts: in the large layout
     (stable layer norm) each output goes through the encoder's final layer norm, as the last
-    one does in the model (``exit_features``); WavLM's blocks hand their relative position bias
-    on to the next one, as its encoder does."""
-    model = hf_model(model)
-    encoder = model.encoder
-    position_bias_passed_on = family(model).position_bias
-    stable = is_stable_layer_norm(model)
-    features = model.feature_extractor(wav).transpose(1, 2)
-    hidden = model.feature_projection(features)
-    hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-    hidden = hidden + encoder.pos_conv_embed(hidden)
-    if not stable:
-        hidden = encoder.layer_norm(hidden)
-    hidden = encoder.dropout(hidden)
-    position_bias = None
-    for layer in transformer_blocks(model):
-        block_input = hidden
-        if position_bias_passed_on:
-            hidden, position_bias = layer(hidden, position_bias=position_bias)
-        else:
-            out = layer(hidden)
-            hidden = out[0] if isinstance(out, tuple) else out
-        yield block_input, exit_features(model, hidden)
+    one does in the model (``exit_features``).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers model, or a SpeechBrain wrapper of one.
+    wav : torch.Tensor
+        ``[batch, samples]``, as the model reads it (one utterance, or a batch).
+    wav_lengths : torch.Tensor, optional
+        Valid samples of each utterance of a padded batch.
+
+    Yields
+    ------
+    tuple of torch.Tensor
+        ``(block input, exit features of the block output)``, ``[batch, frames, hidden]``.
+    """
+    frames = feature_frames_and_mask(model, wav, wav_lengths)
+    for block_input, block_output in iter_blocks(model, frames.hidden, frames.mask):
+        yield block_input, exit_features(model, block_output)
 
 
 def exit_features(model, block_output):
-    """What an exit after a block reads: the block's output, through the encoder's final layer
-    norm in the large layout (there the last block's output is only normalised by it, and the
-    intermediate ones are never normalised); as is in the base layout."""
-    model = hf_model(model)
-    return model.encoder.layer_norm(block_output) if is_stable_layer_norm(model) else block_output
+    """What an exit after a block reads: the block's output as the encoder would end with it
+    (``s3brain.families.final_layer_norm``: through the encoder's final layer norm in the large
+    layout, where the intermediate outputs are never normalised; as is in the base layout).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers model, or a SpeechBrain wrapper of one.
+    block_output : torch.Tensor
+        A block's output, ``[..., hidden]``.
+
+    Returns
+    -------
+    torch.Tensor
+        The same shape.
+    """
+    return final_layer_norm(model, block_output)
 
 
 def exit_inputs(model, hiddens, heads):

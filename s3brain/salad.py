@@ -24,12 +24,13 @@ Example
 ([[0.0, 2.0, 3.0, 5.0]], [4])
 """
 
-import contextlib
-
 import torch
+from speechbrain.dataio.dataio import length_to_mask
 from torch import nn
 
-from s3brain.families import transformer_blocks
+from s3brain.backbone import normalized_input, output_normalized, wav_samples
+from s3brain.families import (block_outputs, feature_frames_and_mask,  # noqa: F401 (salad's API)
+                              pack_kept, run_blocks)
 
 
 def salient_labels(frame_ids, blank=0):
@@ -100,8 +101,8 @@ def recall_aware_bce(logits, labels, lengths=None, alpha=10.0):
     """Mean BCE over real frames, salient frames weighted ``alpha`` and the others 1."""
     weights = torch.where(labels.bool(), torch.full_like(logits, alpha), torch.ones_like(logits))
     if lengths is not None:
-        frames = torch.arange(logits.shape[1], device=logits.device)
-        weights = weights * (frames[None, :] < lengths[:, None])
+        weights = weights * length_to_mask(lengths, logits.shape[1], dtype=torch.bool,
+                                           device=logits.device)
     loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), weight=weights,
                                                           reduction="sum")
     return loss / weights.sum()
@@ -111,7 +112,7 @@ def detection_stats(logits, labels, lengths=None):
     """Accuracy and recall on salient frames of a detector's decisions (logit > 0)."""
     mask = torch.ones_like(labels, dtype=torch.bool)
     if lengths is not None:
-        mask = torch.arange(labels.shape[1], device=labels.device)[None, :] < lengths[:, None]
+        mask = length_to_mask(lengths, labels.shape[1], dtype=torch.bool, device=labels.device)
     predicted, truth = (logits > 0)[mask], labels.bool()[mask]
     accuracy = float((predicted == truth).float().mean())
     recall = float((predicted & truth).sum() / truth.sum().clamp(min=1))
@@ -132,15 +133,6 @@ def keep_mask(prob_salient, lengths, skip_ratio):
     return keep
 
 
-def pack_kept(features, keep):
-    """Kept frames of each utterance, in order, padded to the batch's longest; new lengths."""
-    lengths = keep.sum(1)
-    out = features.new_zeros(features.shape[0], int(lengths.max()), features.shape[2])
-    for b in range(features.shape[0]):
-        out[b, : lengths[b]] = features[b, keep[b]]
-    return out, lengths
-
-
 def drop_tokens(features, lengths, prob_salient, skip_ratio):
     """``(features, lengths, keep)`` after removing detected non-salient frames."""
     keep = keep_mask(prob_salient, lengths, skip_ratio)
@@ -153,7 +145,7 @@ def uniform_keep(lengths, frames, drop_share):
     index = torch.arange(frames, dtype=torch.float64, device=lengths.device)
     keep = torch.floor((index + 1) * (1 - drop_share)) > torch.floor(index * (1 - drop_share))
     keep = keep[None, :].expand(len(lengths), frames).clone()
-    return keep & (torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None])
+    return keep & length_to_mask(lengths, frames, dtype=torch.bool)
 
 
 def random_keep(lengths, frames, drop_share, generator=None):
@@ -166,55 +158,46 @@ def random_keep(lengths, frames, drop_share, generator=None):
 
 
 def forward_with_dropping(model, wav, wav_lengths, keep_fn, output_hidden_states=False):
-    """Forward of a wav2vec2-family model that drops CNN frames before the transformer.
+    """Forward of a transformers SSL model that drops CNN frames before the transformer
+    (``s3brain.families``' opened-up forward, with ``keep_fn`` between the CNN and the
+    feature projection).
 
-    Parameters
-    ----------
-    model : transformers model (``feature_extractor``, ``feature_projection``, ``encoder``)
-    wav : [batch, samples]; wav_lengths : samples per utterance (LongTensor)
-    keep_fn : callable ``(cnn_features [B, T, C], frame_lengths [B]) -> keep [B, T] bool``
-    output_hidden_states : also return every transformer block's output (a list)
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers model of a family of ``s3brain.families.FAMILIES``.
+    wav : torch.Tensor
+        ``[batch, samples]``.
+    wav_lengths : torch.Tensor
+        Valid samples of each utterance (integers).
+    keep_fn : callable
+        ``(cnn_features [B, T, C], frame_lengths [B]) -> keep [B, T]`` bool.
+    output_hidden_states : bool
+        Also return every transformer block's output (a list).
 
     Returns
     -------
-    ``(hidden [B, T', D], lengths [B], keep [B, T])``, T' the longest kept length, and with
-    ``output_hidden_states`` a fourth item, the blocks' outputs; SpecAugment masking
-    applies in training as in the model's own forward.
+    tuple
+        ``(hidden [B, T', D], lengths [B], keep [B, T])``, T' the longest kept length, and with
+        ``output_hidden_states`` a fourth item, the blocks' outputs; SpecAugment masking
+        applies in training as in the model's own forward.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8), conv_stride=(5, 2),
+    ...     conv_kernel=(10, 3), num_feat_extract_layers=2)).eval()
+    >>> hidden, lengths, keep = forward_with_dropping(model, torch.randn(2, 1600),
+    ...     torch.tensor([1600, 800]), lambda f, n: uniform_keep(n, f.shape[1], 0.5))
+    >>> hidden.shape, lengths.tolist()
+    (torch.Size([2, 79, 32]), [79, 39])
     """
-    features = model.feature_extractor(wav).transpose(1, 2)
-    frames = model._get_feat_extract_output_lengths(wav_lengths).long()
-    frames = frames.clamp(max=features.shape[1])
-    keep = keep_fn(features, frames)
-    keep = keep & (torch.arange(features.shape[1], device=keep.device)[None, :] < frames[:, None])
-    empty = (keep.sum(1) == 0) & (frames > 0)
-    keep[empty, 0] = True  # an utterance keeps at least one frame
-    features, lengths = pack_kept(features, keep)
-    hidden = model.feature_projection(features)
-    hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-    mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
-    hidden = model._mask_hidden_states(hidden, attention_mask=mask)
-    with block_outputs(model) as blocks:
-        out = model.encoder(hidden, attention_mask=mask)
+    frames = feature_frames_and_mask(model, wav, wav_lengths, keep_fn)
+    out = run_blocks(model, frames.hidden, frames.mask, every_block=output_hidden_states)
     if output_hidden_states:
-        return out.last_hidden_state, lengths, keep, blocks
-    return out.last_hidden_state, lengths, keep
-
-
-@contextlib.contextmanager
-def block_outputs(model):
-    """Collect the output of every transformer block of ``model`` while the context is open."""
-    outputs = []
-
-    def hook(module, args, output):
-        """Keep a block's output hidden states."""
-        outputs.append(output[0] if isinstance(output, tuple) else output)
-
-    handles = [layer.register_forward_hook(hook) for layer in transformer_blocks(model)]
-    try:
-        yield outputs
-    finally:
-        for handle in handles:
-            handle.remove()
+        return out[0], frames.lengths, frames.keep, out[1]
+    return out, frames.lengths, frames.keep
 
 
 class TokenDropping(nn.Module):
@@ -323,15 +306,10 @@ def encode_with_dropping(ssl, wavs, wav_lens, dropper, blocks=False):
     its transformer: ``(features, relative lengths, keep)``, the features those the lobe gives
     (with its ``output_norm``) for the kept frames only; with ``blocks`` a fourth item, every
     transformer block's output."""
-    samples = (wav_lens * wavs.shape[1]).round().long() if wav_lens is not None \
-        else torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long, device=wavs.device)
-    if ssl.normalize_wav:
-        wavs = nn.functional.layer_norm(wavs, wavs.shape[1:])
-    out = forward_with_dropping(ssl.model, wavs, samples.to(wavs.device), dropper,
-                                output_hidden_states=blocks)
+    out = forward_with_dropping(ssl.model, normalized_input(ssl, wavs), wav_samples(wavs, wav_lens),
+                                dropper, output_hidden_states=blocks)
     hidden, lengths, keep = out[:3]
-    if ssl.output_norm:
-        hidden = nn.functional.layer_norm(hidden, hidden.shape[1:])  # over time and channels
+    hidden = output_normalized(ssl, hidden)
     return (hidden, lengths.float() / lengths.max().clamp(min=1), keep, *out[3:])
 
 
