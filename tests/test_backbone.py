@@ -59,3 +59,28 @@ def test_random_init_ignores_the_weights(tmp_path):
 def test_directory_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(BackboneUnavailableError, match="config.json"):
         load_ssl(tmp_path, tmp_path / "save")
+
+
+def test_wrapper_forward_steps_on_the_shipped_backbone(tmp_path):
+    from s3brain.backbone import normalized_input, output_normalized, wav_samples, wrapper_forward
+
+    ssl = load_ssl(default_backbone(), tmp_path, output_norm=True).eval()
+    wavs = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    wav_lens = torch.tensor([1.0, 0.45])
+    assert wav_samples(wavs, wav_lens).tolist() == [8000, 3600]
+    assert wav_samples(wavs).tolist() == [8000, 8000]
+    deployed = AutoModel.from_pretrained(SHIPPED, local_files_only=True).eval()
+    with torch.no_grad():
+        reference = ssl(wavs, wav_lens)
+        assert torch.equal(wrapper_forward(ssl, wavs, wav_lens), reference)
+        # another copy of the transformers model (what a deployed copy runs)
+        assert torch.allclose(wrapper_forward(ssl, wavs, wav_lens, model=deployed), reference,
+                              atol=1e-6)
+        every = wrapper_forward(ssl, wavs, wav_lens, every_layer=True)
+    assert every.shape[0] == ssl.model.config.num_hidden_layers + 1
+    assert torch.equal(every[-1], reference)  # the last hidden state, through the output norm
+    ssl.normalize_wav = True
+    assert torch.allclose(normalized_input(ssl, wavs, traceable=True),
+                          F.layer_norm(wavs, wavs.shape[1:]), atol=1e-5)
+    ssl.output_norm = False
+    assert output_normalized(ssl, reference) is reference

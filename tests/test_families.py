@@ -13,10 +13,11 @@ from transformers import AutoModel
 
 from conftest import FAMILY_LAYOUTS, REPO, run_recipe
 from s3brain.adapters import Adapters
-from s3brain.backbone import hidden_layer_count, load_ssl
+from s3brain.backbone import hidden_layer_count, load_ssl, wrapper_forward
 from s3brain.downsampling import InputDownsampling
 from s3brain.early_exit import ExitHeads, early_exit, exit_inputs, layer_outputs
-from s3brain.families import is_stable_layer_norm
+from s3brain.families import (feature_frames_and_mask, final_layer_norm, is_stable_layer_norm,
+                              iter_blocks, run_blocks)
 from s3brain.masks import add_masks, fold
 from s3brain.salad import forward_with_dropping
 from s3brain.structured import Safari, save_shrunk, shrink
@@ -156,6 +157,77 @@ def test_token_dropping_keeping_every_frame_is_the_plain_forward(folder):
                                                            output_hidden_states=True)
     assert _close(hidden, plain) and kept.tolist() == [plain.shape[1]] * 2
     assert len(blocks) == model.config.num_hidden_layers
+
+
+def _padded_batch(seed=3):
+    """Two utterances of different lengths, the second zero-padded, and its sample mask."""
+    wav = _wav(2, seed=seed)
+    mask = torch.ones(2, wav.shape[1], dtype=torch.long)
+    mask[1, 5000:] = 0
+    return wav * mask, mask
+
+
+def test_opened_up_forward_is_the_models_forward_with_padding(folder):
+    model = _model(folder)
+    wav, mask = _padded_batch()
+    with torch.no_grad():
+        theirs = model(wav, attention_mask=mask, output_hidden_states=True)
+        frames = feature_frames_and_mask(model, wav, mask.sum(1))
+        pairs = list(iter_blocks(model, frames.hidden, frames.mask))
+        last, blocks = run_blocks(model, frames.hidden, frames.mask, every_block=True)
+        exits = [after for _, after in layer_outputs(model, wav, mask.sum(1))]
+    assert torch.equal(frames.mask, model._get_feature_vector_attention_mask(
+        frames.hidden.shape[1], mask))
+    assert frames.keep is None
+    blocks_count = model.config.num_hidden_layers
+    assert len(pairs) == len(blocks) == len(exits) == blocks_count
+    assert len(theirs.hidden_states) == blocks_count + 1
+    # hidden_states: the first block's input, then every block's output (the last one before
+    # the large layout's final layer norm); every frame, padding included
+    mine = [pairs[0][0]] + [after for _, after in pairs]
+    for i, (a, b) in enumerate(zip(mine[:-1], theirs.hidden_states[:-1])):
+        assert _close(a, b), f"hidden state {i}"
+    for (before, _), previous in zip(pairs[1:], mine[1:]):
+        assert torch.equal(before, previous)  # a block's input is the previous block's output
+    assert all(torch.equal(a, b) for a, b in zip(blocks, mine[1:]))
+    assert _close(last, theirs.last_hidden_state)
+    assert torch.equal(last, final_layer_norm(model, blocks[-1]))
+    assert _close(exits[-1], theirs.last_hidden_state)
+    if not is_stable_layer_norm(model):
+        assert _close(mine[-1], theirs.hidden_states[-1])
+
+
+def test_opened_up_forward_keeping_every_frame_is_the_plain_forward_with_padding(folder):
+    model = _model(folder)
+    wav, mask = _padded_batch(seed=4)
+
+    def keep_all(features, frames):
+        return torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+
+    with torch.no_grad():
+        theirs = model(wav, attention_mask=mask, output_hidden_states=True)
+        frames = feature_frames_and_mask(model, wav, mask.sum(1), keep_fn=keep_all)
+        last, blocks = run_blocks(model, frames.hidden, frames.mask, every_block=True)
+        hidden, kept, keep, dropped_blocks = forward_with_dropping(
+            model, wav, mask.sum(1), keep_all, output_hidden_states=True)
+    lengths = model._get_feat_extract_output_lengths(mask.sum(1))
+    assert frames.lengths.tolist() == kept.tolist() == lengths.tolist()
+    assert keep.sum(1).tolist() == lengths.tolist() and not keep[1, int(lengths[1]):].any()
+    assert _close(last, theirs.last_hidden_state) and torch.equal(last, hidden)
+    for mine, reference in zip(blocks[:-1], theirs.hidden_states[1:-1]):
+        assert _close(mine, reference)
+    assert all(torch.equal(a, b) for a, b in zip(blocks, dropped_blocks))
+
+
+def test_wrapper_forward_is_the_wrappers_forward(folder, tmp_path):
+    for every_layer in (False, True):
+        ssl = load_ssl(folder, tmp_path, output_norm=True, output_all_hiddens=every_layer).eval()
+        wav = _wav(2, seed=5)
+        wav_lens = torch.tensor([1.0, 0.6])
+        with torch.no_grad():
+            reference = ssl(wav, wav_lens)
+            assert torch.equal(wrapper_forward(ssl, wav, wav_lens), reference)
+            assert _close(wrapper_forward(ssl, wav, wav_lens, traceable=True), reference, 1e-4)
 
 
 def test_adapters_at_initialisation_leave_the_output_unchanged(folder):
