@@ -1,4 +1,5 @@
-"""The ``results.json`` every run writes, read by the comparison tools.
+"""The ``results.json`` every run writes (``s3brain.report.write_results``), read by the
+comparison tools.
 
 Example
 -------
@@ -8,7 +9,7 @@ Example
 ...     _ = update_results(path, strategy="weight_ft")
 ...     _ = update_results(path, wer_test_clean=12.5)
 ...     data = json.load(open(path))
->>> data["strategy"], data["wer_test_clean"], data["wer_test_other"]
+>>> data["strategy"], data["wer_test_clean"], data["sparsity"]
 ('weight_ft', 12.5, None)
 """
 
@@ -16,12 +17,13 @@ import json
 import os
 from pathlib import Path
 
+#: Keys of every run, whatever its task (null until set). A task adds its metrics (named
+#: ``<metric>_<split>``, listed in ``metric_keys``) and cost keys named after the measured audio
+#: length (``flops_10s``, ``latency_ms_10s``: see ``cost_seconds``).
 RESULT_KEYS = (
-    "strategy", "ssl_hub", "ssl_init", "train_split", "wer_test_clean", "wer_test_other",
-    "cer_test_clean", "cer_test_other", "wer_test_clean_lm", "wer_test_other_lm",
-    "sparsity", "sparsity_linear", "params_total", "params_transformer",
-    "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "onnx_latency_ms_10s",
-    "peak_memory_mb_10s", "train_seconds",
+    "strategy", "ssl_hub", "ssl_init", "primary_metric", "higher_is_better", "metric_keys",
+    "sparsity", "sparsity_linear", "params_total", "params_transformer", "params_trainable",
+    "cost_seconds", "rtf", "latency_threads", "train_seconds",
     "storage_bytes_per_task", "storage_share_of_backbone", "backbone_bytes",
 )
 

@@ -21,22 +21,91 @@ sys.path.insert(0, str(RECIPE_DIR))
 
 import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
-from speechbrain.utils.distributed import run_on_main  # noqa: E402
+from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
 from s3brain.audio import backbone_rate, read_audio  # noqa: E402
-from s3brain.backbone import BackboneUnavailableError  # noqa: E402
-from s3brain.ctc import (CTCFineTuning, evaluate_and_report, fit,  # noqa: E402
-                         frames_function, setup_strategy, start_experiment,
-                         usable_utterances)
+from s3brain.ctc import (decode_at_exits, early_exit_of, exit_outputs,  # noqa: E402
+                         frames_function, token_labels, usable_utterances, with_exit_loss)
 from s3brain.data import synthetic  # noqa: E402
+from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
+                                setup_strategies, start_experiment)
+from s3brain.finetuning import BackboneFineTuning  # noqa: E402
+from s3brain.report import cost_report, split_results, write_results  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
-class PhonemeRecognition(CTCFineTuning):
-    """Phoneme CTC: error rates over phonemes (PER)."""
+class PhonemeRecognition(BackboneFineTuning):
+    """Backbone (as the strategies run it) -> head -> phoneme CTC; phoneme error rate (PER).
+    ``BackboneFineTuning`` holds the strategies' hooks."""
 
-    units = "phonemes"
+    label_encoder = None
+
+    def compute_forward(self, batch, stage):
+        """Log-probabilities of the final head, their lengths, and the early exits' (or None)."""
+        batch = batch.to(self.device)
+        feats, wav_lens = self.backbone_features(batch, stage)
+        feats, exits = exit_outputs(early_exit_of(self.strategies), self.modules.ssl, feats,
+                                    self.hparams.log_softmax)
+        logits = self.modules.ctc_lin(self.modules.head(feats))
+        return self.hparams.log_softmax(logits), wav_lens, exits
+
+    def compute_objectives(self, predictions, batch, stage):
+        """CTC loss (with the strategies' and the exits' terms); at evaluation the greedy
+        phoneme sequences go into the PER."""
+        p_ctc, wav_lens, exits = predictions
+        tokens, tokens_lens = batch.tokens
+        loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
+        loss = self.strategies_loss(loss, predictions, batch, stage)
+        if exits:
+            loss = with_exit_loss(early_exit_of(self.strategies), loss, exits, lambda e:
+                                  self.hparams.ctc_cost(e, tokens, wav_lens, tokens_lens))
+        if stage != sb.Stage.TRAIN:
+            if exits is not None:  # decoded as deployed: each utterance stops at its exit
+                hyps = decode_at_exits(early_exit_of(self.strategies), self.modules.ssl,
+                                       lambda h: self.modules.ctc_lin(self.modules.head(h)),
+                                       *batch.sig, self.hparams.blank_index)
+            else:
+                hyps = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens,
+                                                     blank_id=self.hparams.blank_index)
+            predicted = [token_labels(h, self.label_encoder, "phonemes") for h in hyps]
+            self.per_metric.append(batch.id, predicted, [p.split() for p in batch.phn])
+        return loss
+
+    def init_optimizers(self):
+        """Adam for the head and for the backbone's trainable tensors (weights or mask scores);
+        the backbone's waits ``ssl_frozen_steps`` updates."""
+        self.init_backbone_optimizers(self.hparams.model_opt_class, self.hparams.ssl_opt_class,
+                                      self.hparams.ssl_frozen_steps)
+
+    def on_stage_start(self, stage, epoch=None):
+        """A new PER; the strategies' ``before_eval`` (re-pruning) and statistics reset."""
+        if stage != sb.Stage.TRAIN:
+            self.per_metric = self.hparams.error_rate_computer()
+            self.strategies_before_eval(stage)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the stage; at VALID anneal and checkpoint, at TEST write the PER file."""
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["PER"] = self.per_metric.summarize("error_rate")
+        stats.update(self.strategy_stats(stage))
+        if stage == sb.Stage.VALID:
+            lrs = self.anneal(stats)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(meta=self.checkpoint_meta(stats, "PER"),
+                                                 min_keys=["PER"])
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
+                test_stats=stats)
+            self.test_stats = stats
+            if if_main_process():
+                with open(Path(self.hparams.output_folder) / "per_test.txt", "w") as w:
+                    self.per_metric.write_stats(w)
 
 
 def prepare_data(hparams):
@@ -116,23 +185,39 @@ def dataio_prepare(hparams, manifests, label_encoder):
 
 
 def main(argv):
-    """Prepare, train, test and report one language's run; the exit status."""
-    try:
+    """Prepare, train, test and report one language's run; the exit status (2: a one-line
+    error)."""
+    with setup_errors():  # no backbone, missing data, wrong init_from, bad keys: one line
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         manifests = prepare_data(hparams)
         label_encoder = label_encoder_for(hparams, manifests[hparams["train_split"]])
-        setup_strategy(hparams, key="PER")
-    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
+        strategies = setup_strategies(hparams)
     train, dev, test = dataio_prepare(hparams, manifests, label_encoder)
-    brain = fit(PhonemeRecognition, hparams, run_opts, train, dev, label_encoder)
-    evaluate_and_report(brain, hparams, {"test": test}, {
-        "strategy": hparams["strategy"], "language": hparams["language"],
-        "ssl_hub": str(hparams["ssl_hub"]), "ssl_init": hparams["ssl"].ssl_init,
-        "train_split": f"{hparams['language']}/{hparams['train_split']}",
-        "phonemes": len(label_encoder) - 1})
+
+    brain = PhonemeRecognition(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+                               checkpointer=hparams["checkpointer"])
+    brain.label_encoder = label_encoder
+    brain.fit(hparams["epoch_counter"], train, dev,
+              train_loader_kwargs=seeded_loader_options(hparams["train_dataloader_opts"],
+                                                        hparams["seed"]),
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    brain.evaluate(test, min_key="PER", test_loader_kwargs=hparams["test_dataloader_opts"])
+
+    results = {"strategy": hparams["strategy"], "language": hparams["language"],
+               "ssl_hub": str(hparams["ssl_hub"]), "ssl_init": hparams["ssl"].ssl_init,
+               "train_split": f"{hparams['language']}/{hparams['train_split']}",
+               "phonemes": len(label_encoder) - 1, "train_seconds": brain.train_seconds}
+    metrics = split_results(brain.test_stats, "test")
+    # the cost of the model that serves the language, on 10 s of audio as in the papers
+    head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])
+    extra = [m for k, m in hparams["modules"].items() if k not in ("ssl", "head", "ctc_lin")]
+    cost = cost_report(hparams["ssl"], head, strategies, seconds=10,
+                       repeats=hparams["cost_repeats"], threads=hparams["cost_threads"],
+                       extra=extra)
+    write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
+                  hparams["model"], primary="per_test")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

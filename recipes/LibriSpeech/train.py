@@ -25,23 +25,109 @@ sys.path.insert(0, str(RECIPE_DIR))
 
 import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
-from speechbrain.utils.distributed import run_on_main  # noqa: E402
+from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
 from s3brain.audio import backbone_rate, read_audio  # noqa: E402
-from s3brain.backbone import BackboneUnavailableError  # noqa: E402
+from s3brain.ctc import (decode_at_exits, early_exit_of, exit_outputs,  # noqa: E402
+                         frames_function, lm_decode, token_labels, usable_utterances,
+                         with_exit_loss)
 from s3brain.data import synthetic  # noqa: E402
-from s3brain.ctc import (CTCFineTuning, evaluate_and_report, fit,  # noqa: E402
-                         frames_function, setup_strategy, start_experiment,
-                         usable_utterances)
+from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
+                                setup_strategies, start_experiment)
+from s3brain.finetuning import BackboneFineTuning  # noqa: E402
 from s3brain.lm import CTCBeamLMDecoder, build_ngram  # noqa: E402
+from s3brain.report import cost_report, split_results, write_results  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
-class ASR(CTCFineTuning):
-    """Character CTC: word and character error rates, greedy and with the LM."""
+class ASR(BackboneFineTuning):
+    """Backbone (as the strategies run it) -> head -> character CTC; WER and CER, greedy and
+    with the KenLM beam search. ``BackboneFineTuning`` holds the strategies' hooks."""
 
-    units = "chars"
+    label_encoder = None
+    lm_decoder = None
+
+    def compute_forward(self, batch, stage):
+        """Log-probabilities of the final head, their lengths, and the early exits' (or None)."""
+        batch = batch.to(self.device)
+        feats, wav_lens = self.backbone_features(batch, stage)
+        feats, exits = exit_outputs(early_exit_of(self.strategies), self.modules.ssl, feats,
+                                    self.hparams.log_softmax)
+        logits = self.modules.ctc_lin(self.modules.head(feats))
+        return self.hparams.log_softmax(logits), wav_lens, exits
+
+    def compute_objectives(self, predictions, batch, stage):
+        """CTC loss (with the strategies' and the exits' terms); at evaluation the greedy (and,
+        at test, LM) transcripts go into the metrics."""
+        p_ctc, wav_lens, exits = predictions
+        tokens, tokens_lens = batch.tokens
+        loss = self.hparams.ctc_cost(p_ctc, tokens, wav_lens, tokens_lens)
+        loss = self.strategies_loss(loss, predictions, batch, stage)
+        if exits:
+            loss = with_exit_loss(early_exit_of(self.strategies), loss, exits, lambda e:
+                                  self.hparams.ctc_cost(e, tokens, wav_lens, tokens_lens))
+        if stage != sb.Stage.TRAIN:
+            if exits is not None:  # decoded as deployed: each utterance stops at its exit
+                hyps = decode_at_exits(early_exit_of(self.strategies), self.modules.ssl,
+                                       lambda h: self.modules.ctc_lin(self.modules.head(h)),
+                                       *batch.sig, self.hparams.blank_index)
+            else:
+                hyps = sb.decoders.ctc_greedy_decode(p_ctc, wav_lens,
+                                                     blank_id=self.hparams.blank_index)
+            predicted = [token_labels(h, self.label_encoder) for h in hyps]
+            target = [words.split(" ") for words in batch.wrd]
+            self.wer_metric.append(batch.id, predicted, target)
+            self.cer_metric.append(batch.id, predicted, target)
+            if stage == sb.Stage.TEST and self.lm_decoder is not None:
+                self.lm_metric.append(batch.id, lm_decode(self.lm_decoder, p_ctc, wav_lens),
+                                      target)
+        return loss
+
+    def init_optimizers(self):
+        """Adam for the head and for the backbone's trainable tensors (weights or mask scores);
+        the backbone's waits ``ssl_frozen_steps`` updates."""
+        self.init_backbone_optimizers(self.hparams.model_opt_class, self.hparams.ssl_opt_class,
+                                      self.hparams.ssl_frozen_steps)
+
+    def on_stage_start(self, stage, epoch=None):
+        """New metrics; the strategies' ``before_eval`` (re-pruning) and statistics reset."""
+        if stage != sb.Stage.TRAIN:
+            self.wer_metric = self.hparams.error_rate_computer()
+            self.cer_metric = self.hparams.cer_computer()
+            self.lm_metric = self.hparams.error_rate_computer()
+            self.strategies_before_eval(stage)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the stage; at VALID anneal and checkpoint, at TEST write the error-rate files."""
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["CER"] = self.cer_metric.summarize("error_rate")
+        stats["WER"] = self.wer_metric.summarize("error_rate")
+        stats.update(self.strategy_stats(stage))
+        if stage == sb.Stage.VALID:
+            lrs = self.anneal(stats)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(meta=self.checkpoint_meta(stats, "WER"),
+                                                 min_keys=["WER"])
+        elif stage == sb.Stage.TEST:
+            if self.lm_decoder is not None:
+                stats["WER_LM"] = self.lm_metric.summarize("error_rate")
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current,
+                            "test split": self.test_split}, test_stats=stats)
+            self.test_stats = stats
+            if if_main_process():
+                with open(Path(self.hparams.output_folder) / f"wer_{self.test_split}.txt",
+                          "w") as w:
+                    self.wer_metric.write_stats(w)
+                if self.lm_decoder is not None:
+                    with open(Path(self.hparams.output_folder) /
+                              f"wer_lm_{self.test_split}.txt", "w") as w:
+                        self.lm_metric.write_stats(w)
 
 
 def label_encoder_for(hparams):
@@ -163,23 +249,41 @@ def lm_decoder_for(hparams, label_encoder):
 
 def main(argv):
     """Prepare, train, test and report one run; the exit status (2: a one-line error)."""
-    try:
+    with setup_errors():  # no backbone, missing data, wrong init_from, bad keys: one line
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         label_encoder = label_encoder_for(hparams)
         manifests = prepare_data(hparams)
-        setup_strategy(hparams)
+        strategies = setup_strategies(hparams)
         lm_decoder = lm_decoder_for(hparams, label_encoder)
-    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
-        # no backbone, missing data, wrong init_from, bad keys: one line saying what to do
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    ssl = hparams["ssl"]
     train, valid, tests = dataio_prepare(hparams, manifests, label_encoder)
-    asr = fit(ASR, hparams, run_opts, train, valid, label_encoder, lm_decoder)
-    evaluate_and_report(asr, hparams, tests, {
-        "strategy": hparams["strategy"], "ssl_hub": str(hparams["ssl_hub"]),
-        "ssl_init": ssl.ssl_init, "train_split": "+".join(hparams["train_splits"])})
+
+    asr = ASR(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+              checkpointer=hparams["checkpointer"])
+    asr.label_encoder, asr.lm_decoder = label_encoder, lm_decoder
+    asr.fit(hparams["epoch_counter"], train, valid,
+            train_loader_kwargs=seeded_loader_options(hparams["train_dataloader_opts"],
+                                                      hparams["seed"]),
+            valid_loader_kwargs=hparams["valid_dataloader_opts"])
+
+    results = {"strategy": hparams["strategy"], "ssl_hub": str(hparams["ssl_hub"]),
+               "ssl_init": hparams["ssl"].ssl_init,
+               "train_split": "+".join(hparams["train_splits"])}
+    metrics = {}
+    for split, data in tests.items():
+        asr.test_split = split
+        asr.evaluate(data, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+        metrics.update(split_results(asr.test_stats, split))
+    results["train_seconds"] = asr.train_seconds
+    # the cost of the model that serves the task, on 10 s of audio as in the papers
+    head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])
+    extra = [m for k, m in hparams["modules"].items() if k not in ("ssl", "head", "ctc_lin")]
+    cost = cost_report(hparams["ssl"], head, strategies, seconds=10,
+                       repeats=hparams["cost_repeats"], threads=hparams["cost_threads"],
+                       extra=extra)
+    write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
+                  hparams["model"], primary="wer_test_clean")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
