@@ -586,37 +586,126 @@ class Distillation(Strategy):
 
 
 class Adapters(Strategy):
-    """Adapter tuning (``s3brain.adapters.Adapters``: bottleneck adapters in every block, the
-    backbone frozen); a task is its adapters and head.
+    """Adapter tuning: Houlsby adapters (``s3brain.adapters.Adapters``, SpeechBrain's
+    ``HoulsbyAdapterLinear`` started at the identity) after the chosen linears of every block,
+    the backbone frozen; a task is its adapters and head.
+
+    The adapters sit inside the backbone (SpeechBrain's ``AdaptedModel`` wraps its linears in
+    place), so they train with the backbone's optimizer (``lr_ssl``, the backbone's only
+    trainable tensors) and are checkpointed and resumed with ``ssl``; ``modules()`` stays
+    empty, as listing them there too would put them in both optimizers. An adapter is
+    nonlinear: the deployed model keeps it (no merge), and its cost counts there.
 
     Arguments
     ---------
-    adapters : s3brain.adapters.Adapters
-        The adapters, already hooked into the backbone.
+    bottleneck : int
+        Width of each adapter's down-projection.
+    targets : list of str
+        The linears adapted in every block (``s3brain.adapters.target_layers``).
 
     Example
     -------
     >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
-    >>> from s3brain.adapters import Adapters as Bottleneck
     >>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2,
     ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8), conv_stride=(5, 2),
     ...     conv_kernel=(10, 3), num_feat_extract_layers=2))
-    >>> strategy = Adapters(Bottleneck(model, bottleneck=8))
-    >>> strategy.task_payload(None, model, nn.Linear(32, 2), {})
-    5192
+    >>> strategy = Adapters(bottleneck=8)
+    >>> strategy.setup(model, {})
+    >>> strategy.task_payload(None, model, nn.Linear(32, 2), {})  # 4 x (1104 + 66)
+    4680
     """
 
-    def __init__(self, adapters):
-        self.adapters = adapters
+    def __init__(self, bottleneck=64, targets=("output_dense",)):
+        self.bottleneck = bottleneck
+        self.targets = list(targets)
 
-    def modules(self):
-        """See ``Strategy.modules``."""
-        return {"adapters": self.adapters}
+    def add(self, ssl):
+        """Put the adapters into the backbone.
+
+        Arguments
+        ---------
+        ssl : torch.nn.Module
+            The backbone wrapper (or transformers model).
+
+        Returns
+        -------
+        s3brain.adapters.AddedAdapters
+            The added trainable projections.
+        """
+        from s3brain.adapters import Adapters as HoulsbyAdapters
+
+        return HoulsbyAdapters(ssl, bottleneck=self.bottleneck, targets=self.targets)
+
+    def setup(self, ssl, hparams):
+        """See ``Strategy.setup``."""
+        added = self.add(ssl)
+        logger.info("%s on %d layers (%s): %d trainable parameters, backbone frozen",
+                    type(self).__name__, len(added.layer_names), ", ".join(self.targets),
+                    sum(p.numel() for p in added.parameters()))
 
     def task_payload(self, path, ssl, head, info):
-        """See ``Strategy.task_payload``."""
-        modules = nn.ModuleList([self.adapters, head])
-        return sum(p.numel() * p.element_size() for p in modules.parameters())
+        """See ``Strategy.task_payload``: the adapters' tensors and the head's."""
+        from s3brain.adapters import adapter_state_dict
+
+        tensors = [*adapter_state_dict(ssl).values(), *head.state_dict().values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class LoRA(Adapters):
+    """LoRA (``s3brain.adapters.LoRAAdapters``, SpeechBrain's ``LoRA``) on the chosen linears of
+    every block, the backbone frozen; a task is its LoRA tensors and head. Trained, saved and
+    resumed as ``Adapters``; deployed merged into plain ``nn.Linear`` weights
+    (``W + alpha / rank * B A``), so the deployed backbone costs what the plain one does.
+
+    Arguments
+    ---------
+    rank : int
+        Rank of each update.
+    alpha : float
+        Each update is scaled by ``alpha / rank``.
+    targets : list of str
+        The linears adapted in every block (``s3brain.adapters.target_layers``).
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8), conv_stride=(5, 2),
+    ...     conv_kernel=(10, 3), num_feat_extract_layers=2))
+    >>> strategy = LoRA(rank=2, targets=["attention"])
+    >>> strategy.setup(model, {})
+    >>> strategy.task_payload(None, model, nn.Linear(32, 2), {})  # 4 x (2 x 4 x 2 x 64 + 66)
+    4360
+    >>> type(strategy.deployable(model).encoder.layers[0].attention.q_proj).__name__
+    'Linear'
+    """
+
+    def __init__(self, rank=8, alpha=8.0, targets=("attention", "ffn")):
+        self.rank, self.alpha = rank, alpha
+        self.targets = list(targets)
+
+    def add(self, ssl):
+        """Put the LoRA layers into the backbone.
+
+        Arguments
+        ---------
+        ssl : torch.nn.Module
+            The backbone wrapper (or transformers model).
+
+        Returns
+        -------
+        s3brain.adapters.AddedAdapters
+            The added trainable projections.
+        """
+        from s3brain.adapters import LoRAAdapters
+
+        return LoRAAdapters(ssl, rank=self.rank, alpha=self.alpha, targets=self.targets)
+
+    def deployable(self, ssl):
+        """See ``Strategy.deployable``: every LoRA layer merged into its ``nn.Linear``."""
+        from s3brain.adapters import merge_lora
+
+        return merge_lora(ssl)
 
 
 class Downsampling(Strategy):

@@ -1,52 +1,214 @@
-"""Adapter tuning: only the adapters learn, the backbone stays as it was, hooks come out."""
+"""Adapters and LoRA through SpeechBrain's ``AdaptedModel`` on every backbone family and layout:
+unchanged at initialisation, only the added tensors train, LoRA merges into plain linears,
+a checkpoint resumes, and the LoRA recipe runs in debug mode."""
 
+import json
+
+import pytest
 import torch
-from test_masks import audio, small_model
+from transformers import AutoModel
 
-from s3brain.adapters import Adapters
+from conftest import FAMILY_LAYOUTS, run_recipe
+from s3brain.adapters import (Adapters, HoulsbyAdapter, LoRA, LoRAAdapters, adapter_state_dict,
+                              added_adapters, merge_lora, target_layers)
+from s3brain.backbone import load_ssl
+from s3brain.checkpoint import Checkpointer
+from s3brain.strategies import Adapters as AdapterStrategy
+from s3brain.strategies import LoRA as LoRAStrategy
+from s3brain.strategies import deployable, setup_strategies, task_payload
+
+IDS = [f"{family}-{layout}" for family, layout in FAMILY_LAYOUTS]
 
 
-def test_adapters_learn_while_the_backbone_stays_fixed():
-    model = small_model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    x = audio()
+@pytest.fixture(params=FAMILY_LAYOUTS, ids=IDS)
+def folder(request, tiny_family_models):
+    return tiny_family_models[request.param]
+
+
+def _model(folder):
+    return AutoModel.from_pretrained(folder, local_files_only=True).eval()
+
+
+def _wav(batch=2, samples=8000, seed=0):
+    return torch.randn(batch, samples, generator=torch.Generator().manual_seed(seed))
+
+
+def _sizes(model):
+    config = model.config
+    return config.hidden_size, config.intermediate_size, config.num_hidden_layers
+
+
+def _lora_count(model, rank, attention=True, ffn=True):
+    """rank * (in + out) per adapted linear."""
+    hidden, inner, blocks = _sizes(model)
+    per_block = (4 * rank * 2 * hidden if attention else 0) + (
+        2 * rank * (hidden + inner) if ffn else 0)
+    return blocks * per_block
+
+
+def _perturb(added, seed=0):
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        reference = model(x).last_hidden_state
-    adapters = Adapters(model, bottleneck=4)
+        for p in added.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+
+
+def _backbone_tensors(model):
+    """The pretrained tensors, by their names with the wrappers' parts taken out."""
+    return {k.replace(".pretrained_module", "").replace(".pretrained_linear", ""): v.clone()
+            for k, v in model.state_dict().items() if ".adapter_" not in k}
+
+
+@pytest.mark.parametrize("targets", [["attention", "ffn"], ["ffn"], ["q_proj", "out_proj"]])
+def test_lora_unchanged_at_init_counted_frozen_and_merged(folder, targets):
+    model = _model(folder)
+    wav = _wav()
+    rank = 3
+    with torch.no_grad():
+        plain = model(wav).last_hidden_state
+    keys = set(model.state_dict())
+    lora = LoRAAdapters(model, rank=rank, alpha=6.0, targets=targets)
+    with torch.no_grad():
+        at_init = model(wav).last_hidden_state
+    assert (at_init - plain).abs().max() <= 1e-6
+    hidden, _, blocks = _sizes(model)
+    if targets == ["q_proj", "out_proj"]:
+        expected = blocks * 2 * rank * 2 * hidden
+    else:
+        expected = _lora_count(model, rank, attention="attention" in targets)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in trainable) == expected == sum(p.numel() for p in lora.parameters())
+    assert {id(p) for p in trainable} == {id(p) for p in lora.parameters()}
+    assert all(isinstance(m, LoRA) for m in added_adapters(model).values())
+
+    _perturb(lora)
+    with torch.no_grad():
+        adapted = model(wav).last_hidden_state
+        assert (adapted - plain).abs().max() > 1e-3  # the update does reach the output
+        merged = merge_lora(model)
+        assert (merged(wav).last_hidden_state - adapted).abs().max() <= 1e-5
+    assert not any(isinstance(m, (LoRA, HoulsbyAdapter)) for m in merged.modules())
+    assert all(type(merged.get_submodule(name)) is torch.nn.Linear for name in
+               [n for n, _ in merged.named_modules() if n.endswith(("_proj", "_dense"))])
+    assert set(merged.state_dict()) == keys  # the plain backbone's keys again
+
+
+def test_houlsby_unchanged_at_init_counted_and_frozen(folder):
+    model = _model(folder)
+    wav = _wav()
+    with torch.no_grad():
+        plain = model(wav).last_hidden_state
+    pretrained = _backbone_tensors(model)
+    adapters = Adapters(model, bottleneck=5, targets=["ffn"])
+    with torch.no_grad():
+        assert torch.equal(model(wav).last_hidden_state, plain)
+    hidden, inner, blocks = _sizes(model)
+    # down (out -> 5) and up (5 -> out), with biases, after each FFN linear
+    expected = blocks * sum(2 * 5 * out + 5 + out for out in (inner, hidden))
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+    assert sum(p.numel() for p in adapters.parameters()) == expected
+    # a few steps move the output; the pretrained tensors stay bit-identical
     optimizer = torch.optim.Adam(adapters.parameters(), lr=0.01)
     model.train()
-    for step in range(3):
-        loss = model(audio(seed=step)).last_hidden_state.pow(2).mean()
+    for step in range(2):
+        loss = model(_wav(seed=step + 1)).last_hidden_state.pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     with torch.no_grad():
-        adapted = model(x).last_hidden_state
-        assert not torch.allclose(adapted, reference)
-        adapters.remove()
-        assert torch.equal(model(x).last_hidden_state, reference)
-    assert len(adapters) == len(model.encoder.layers)
+        assert not torch.allclose(model(wav).last_hidden_state, plain)
+    after = _backbone_tensors(model)
+    assert after.keys() == pretrained.keys()
+    assert all(torch.equal(after[k], v) for k, v in pretrained.items())
 
 
-def test_a_deep_copy_of_backbone_and_adapters_runs_the_copied_adapters():
-    """The cost report measures a deep copy (moved to the CPU); its hooks must call the copied
-    adapters, not the originals (which may sit on a GPU)."""
-    import copy
+def test_houlsby_on_the_attention_output_or_refused_where_it_cannot_run(folder):
+    model = _model(folder)
+    if model.config.model_type == "wavlm":  # its attention reads out_proj.weight directly
+        with pytest.raises(ValueError, match="would never run.*use LoRA"):
+            Adapters(model, bottleneck=4, targets=["out_proj", "output_dense"])
+    else:
+        adapters = Adapters(model, bottleneck=4, targets=["out_proj", "output_dense"])
+        assert len(adapters) == 2 * model.config.num_hidden_layers
 
-    model = small_model()
-    adapters = Adapters(model, bottleneck=4)
-    for p in adapters.parameters():
-        torch.nn.init.normal_(p, std=0.5)
-    x = audio()
+
+def test_targets_are_checked_and_adapters_go_in_once():
+    model = _wav2vec2()
+    with pytest.raises(ValueError, match="not a layer of the wav2vec2 table"):
+        target_layers(model, ["fc1"])
+    assert target_layers(model, "v_proj") == ["encoder.layers.*.attention.v_proj"]
+    LoRAAdapters(model, rank=2)
+    with pytest.raises(ValueError, match="already has adapters"):
+        Adapters(model)
+
+
+def _wav2vec2():
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    return Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64)).eval()
+
+
+def test_strategies_payload_and_deployable(folder):
+    head = torch.nn.Linear(32, 5)
+    head_bytes = 4 * (32 * 5 + 5)
+    for strategy, merges in ((LoRAStrategy(rank=2), True), (AdapterStrategy(bottleneck=4), False)):
+        model = _model(folder)
+        setup_strategies([strategy], model, {})
+        assert strategy.modules() == {}  # inside the backbone: trained and saved with it
+        added = sum(t.numel() for t in adapter_state_dict(model).values())
+        assert added == sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert task_payload([strategy], None, model, head, {}) == 4 * added + head_bytes
+        _perturb(_trainable(model))
+        with torch.no_grad():
+            adapted = model(_wav()).last_hidden_state
+            deployed = deployable([strategy], model)
+            assert (deployed(_wav()).last_hidden_state - adapted).abs().max() <= 1e-5
+        assert bool(added_adapters(deployed)) != merges
+
+
+def _trainable(model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.nn.ParameterList(params)
+
+
+def test_a_checkpoint_resumes_into_a_fresh_backbone(folder, tmp_path):
+    """The adapted backbone is the recipe's ``ssl`` recoverable: saved with its LoRA tensors,
+    loaded (strictly) into a fresh backbone that the strategy set up the same way."""
+    wav = _wav()
+
+    def build():
+        ssl = load_ssl(folder, tmp_path / "ssl", freeze_feature_extractor=True).eval()
+        setup_strategies([LoRAStrategy(rank=2, targets=["attention", "ffn"])], ssl, {})
+        return ssl
+
+    ssl = build()
+    _perturb(_trainable(ssl))
     with torch.no_grad():
-        original = model(x).last_hidden_state
-        model_copy, adapters_copy = copy.deepcopy([model, adapters])
-        assert torch.equal(model_copy(x).last_hidden_state, original)
-        for p in adapters_copy.parameters():
-            p.zero_()  # an all-zero adapter adds nothing: the copy now gives the plain backbone
-        adapters.remove()
-        plain = model(x).last_hidden_state
-        assert torch.equal(model_copy(x).last_hidden_state, plain)
-        assert not torch.allclose(plain, original)
+        trained = ssl(wav)
+    Checkpointer(tmp_path / "save", recoverables={"ssl": ssl}).save_checkpoint()
+    fresh = build()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(wav), trained)
+    assert Checkpointer(tmp_path / "save", recoverables={"ssl": fresh}).recover_if_possible()
+    with torch.no_grad():
+        assert torch.equal(fresh(wav), trained)
+
+
+def test_lora_recipe_debug_run(tmp_path):
+    out = tmp_path / "lora"
+    proc = run_recipe("recipes/LibriSpeech/hparams/lora.yaml", "--debug", "--synthetic_size=tiny",
+                      "--cost_repeats=1", f"--output_folder={out}")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    ssl = load_ssl(results["ssl_hub"], tmp_path / "hub")
+    lora = _lora_count(ssl.model, rank=8)
+    hidden = ssl.model.config.hidden_size
+    head = hidden * 256 + 256 + 256 * 29 + 29
+    assert results["strategy"] == "lora"
+    assert results["params_trainable"] == lora + head
+    assert results["storage_bytes_per_task"] == 4 * (lora + head)
+    # deployed merged: the plain backbone and the head, nothing of LoRA
+    assert results["params_total"] == sum(p.numel() for p in ssl.parameters()) + head
