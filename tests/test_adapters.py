@@ -174,14 +174,16 @@ def _trainable(model):
     return torch.nn.ParameterList(params)
 
 
-def test_a_checkpoint_resumes_into_a_fresh_backbone(folder, tmp_path):
-    """The adapted backbone is the recipe's ``ssl`` recoverable: saved with its LoRA tensors,
+@pytest.mark.parametrize("make", [lambda: LoRAStrategy(rank=2, targets=["attention", "ffn"]),
+                                  lambda: AdapterStrategy(bottleneck=3)], ids=["lora", "houlsby"])
+def test_a_checkpoint_resumes_into_a_fresh_backbone(folder, tmp_path, make):
+    """The adapted backbone is the recipe's ``ssl`` recoverable: saved with its added tensors,
     loaded (strictly) into a fresh backbone that the strategy set up the same way."""
     wav = _wav()
 
     def build():
         ssl = load_ssl(folder, tmp_path / "ssl", freeze_feature_extractor=True).eval()
-        setup_strategies([LoRAStrategy(rank=2, targets=["attention", "ffn"])], ssl, {})
+        setup_strategies([make()], ssl, {})
         return ssl
 
     ssl = build()
