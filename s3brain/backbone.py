@@ -35,11 +35,27 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 class BackboneUnavailableError(RuntimeError):
-    """The SSL backbone cannot be loaded (no hub access, or a wrong directory)."""
+    """The SSL backbone cannot be loaded (no hub access, or a wrong directory).
+
+    Example
+    -------
+    >>> str(BackboneUnavailableError("give a local folder: --ssl_hub=/path"))
+    'give a local folder: --ssl_hub=/path'
+    """
 
 
 def default_backbone():
-    """Directory of the project's own small wav2vec2 backbone (shipped with the package)."""
+    """Directory of the project's own small wav2vec2 backbone (shipped with the package).
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> Path(default_backbone()).name
+    'w2v2-tiny'
+    """
     return str(Path(__file__).resolve().parent / "backbones" / "w2v2-tiny")
 
 
@@ -95,6 +111,14 @@ def load_ssl(source, save_path, random_init=False, random_init_seed=0, config_ov
     speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2
         The wrapped backbone: ``.model`` is the transformers model, ``.ssl_init`` says
         ``"pretrained"`` or ``"random"``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ssl = load_ssl(default_backbone(), tmp, output_all_hiddens=True)
+    >>> ssl.output_all_hiddens, ssl.model.config.layerdrop
+    (True, 0.0)
     """
     from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 
@@ -139,6 +163,26 @@ def configure(hf_model, overrides=None, every_layer=False):
     encoder's final layer norm). With ``every_layer`` (every block's output is used: SUPERB's
     weighted sum, early exit) LayerDrop is turned off, as a dropped block would be missing from
     the outputs.
+
+    Arguments
+    ---------
+    hf_model : transformers.PreTrainedModel
+        The model (its config is changed in place).
+    overrides : dict, optional
+        Config attributes to set.
+    every_layer : bool
+        Every block's output is used: LayerDrop off.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=8, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=16, conv_dim=(8,), conv_stride=(5,),
+    ...     conv_kernel=(10,), num_feat_extract_layers=1, num_conv_pos_embedding_groups=2,
+    ...     layerdrop=0.1))
+    >>> configure(model, {"mask_time_prob": 0.0}, every_layer=True)
+    >>> model.config.mask_time_prob, model.config.layerdrop
+    (0.0, 0.0)
     """
     from s3brain.families import family
 
@@ -158,7 +202,15 @@ def configure(hf_model, overrides=None, every_layer=False):
 
 
 def disable_layerdrop(model, why):
-    """Turn off LayerDrop (a block skipped at random in training), saying ``why``."""
+    """Turn off LayerDrop (a block skipped at random in training), saying ``why``.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers model, or a SpeechBrain wrapper of one (its config is changed).
+    why : str
+        The reason, logged.
+    """
     from s3brain.families import hf_model
 
     config = hf_model(model).config
@@ -169,7 +221,18 @@ def disable_layerdrop(model, why):
 
 def hidden_layer_count(ssl):
     """Number of hidden states ``ssl`` (a SpeechBrain wrapper with ``output_all_hiddens``)
-    returns: asked of the backbone itself, on a short silent input in eval mode."""
+    returns: asked of the backbone itself, on a short silent input in eval mode.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The wrapper.
+
+    Returns
+    -------
+    int
+        Blocks + 1.
+    """
     model = ssl.model
     param = next(model.parameters())
     samples = int(max(model.config.conv_kernel)) * int(torch.prod(torch.tensor(
@@ -199,12 +262,36 @@ def _check_hub_reachable(name):
 
 
 def hidden_size(ssl):
-    """Width of the backbone's output features."""
+    """Width of the backbone's output features.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The wrapper.
+
+    Returns
+    -------
+    int
+        (See the module's example.)
+    """
     return ssl.model.config.hidden_size
 
 
 def feature_frames(hf_model, num_samples):
-    """Number of frames the CNN feature extractor gives for ``num_samples`` audio samples."""
+    """Number of frames the CNN feature extractor gives for ``num_samples`` audio samples.
+
+    Arguments
+    ---------
+    hf_model : transformers.PreTrainedModel
+        The model.
+    num_samples : int
+        Audio samples.
+
+    Returns
+    -------
+    int
+        (See the module's example.)
+    """
     lengths = hf_model._get_feat_extract_output_lengths(torch.as_tensor(num_samples))
     return int(lengths)
 

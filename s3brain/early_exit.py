@@ -32,7 +32,23 @@ CRITERIA = ("entropy", "similarity")
 
 
 class ExitHeads(nn.ModuleList):
-    """One linear CTC head per transformer block (block i's head reads block i's output)."""
+    """One linear CTC head per transformer block (block i's head reads block i's output).
+
+    Arguments
+    ---------
+    hidden_size : int
+        Width of the blocks' outputs.
+    outputs : int
+        Output classes of each head (CTC tokens, blank included).
+    layers : int
+        Number of heads.
+
+    Example
+    -------
+    >>> heads = ExitHeads(hidden_size=8, outputs=5, layers=2)
+    >>> len(heads), heads[0](torch.zeros(1, 3, 8)).shape
+    (2, torch.Size([1, 3, 5]))
+    """
 
     def __init__(self, hidden_size, outputs, layers):
         super().__init__([nn.Linear(hidden_size, outputs) for _ in range(layers)])
@@ -40,7 +56,17 @@ class ExitHeads(nn.ModuleList):
 
 def exit_head_count(ssl):
     """Exit heads a recipe needs: one per transformer block but the last (whose exit is the
-    model's own CTC head)."""
+    model's own CTC head).
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The backbone (a transformers model or a SpeechBrain wrapper).
+
+    Returns
+    -------
+    int
+    """
     return len(transformer_blocks(ssl)) - 1
 
 
@@ -66,6 +92,24 @@ def layer_outputs(model, wav, wav_lengths=None):
     ------
     tuple of torch.Tensor
         ``(block input, exit features of the block output)``, ``[batch, frames, hidden]``.
+
+    Returns
+    -------
+    generator
+        Of the pairs above, one per block.
+
+    Example
+    -------
+    >>> from transformers import HubertConfig, HubertModel
+    >>> model = HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=2,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8), conv_stride=(5, 2),
+    ...     conv_kernel=(10, 3), num_feat_extract_layers=2)).eval()
+    >>> wav = torch.randn(1, 1600)
+    >>> with torch.no_grad():
+    ...     outputs = [after for _, after in layer_outputs(model, wav)]
+    ...     last = model(wav).last_hidden_state
+    >>> len(outputs), torch.allclose(outputs[-1], last, atol=1e-6)
+    (2, True)
     """
     frames = feature_frames_and_mask(model, wav, wav_lengths)
     for block_input, block_output in iter_blocks(model, frames.hidden, frames.mask):
@@ -88,6 +132,17 @@ def exit_features(model, block_output):
     -------
     torch.Tensor
         The same shape.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=8, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=16, conv_dim=(8,), conv_stride=(5,),
+    ...     conv_kernel=(10,), num_feat_extract_layers=1, do_stable_layer_norm=True,
+    ...     feat_extract_norm="layer", num_conv_pos_embedding_groups=2))
+    >>> out = exit_features(model, torch.randn(1, 3, 8))
+    >>> torch.allclose(out.mean(-1), torch.zeros(1, 3), atol=1e-5)   # the large layout
+    True
     """
     return final_layer_norm(model, block_output)
 
@@ -95,7 +150,23 @@ def exit_features(model, block_output):
 def exit_inputs(model, hiddens, heads):
     """The inputs of the exit heads from the backbone's hidden states ``[layers + 1, B, T, D]``
     (``output_all_hiddens``): each intermediate block's ``exit_features``. A clear error when
-    the backbone did not return one output per block."""
+    the backbone did not return one output per block.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The backbone (a transformers model or a SpeechBrain wrapper).
+    hiddens : torch.Tensor
+        ``[layers + 1, batch, frames, hidden]``: the first block's input, then every block's
+        output.
+    heads : ExitHeads
+        The exit heads (one per block but the last).
+
+    Returns
+    -------
+    list of torch.Tensor
+        One ``[batch, frames, hidden]`` per exit head.
+    """
     blocks = len(transformer_blocks(model))
     if len(hiddens) != blocks + 1 or len(heads) != blocks - 1:
         raise ValueError(f"early exit needs {blocks + 1} hidden states and {blocks - 1} exit "
@@ -106,7 +177,21 @@ def exit_inputs(model, hiddens, heads):
 
 
 def block_flops(model, seconds=10, sample_rate=16000):
-    """FLOPs of one transformer block on the frames of ``seconds`` of audio."""
+    """FLOPs of one transformer block on the frames of ``seconds`` of audio.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The backbone (a transformers model or a SpeechBrain wrapper).
+    seconds : float
+        Audio length.
+    sample_rate : int
+        Samples per second.
+
+    Returns
+    -------
+    int
+    """
     from s3brain.efficiency import count_flops
 
     model = hf_model(model)
@@ -121,27 +206,99 @@ def block_flops(model, seconds=10, sample_rate=16000):
 def flops_at_exit(model, flops_all_blocks, mean_exit_block, seconds=10):
     """FLOPs for ``seconds`` of audio when the transformer stops after ``mean_exit_block``
     blocks on average: the all-block figure less the blocks never run (the exit heads' own
-    linear layers are not counted)."""
+    linear layers are not counted).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The backbone (a transformers model or a SpeechBrain wrapper).
+    flops_all_blocks : int
+        FLOPs of the whole model on ``seconds`` of audio.
+    mean_exit_block : float
+        Mean exit block (1-based).
+    seconds : float
+        Audio length.
+
+    Returns
+    -------
+    int
+    """
     blocks = len(transformer_blocks(model))
     return int(flops_all_blocks - (blocks - mean_exit_block) * block_flops(model, seconds))
 
 
 def mean_entropy(log_probs):
-    """Mean over frames of the entropy (nats) of each frame's output distribution."""
+    """Mean over frames of the entropy (nats) of each frame's output distribution.
+
+    Arguments
+    ---------
+    log_probs : torch.Tensor
+        ``[..., classes]`` log-probabilities.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> round(mean_entropy(torch.full((1, 2, 4), 0.25).log()), 4)   # log(4)
+    1.3863
+    """
     return float(-(log_probs.exp() * log_probs).sum(-1).mean())
 
 
 def mean_similarity(before, after):
-    """Mean over frames of the cosine similarity of a block's input and output."""
+    """Mean over frames of the cosine similarity of a block's input and output.
+
+    Arguments
+    ---------
+    before : torch.Tensor
+        ``[..., hidden]``, the block's input.
+    after : torch.Tensor
+        ``[..., hidden]``, its output.
+
+    Returns
+    -------
+    float
+
+    Example
+    -------
+    >>> x = torch.randn(1, 3, 4)
+    >>> round(mean_similarity(x, 2 * x), 4)
+    1.0
+    """
     return float(nn.functional.cosine_similarity(before, after, dim=-1).mean())
 
 
 @torch.no_grad()
 def early_exit(model, heads, wav, criterion, threshold, min_layer=1, head_fn=None):
-    """Run blocks until the criterion says stop; return ``(log_probs, exit block)`` (1-based).
+    """Run blocks until the criterion says stop (the blocks after the exit never run).
 
-    ``head_fn(i, hidden)`` maps block i's output to logits (default: ``heads[i - 1]``); the last
-    block always exits.
+    Arguments
+    ---------
+    model : torch.nn.Module
+        The backbone (a transformers model or a SpeechBrain wrapper).
+    heads : ExitHeads
+        The exit heads.
+    wav : torch.Tensor
+        ``[1, samples]``, as the model reads it (normalised if it should be).
+    criterion : str
+        ``entropy`` (stop when the exit's mean frame entropy is below ``threshold``) or
+        ``similarity`` (stop when a block's input and output are more alike than
+        ``threshold``).
+    threshold : float
+        The criterion's threshold.
+    min_layer : int
+        No exit before this block (1-based).
+    head_fn : callable, optional
+        ``head_fn(i, hidden)`` maps block i's output to logits (default: ``heads[i - 1]``); the
+        last block always exits.
+
+    Returns
+    -------
+    tuple
+        ``(log_probs [1, frames, outputs], exit block)``, the block 1-based (see the module's
+        example).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")

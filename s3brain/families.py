@@ -33,7 +33,28 @@ class LayerNames:
     config attributes the modelling code reads but the family's config class does not define
     (WavLM's SpecAugment reads ``mask_feature_min_masks``). ``large_layout``: the family has the
     stable-layer-norm layout (``do_stable_layer_norm``); data2vec-audio has only the base one
-    and ignores the flag."""
+    and ignores the flag.
+
+    Arguments
+    ---------
+    blocks : str
+        Module name of the blocks' list.
+    ffn : tuple of str
+        Names of the feed-forward linear layers inside a block.
+    attention : tuple of str
+        Names of the attention linear layers inside a block.
+    position_bias : bool
+        The blocks hand a relative position bias on (WavLM).
+    config_defaults : tuple
+        ``(attribute, value)`` pairs set on a config that lacks them.
+    large_layout : bool
+        The family has the stable-layer-norm layout.
+
+    Example
+    -------
+    >>> FAMILIES["wavlm"].position_bias, FAMILIES["data2vec-audio"].large_layout
+    (True, False)
+    """
 
     blocks: str
     ffn: tuple
@@ -61,8 +82,25 @@ FAMILIES = {
 
 
 def family(model):
-    """The ``LayerNames`` of ``model``'s family (a transformers model or a SpeechBrain wrapper);
-    a clear error for a model type without a table."""
+    """The ``LayerNames`` of ``model``'s family; a clear error for a model type without a table.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers model, or a SpeechBrain wrapper of one.
+
+    Returns
+    -------
+    LayerNames
+
+    Example
+    -------
+    >>> from transformers import HubertConfig, HubertModel
+    >>> family(HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8,), conv_stride=(5,),
+    ...     conv_kernel=(10,), num_feat_extract_layers=1))).blocks
+    'encoder.layers'
+    """
     model_type = hf_model(model).config.model_type
     if model_type not in FAMILIES:
         raise ValueError(f"no layer table for model type {model_type!r} (known: "
@@ -72,20 +110,64 @@ def family(model):
 
 
 def transformer_blocks(model):
-    """The ``nn.ModuleList`` of ``model``'s transformer blocks (the family table's ``blocks``)."""
+    """The transformer blocks of ``model`` (the family table's ``blocks``).
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers model, or a SpeechBrain wrapper of one.
+
+    Returns
+    -------
+    torch.nn.ModuleList
+        The blocks, in order (see the module's example).
+    """
     return hf_model(model).get_submodule(family(model).blocks)
 
 
 def is_stable_layer_norm(model):
-    """True for the large layout (``do_stable_layer_norm``: pre-LN blocks, the encoder's
-    ``layer_norm`` applied after the last block); False for the base layout (post-LN blocks, the
-    encoder's ``layer_norm`` before the first). data2vec-audio has only the latter."""
+    """Whether ``model`` has the large layout (``do_stable_layer_norm``: pre-LN blocks, the
+    encoder's ``layer_norm`` applied after the last block), not the base one (post-LN blocks, the
+    encoder's ``layer_norm`` before the first). data2vec-audio has only the latter.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers model, or a SpeechBrain wrapper of one.
+
+    Returns
+    -------
+    bool
+        True for the large layout (see the module's example).
+    """
     return family(model).large_layout and bool(
         getattr(hf_model(model).config, "do_stable_layer_norm", False))
 
 
 def hf_model(model):
-    """The transformers model inside a SpeechBrain wrapper (``.model``), or the model itself."""
+    """The transformers model inside a SpeechBrain wrapper (``.model``, itself possibly inside
+    DDP's ``.module``), or the model itself.
+
+    Arguments
+    ---------
+    model : torch.nn.Module
+        A transformers model, or a (DDP-wrapped) SpeechBrain wrapper of one.
+
+    Returns
+    -------
+    transformers.PreTrainedModel
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> inner = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8,), conv_stride=(5,),
+    ...     conv_kernel=(10,), num_feat_extract_layers=1))
+    >>> wrapper = torch.nn.Module()
+    >>> wrapper.model = inner
+    >>> hf_model(wrapper) is inner and hf_model(inner) is inner
+    True
+    """
     inner = getattr(model, "module", model)  # DDP
     inner = getattr(inner, "model", inner)
     if not hasattr(inner, "config"):
@@ -103,12 +185,23 @@ def hf_model(model):
 
 
 class Frames(NamedTuple):
-    """The transformer's input frames (``feature_frames_and_mask``).
+    """The transformer's input frames (what ``feature_frames_and_mask`` returns).
 
-    ``hidden``: ``[batch, frames, hidden]``, after the feature projection (and SpecAugment in
-    training). ``mask``: ``[batch, frames]`` bool, True on real frames, or None when the batch has
-    no padding (no lengths given). ``lengths``: frames per utterance, or None with ``mask``.
-    ``keep``: with a ``keep_fn``, ``[batch, CNN frames]`` bool, the CNN frames kept; else None.
+    Arguments
+    ---------
+    hidden : torch.Tensor
+        ``[batch, frames, hidden]``, after the feature projection (and SpecAugment in training).
+    mask : torch.Tensor or None
+        ``[batch, frames]`` bool, True on real frames; None when no lengths were given.
+    lengths : torch.Tensor or None
+        Frames per utterance; None with ``mask``.
+    keep : torch.Tensor or None
+        With a ``keep_fn``, ``[batch, CNN frames]`` bool, the CNN frames kept; else None.
+
+    Example
+    -------
+    >>> Frames(torch.zeros(1, 3, 4), None, None, None).hidden.shape
+    torch.Size([1, 3, 4])
     """
 
     hidden: torch.Tensor
@@ -196,6 +289,11 @@ def iter_blocks(model, hidden, mask=None):
     ------
     tuple of torch.Tensor
         ``(block input, block output)``, each ``[batch, frames, hidden]``.
+
+    Returns
+    -------
+    generator
+        Of the pairs above, one per block run.
 
     Example
     -------
@@ -337,6 +435,11 @@ def block_outputs(model):
         Filled with the blocks' outputs (before the large layout's final layer norm) as they
         run.
 
+    Returns
+    -------
+    contextlib.AbstractContextManager
+        The context giving that list.
+
     Example
     -------
     >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
@@ -351,7 +454,17 @@ def block_outputs(model):
     outputs = []
 
     def keep_output(module, args, output):
-        """Keep a block's output hidden states (WavLM's blocks return a tuple)."""
+        """Keep a block's output hidden states (WavLM's blocks return a tuple).
+
+        Arguments
+        ---------
+        module : torch.nn.Module
+            The block.
+        args : tuple
+            Its inputs.
+        output : torch.Tensor or tuple
+            Its output.
+        """
         outputs.append(output[0] if isinstance(output, tuple) else output)
 
     handles = [block.register_forward_hook(keep_output) for block in transformer_blocks(model)]

@@ -34,7 +34,20 @@ from s3brain.families import (block_outputs, feature_frames_and_mask,  # noqa: F
 
 
 def salient_labels(frame_ids, blank=0):
-    """1 where the frame starts a new non-blank symbol, else 0 (``frame_ids``: [batch, frames])."""
+    """1 where the frame starts a new non-blank symbol, else 0.
+
+    Arguments
+    ---------
+    frame_ids : torch.Tensor
+        ``[batch, frames]``, the teacher's greedy CTC output per frame.
+    blank : int
+        The CTC blank.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames]`` of 0 and 1 (see the module's example).
+    """
     previous = torch.cat([torch.full_like(frame_ids[:, :1], blank), frame_ids[:, :-1]], dim=1)
     return ((frame_ids != blank) & (frame_ids != previous)).long()
 
@@ -98,7 +111,31 @@ class _Transpose(nn.Module):
 
 
 def recall_aware_bce(logits, labels, lengths=None, alpha=10.0):
-    """Mean BCE over real frames, salient frames weighted ``alpha`` and the others 1."""
+    """Mean BCE over real frames, salient frames weighted ``alpha`` and the others 1.
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[batch, frames]``, the detector's output.
+    labels : torch.Tensor
+        ``[batch, frames]``, 1 on salient frames (``salient_labels``).
+    lengths : torch.Tensor, optional
+        Real frames per utterance; None: every frame is real.
+    alpha : float
+        Weight of the salient frames.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a scalar.
+
+    Example
+    -------
+    >>> logits = torch.tensor([[5.0, -5.0, 9.0]])
+    >>> loss = recall_aware_bce(logits, torch.tensor([[1, 0, 0]]), torch.tensor([2]))
+    >>> float(loss) < 0.01   # the third frame is padding
+    True
+    """
     weights = torch.where(labels.bool(), torch.full_like(logits, alpha), torch.ones_like(logits))
     if lengths is not None:
         weights = weights * length_to_mask(lengths, logits.shape[1], dtype=torch.bool,
@@ -109,7 +146,29 @@ def recall_aware_bce(logits, labels, lengths=None, alpha=10.0):
 
 
 def detection_stats(logits, labels, lengths=None):
-    """Accuracy and recall on salient frames of a detector's decisions (logit > 0)."""
+    """Accuracy and recall on salient frames of a detector's decisions (logit > 0).
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[batch, frames]``, the detector's output.
+    labels : torch.Tensor
+        ``[batch, frames]``, 1 on salient frames.
+    lengths : torch.Tensor, optional
+        Real frames per utterance; None: every frame is real.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``salient_recall``, ``salient_share``.
+
+    Example
+    -------
+    >>> stats = detection_stats(torch.tensor([[1.0, -1.0, 1.0, 1.0]]),
+    ...                         torch.tensor([[1, 1, 0, 1]]), torch.tensor([3]))
+    >>> stats["accuracy"], stats["salient_recall"]
+    (0.3333333432674408, 0.5)
+    """
     mask = torch.ones_like(labels, dtype=torch.bool)
     if lengths is not None:
         mask = length_to_mask(lengths, labels.shape[1], dtype=torch.bool, device=labels.device)
@@ -121,7 +180,27 @@ def detection_stats(logits, labels, lengths=None):
 
 def keep_mask(prob_salient, lengths, skip_ratio):
     """Frames to keep: all but the ``skip_ratio`` share (rounded down) of each utterance's
-    detected non-salient frames (P(salient) < 0.5), those with the lowest P(salient) first."""
+    detected non-salient frames (P(salient) < 0.5), those with the lowest P(salient) first.
+
+    Arguments
+    ---------
+    prob_salient : torch.Tensor
+        ``[batch, frames]``, P(salient) of each frame.
+    lengths : torch.Tensor
+        Real frames per utterance.
+    skip_ratio : float
+        Share of the non-salient frames removed.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames]`` bool, never True on padding.
+
+    Example
+    -------
+    >>> keep_mask(torch.tensor([[0.9, 0.1, 0.3, 0.2]]), torch.tensor([4]), 0.5).tolist()
+    [[True, False, True, True]]
+    """
     keep = torch.zeros_like(prob_salient, dtype=torch.bool)
     for b, length in enumerate(lengths.tolist()):
         p = prob_salient[b, :length]
@@ -134,14 +213,51 @@ def keep_mask(prob_salient, lengths, skip_ratio):
 
 
 def drop_tokens(features, lengths, prob_salient, skip_ratio):
-    """``(features, lengths, keep)`` after removing detected non-salient frames."""
+    """Remove detected non-salient frames (``keep_mask``), the others packed in order.
+
+    Arguments
+    ---------
+    features : torch.Tensor
+        ``[batch, frames, channels]``.
+    lengths : torch.Tensor
+        Real frames per utterance.
+    prob_salient : torch.Tensor
+        ``[batch, frames]``, P(salient) of each frame.
+    skip_ratio : float
+        Share of the non-salient frames removed.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(features, lengths, keep)`` (see the module's example).
+    """
     keep = keep_mask(prob_salient, lengths, skip_ratio)
     out, new_lengths = pack_kept(features, keep)
     return out, new_lengths, keep
 
 
 def uniform_keep(lengths, frames, drop_share):
-    """Baseline: drop every frame whose running share passes ``drop_share`` (evenly spaced)."""
+    """Baseline: drop every frame whose running share passes ``drop_share`` (evenly spaced).
+
+    Arguments
+    ---------
+    lengths : torch.Tensor
+        Real frames per utterance.
+    frames : int
+        Frames of the batch (padding included).
+    drop_share : float
+        Share of the frames dropped.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames]`` bool, never True on padding.
+
+    Example
+    -------
+    >>> uniform_keep(torch.tensor([4, 3]), 4, 0.5).tolist()
+    [[False, True, False, True], [False, True, False, False]]
+    """
     index = torch.arange(frames, dtype=torch.float64, device=lengths.device)
     keep = torch.floor((index + 1) * (1 - drop_share)) > torch.floor(index * (1 - drop_share))
     keep = keep[None, :].expand(len(lengths), frames).clone()
@@ -149,7 +265,29 @@ def uniform_keep(lengths, frames, drop_share):
 
 
 def random_keep(lengths, frames, drop_share, generator=None):
-    """Baseline: drop a random ``drop_share`` of each utterance's frames."""
+    """Baseline: drop a random ``drop_share`` of each utterance's frames.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor
+        Real frames per utterance.
+    frames : int
+        Frames of the batch (padding included).
+    drop_share : float
+        Share of each utterance's frames dropped (rounded down).
+    generator : torch.Generator, optional
+        The random generator (a CPU one).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames]`` bool, never True on padding.
+
+    Example
+    -------
+    >>> random_keep(torch.tensor([4, 2]), 4, 0.5).sum(1).tolist()
+    [2, 1]
+    """
     keep = torch.zeros(len(lengths), frames, dtype=torch.bool)  # the generator's device, the CPU
     for b, length in enumerate(lengths.tolist()):
         kept = length - int(drop_share * length)
@@ -246,12 +384,22 @@ class TokenDropping(nn.Module):
         self.reset_counts()
 
     def reset_counts(self):
-        """Start counting kept frames anew (a recipe calls it at the start of each stage)."""
+        """Start counting kept frames anew (a recipe calls it at the start of each stage).
+
+        Returns
+        -------
+        None
+        """
         self.frames_kept, self.frames_total = 0, 0
 
     @property
     def kept_share(self):
-        """Share of the frames seen since ``reset_counts`` that were kept (0 before any)."""
+        """Share of the frames seen since ``reset_counts`` that were kept (0 before any).
+
+        Returns
+        -------
+        float
+        """
         return self.frames_kept / max(self.frames_total, 1)
 
     def train(self, mode=True):
@@ -303,9 +451,28 @@ class TokenDropping(nn.Module):
 
 def encode_with_dropping(ssl, wavs, wav_lens, dropper, blocks=False):
     """SpeechBrain's ``Wav2Vec2`` lobe forward (``ssl``) with ``dropper`` between its CNN and
-    its transformer: ``(features, relative lengths, keep)``, the features those the lobe gives
-    (with its ``output_norm``) for the kept frames only; with ``blocks`` a fourth item, every
-    transformer block's output."""
+    its transformer: the features the lobe gives (its input normalisation and ``output_norm``
+    included, ``s3brain.backbone.wrapper_forward``'s steps) for the kept frames only.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The SpeechBrain wrapper.
+    wavs : torch.Tensor
+        ``[batch, samples]``.
+    wav_lens : torch.Tensor or None
+        Relative lengths.
+    dropper : callable
+        ``(CNN features, frame lengths) -> keep`` (a ``TokenDropping``).
+    blocks : bool
+        Also return every transformer block's output.
+
+    Returns
+    -------
+    tuple
+        ``(features, relative lengths, keep)``, and with ``blocks`` a fourth item, the list of
+        the blocks' outputs.
+    """
     out = forward_with_dropping(ssl.model, normalized_input(ssl, wavs), wav_samples(wavs, wav_lens),
                                 dropper, output_hidden_states=blocks)
     hidden, lengths, keep = out[:3]
@@ -314,13 +481,41 @@ def encode_with_dropping(ssl, wavs, wav_lens, dropper, blocks=False):
 
 
 def save_detector(path, detector, **info):
-    """A trained detector with its shape (and any ``info``: teacher, stats), for ``load_detector``."""
+    """Save a trained detector with its shape (and any ``info``: teacher, stats), for
+    ``load_detector``.
+
+    Arguments
+    ---------
+    path : str or Path
+        The file to write.
+    detector : SaladDetector
+        The detector.
+    **info
+        Anything to keep beside it.
+    """
     torch.save({"config": detector.config, "state_dict": detector.state_dict(), "info": info}, path)
 
 
 def load_detector(path):
-    """The ``SaladDetector`` saved by ``save_detector`` (a file, or a folder holding
-    ``salad_detector.pt``), in eval mode."""
+    """The ``SaladDetector`` saved by ``save_detector``, in eval mode.
+
+    Arguments
+    ---------
+    path : str or Path
+        The file, or a folder holding ``salad_detector.pt``.
+
+    Returns
+    -------
+    SaladDetector
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     save_detector(f"{tmp}/salad_detector.pt", SaladDetector(8, channels=4))
+    ...     load_detector(tmp).config["channels"]
+    4
+    """
     from pathlib import Path
 
     path = Path(path)
