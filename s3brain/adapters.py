@@ -312,12 +312,10 @@ class AddedAdapters(nn.ModuleList):
         patterns = target_layers(inner, targets)
         adapted = sb_adapters.AdaptedModel(inner, adapter_class, target_layers=patterns,
                                            adapter_kwargs=adapter_kwargs)
-        self.layer_names = list(adapted.replace_layers)
-        modules = [inner.get_submodule(name) for name in self.layer_names]
+        added = [inner.get_submodule(name) for name in adapted.replace_layers]
         super().__init__([nn.ModuleList([m.adapter_down_proj, m.adapter_up_proj])
-                          for m in modules])
-        if adapter_class is HoulsbyAdapter:
-            _check_called(inner, dict(zip(self.layer_names, modules)))
+                          for m in added])
+        self.layer_names = list(adapted.replace_layers)
 
 
 def _check_called(model, modules):
@@ -379,6 +377,8 @@ class Adapters(AddedAdapters):
 
     def __init__(self, model, bottleneck=64, targets=("output_dense",)):
         super().__init__(model, HoulsbyAdapter, targets, projection_size=bottleneck)
+        inner = hf_model(model)
+        _check_called(inner, {name: inner.get_submodule(name) for name in self.layer_names})
 
 
 class LoRAAdapters(AddedAdapters):
