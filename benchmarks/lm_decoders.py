@@ -57,7 +57,7 @@ def load_run(run):
     """The run's hyperparameters with the best checkpoint loaded into backbone and head."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from s3brain.ctc import load_finetuned
+    from s3brain.experiment import load_finetuned
 
     with open(run / "hyperparams.yaml") as f:
         hparams = load_hyperpyyaml(f)
@@ -72,10 +72,10 @@ def test_log_probs(run, hparams, splits, limit=None):
     import speechbrain as sb
 
     from s3brain.audio import backbone_rate, read_audio
-    from s3brain.ctc import encode
+    from s3brain.strategies import encode
 
     rate = backbone_rate(hparams["ssl"])
-    downsampler = hparams.get("downsampler")
+    strategies = hparams.get("strategies") or []
     out = {}
     with torch.no_grad():
         for split in splits:
@@ -83,7 +83,7 @@ def test_log_probs(run, hparams, splits, limit=None):
             items = []
             for uid, row in list(rows.items())[:limit]:
                 wav = read_audio(row["wav"], rate)[None]
-                feats = encode(hparams["ssl"], wav, torch.ones(1), downsampler)
+                feats, _ = encode(strategies, hparams["ssl"], wav, torch.ones(1), None)
                 logits = hparams["ctc_lin"](hparams["head"](feats))
                 logp = hparams["log_softmax"](logits)[0].numpy().astype(np.float32)
                 items.append((uid, row["wrd"].split(), logp))

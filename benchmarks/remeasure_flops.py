@@ -3,7 +3,7 @@
 
 FLOPs depend only on the architecture and on the strategy's structure, never on trained weights,
 so every figure is re-measured without training: each yaml is loaded with the backbone it
-names, its strategy is set up as in training (``setup_strategy``: masks, pruning; the shrunk
+names, its strategy is set up as in training (``setup_strategies``: masks, pruning; the shrunk
 per-block sizes of structured pruning depend only on the sparsity), and the recipe's own
 ``cost_report`` counts it. What a run measured and recorded is given back to it: the share of
 frames kept (token dropping), the mean exit block (early exit). The SALAD detector's weights
@@ -22,12 +22,12 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-import s3brain.ctc
+import s3brain.experiment
+import s3brain.report
 import s3brain.strategies
 from s3brain import efficiency
 from s3brain.early_exit import flops_at_exit
@@ -109,20 +109,22 @@ def load_recipe(yaml, overrides, workdir):
     keys = {k: v for k, v in keys.items() if re.search(rf"^{k}:", text, re.M)}
     with open(yaml, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, keys)
-    s3brain.ctc.setup_strategy(hparams)
+    s3brain.experiment.setup_strategies(hparams)
     return hparams
 
 
 def flops_10s(hparams, recorded):
-    """``flops_10s`` of the recipe's ``cost_report``, as ``evaluate_and_report`` sets it."""
+    """``flops_10s`` of the recipe's ``cost_report``, as a run reports it."""
     strategies = hparams.get("strategies") or []
     for strategy in strategies:  # token dropping deploys the share of frames it kept
         if "kept_share" in recorded and hasattr(strategy, "deployed_kept_share"):
             strategy.deployed_kept_share = recorded["kept_share"]
     modules = torch.nn.ModuleDict({**hparams["modules"], **s3brain.strategies.strategy_modules(
         strategies)}).eval()  # as after the run's evaluation
-    brain = SimpleNamespace(modules=modules, hparams=SimpleNamespace(**hparams))
-    flops = s3brain.ctc.cost_report(brain, hparams)["flops_10s"]
+    head = torch.nn.Sequential(modules["head"], modules["ctc_lin"])
+    extra = [m for k, m in modules.items() if k not in ("ssl", "head", "ctc_lin")]
+    flops = s3brain.report.cost_report(modules["ssl"], head, strategies, seconds=10, repeats=1,
+                                       extra=extra)["flops_10s"]
     if "mean_exit_block" in recorded:
         flops = flops_at_exit(modules.ssl, flops, recorded["mean_exit_block"])
     return flops
@@ -135,7 +137,7 @@ def main():
                              "transformer")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    s3brain.ctc.onnx_latency_ms = _no_onnx
+    s3brain.report.onnx_latency_ms = _no_onnx
     sections = args.only or sorted({f[0] for f in FIGURES} | {"transformer"})
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

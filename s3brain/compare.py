@@ -4,16 +4,21 @@ backbone, and write one comparison table (Markdown and CSV) and plots (PNG).
     python -m s3brain.compare recipes/LibriSpeech hparams/weight_ft.yaml hparams/s3router.yaml
     python -m s3brain.compare recipes/LibriSpeech --all -- --train_splits='["train-1h"]'
     python -m s3brain.compare recipes/LibriSpeech --all --seeds 1986 1987 1988 --jobs 2
+    python -m s3brain.compare recipes/CommonVoice --all -- --language=de
+    python -m s3brain.compare recipes/SUPERB/KS --all
 
 Each strategy runs as ``<recipe>/train.py <yaml> --output_folder=<out>/<yaml stem>`` plus the
-overrides after ``--``. A run whose ``results.json`` holds test WERs is reused, not rerun; a run
+overrides after ``--``. Every recipe writes the same ``results.json`` format
+(``s3brain.report``): the table shows its test metrics (``metric_keys``) and its cost, and the
+plots its ``primary_metric`` (WER, PER or accuracy). A run whose ``results.json`` holds its
+primary metric is reused, not rerun; a run
 that fails becomes a row saying so. A yaml with an ``init_from`` key (the pruning strategies)
 starts from this comparison's weight fine-tuning run, which then runs first.
 
 With ``--seeds`` every strategy runs once per seed (``--seed=S``, in ``<out>/seed<S>/``) and the
 table gives each metric as mean +- std over the seeds and, for each row against the reference
 row (``--reference``, weight fine-tuning by default), the paired bootstrap 95 % interval of the
-WER difference over the test utterances, pooled over seeds (``s3brain.stats``); a ``*`` marks
+error-rate difference (WER, PER) over the test utterances, pooled over seeds (``s3brain.stats``); a ``*`` marks
 an interval that excludes 0. The plots get error bars.
 
 Example
@@ -40,21 +45,86 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+#: The columns of results written before ``metric_keys`` existed (LibriSpeech's).
 COLUMNS = ["name", "status", "strategy", "train_split", "sparsity", "kept_share_test_clean",
            "mean_exit_block_test_clean", "wer_test_clean",
            "wer_test_other", "wer_test_clean_lm", "wer_test_other_lm", "params_total",
            "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "onnx_latency_ms_10s",
            "peak_memory_mb_10s", "storage_bytes_per_task", "train_seconds"]
 BASELINE = "weight_ft.yaml"
+#: Result keys that describe where a run was trained (shown when the runs have them).
+WHERE = ("task", "language", "train_split")
+
+
+def primary_metric(results):
+    """The metric a run is ranked and plotted by (its ``primary_metric``; WER on test-clean for
+    results written before the key existed).
+
+    Arguments
+    ---------
+    results : dict
+        A run's ``results.json``.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> primary_metric({"primary_metric": "accuracy_test"}), primary_metric({})
+    ('accuracy_test', 'wer_test_clean')
+    """
+    return results.get("primary_metric") or "wer_test_clean"
 
 
 def finished_results(folder):
-    """The run's results.json if it finished (test WERs present), else None."""
+    """The run's results.json if it finished (its primary test metric present), else None.
+
+    Arguments
+    ---------
+    folder : str or Path
+        The run's output folder.
+
+    Returns
+    -------
+    dict or None
+    """
     path = Path(folder) / "results.json"
     if not path.exists():
         return None
     results = json.loads(path.read_text())
-    return results if results.get("wer_test_clean") is not None else None
+    return results if results.get(primary_metric(results)) is not None else None
+
+
+def columns_for(rows):
+    """The table's columns for the runs of any task, from their results: name and status,
+    where trained, sparsity, every test metric (``metric_keys``), then parameters and the cost
+    on the measured audio length (``cost_seconds``), storage per task and training time.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Table rows (``row_for``).
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> columns_for([{"task": "KS", "metric_keys": ["accuracy_test"], "cost_seconds": 1}])[:6]
+    ['name', 'status', 'strategy', 'task', 'sparsity', 'accuracy_test']
+    """
+    if not any(r.get("metric_keys") for r in rows):
+        return list(COLUMNS)  # results written before the format had metric_keys
+    metrics = dict.fromkeys(k for r in rows for k in r.get("metric_keys") or ()
+                            if not k.startswith("exit_rtf"))
+    seconds = next((r["cost_seconds"] for r in rows if r.get("cost_seconds")), 10)
+    cost = [f"{k}_{seconds:g}s" for k in ("flops", "latency_ms")] + ["rtf"] + [
+        f"{k}_{seconds:g}s" for k in ("onnx_latency_ms", "peak_memory_mb")]
+    where = [k for k in WHERE if any(r.get(k) is not None for r in rows)]
+    return ["name", "status", "strategy", *where, "sparsity", *metrics, "params_total",
+            "params_trainable", *cost, "storage_bytes_per_task", "train_seconds"]
 
 
 def needs_baseline(yaml_path):
@@ -154,7 +224,7 @@ def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="com
 
 
 def row_for(name, results, status):
-    """One table row: the ``COLUMNS`` of a run's results, with its name and status.
+    """One table row: a run's results, with its name and status.
 
     Arguments
     ---------
@@ -168,16 +238,16 @@ def row_for(name, results, status):
     Returns
     -------
     row : dict
-        Every key of ``COLUMNS``; those the results lack are None.
+        The results' keys, and every key of ``COLUMNS`` (None where the results lack it).
 
     Example
     -------
-    >>> row = row_for("s3router", {"wer_test_clean": 75.5, "not_a_column": 1}, "ok")
-    >>> row["name"], row["wer_test_clean"], row["flops_10s"], "not_a_column" in row
-    ('s3router', 75.5, None, False)
+    >>> row = row_for("s3router", {"wer_test_clean": 75.5, "accuracy_test": 1}, "ok")
+    >>> row["name"], row["wer_test_clean"], row["flops_10s"], row["accuracy_test"]
+    ('s3router', 75.5, None, 1)
     """
     row = {key: None for key in COLUMNS}
-    row.update({k: v for k, v in (results or {}).items() if k in COLUMNS})
+    row.update(results or {})
     row.update(name=name, status=status)
     return row
 
@@ -249,40 +319,85 @@ def interval_text(interval):
             f"{mark}")
 
 
-def write_tables(rows, out, stem="comparison", columns=COLUMNS):
-    """``<stem>.md`` (``columns``) and ``<stem>.csv`` (every column) in ``out``; returns their
-    paths."""
+def write_tables(rows, out, stem="comparison", columns=None):
+    """``<stem>.md`` (``columns``, default ``columns_for(rows)``) and ``<stem>.csv`` (every
+    column) in ``out``.
+
+    Arguments
+    ---------
+    rows : list of dict
+        The rows.
+    out : str or Path
+        The folder.
+    stem : str
+        The files' name.
+    columns : list of str, optional
+        The Markdown table's columns.
+
+    Returns
+    -------
+    tuple
+        The two paths.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    columns = columns or columns_for(rows)
     md, csv_path = out / f"{stem}.md", out / f"{stem}.csv"
     md.write_text(markdown_table(rows, columns) + "\n")
-    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in COLUMNS]
-    with open(csv_path, "w", newline="") as f:  # seeds: the stds and intervals after COLUMNS
-        writer = csv.DictWriter(f, COLUMNS + extra, extrasaction="ignore")
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r)
+             if k not in columns and k != "metric_keys"]
+    with open(csv_path, "w", newline="") as f:  # seeds: the stds and intervals after the table's
+        writer = csv.DictWriter(f, list(columns) + extra, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: interval_text(v) if isinstance(v, dict) else v
                           for k, v in r.items()} for r in rows)
     return md, csv_path
 
 
-def plot(rows, path, x="flops_10s", xlabel="GFLOPs for 10 s of audio", scale=1e-9):
-    """WER (test-clean, greedy) of every finished row against ``x``: one point per row, told
-    apart by colour and marker in a legend (many strategies share the dense model's FLOPs)."""
+def plot(rows, path, x=None, xlabel=None, scale=1e-9):
+    """The primary metric (``wer_test_clean``, ``per_test``, ``accuracy_test``...) of every
+    finished row against ``x`` (default: FLOPs on the measured audio length): one point per row,
+    told apart by colour and marker in a legend (many strategies share the dense model's FLOPs),
+    error bars when the rows have a spread over seeds.
+
+    Arguments
+    ---------
+    rows : list of dict
+        The rows.
+    path : str or Path
+        The PNG file.
+    x : str, optional
+        The key on the x axis.
+    xlabel : str, optional
+        Its label.
+    scale : float
+        Factor applied to ``x``.
+
+    Returns
+    -------
+    str or Path
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [r for r in rows if r.get("wer_test_clean") is not None and r.get(x) is not None]
+    done = [r for r in rows if r.get("primary_metric") or r.get("wer_test_clean") is not None]
+    y = primary_metric(done[0]) if done else "wer_test_clean"
+    if x is None:
+        seconds = next((r["cost_seconds"] for r in rows if r.get("cost_seconds")), 10)
+        x, xlabel = f"flops_{seconds:g}s", f"GFLOPs for {seconds:g} s of audio"
+    points = [r for r in rows if r.get(y) is not None and r.get(x) is not None]
     colours = plt.get_cmap("tab20").colors
     markers = "os^Dv<>PX*ph"
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, r in enumerate(points):
-        ax.errorbar(r[x] * scale, r["wer_test_clean"], yerr=r.get("wer_test_clean_std"),
+        ax.errorbar(r[x] * scale, r[y], yerr=r.get(f"{y}_std"),
                     color=colours[i % len(colours)], marker=markers[i % len(markers)],
                     markersize=6, capsize=3, linestyle="none", label=r["name"])
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test-clean WER % (greedy)")
+    ax.set_ylabel(f"{y} %" + (" (greedy)" if y.startswith(("wer", "per")) else ""))
     ax.grid(alpha=0.3)
     if points:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -292,7 +407,29 @@ def plot(rows, path, x="flops_10s", xlabel="GFLOPs for 10 s of audio", scale=1e-
     return path
 
 
-def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLUMNS,
+def plot_all(rows, out):
+    """The primary metric against FLOPs and against sparsity, named after the metric
+    (``wer_vs_flops.png``, ``per_vs_sparsity.png``, ``accuracy_vs_flops.png``).
+
+    Arguments
+    ---------
+    rows : list of dict
+        The rows.
+    out : Path
+        The folder.
+
+    Returns
+    -------
+    list of Path
+    """
+    done = [r for r in rows if r.get("primary_metric")]
+    name = primary_metric(done[0] if done else {}).split("_")[0]
+    return [plot(rows, out / f"{name}_vs_flops.png"),
+            plot(rows, out / f"{name}_vs_sparsity.png", x="sparsity", xlabel="sparsity",
+                 scale=1.0)]
+
+
+def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None,
             launcher=None):
     """Run or collect each yaml of ``recipe``, ``jobs`` runs at a time (the weight fine-tuning
     run first and alone when others start from it); write the tables and plots; return the rows
@@ -317,7 +454,8 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLU
                                        launcher=launcher)
         row = row_for(name, results, status)
         progress.update()
-        tqdm.write(f"{name}: {status}, WER test-clean {row['wer_test_clean']} "
+        metric = primary_metric(row)
+        tqdm.write(f"{name}: {status}, {metric} {row.get(metric)} "
                    f"({(time.time() - start) / 60:.1f} min)")
         return row
 
@@ -330,12 +468,33 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=COLU
     progress.close()
     rows = [rows[y] for y in yamls]
     write_tables(rows, out, columns=columns)
-    plot(rows, out / "wer_vs_flops.png")
-    plot(rows, out / "wer_vs_sparsity.png", x="sparsity", xlabel="sparsity", scale=1.0)
+    plot_all(rows, out)
     return rows
 
 
-def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=("test-clean", "test-other")):
+def error_files(folder, metric):
+    """The per-utterance error files of a run for its primary metric's kind (SpeechBrain's
+    ``ErrorRateStats.write_stats``: ``wer_test-clean.txt``, ``per_test.txt``), by split; the LM
+    decoding's files left out.
+
+    Arguments
+    ---------
+    folder : Path
+        The run's folder.
+    metric : str
+        Its primary metric (``wer_test_clean``).
+
+    Returns
+    -------
+    dict
+        ``{split: path}``.
+    """
+    prefix = metric.split("_")[0]
+    return {p.stem[len(prefix) + 1:]: p for p in sorted(Path(folder).glob(f"{prefix}_*.txt"))
+            if not p.stem.startswith(f"{prefix}_lm_")}
+
+
+def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None):
     """One row per strategy from its runs over several seeds.
 
     Arguments
@@ -344,18 +503,19 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=("test-clean", "
         ``{seed: rows}`` as ``compare`` returns them for each seed (same strategies).
     out : Path
         The comparison folder: seed ``s``'s run of strategy ``name`` is ``out/seed<s>/<name>``,
-        holding its ``wer_<split>.txt``.
+        holding its per-utterance error files (``wer_<split>.txt``, ``per_test.txt``).
     reference : str
         The yaml (or its stem) every row is compared with.
-    splits : tuple of str
-        Test splits to compare.
+    splits : tuple of str, optional
+        Test splits to compare (default: every split with an error file in the reference run).
 
     Returns
     -------
     list of dict
         Numeric columns: the mean over the seeds that finished, with ``<column>_std``;
-        ``status``: how many seeds finished; ``d_wer_<split>``: the paired bootstrap interval
-        of the WER difference against the reference (None for the reference itself).
+        ``status``: how many seeds finished; ``d_<metric>_<split>`` (``d_wer_test_clean``): the
+        paired bootstrap interval of the error-rate difference against the reference (None for
+        the reference itself; absent for tasks without per-utterance error files).
     """
     from s3brain.stats import mean_std, paired_bootstrap, utterance_errors
 
@@ -366,17 +526,22 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=("test-clean", "
         name = first["name"]
         runs = [per_seed[s][index] for s in seeds]
         ok = [(s, r) for s, r in zip(seeds, runs) if r["status"].startswith("ok")]
-        row = {key: first.get(key) for key in ("name", "strategy", "train_split")}
+        row = {key: first.get(key) for key in ("name", "strategy", "primary_metric",
+                                               "metric_keys", "cost_seconds", *WHERE)}
         row["status"] = f"{len(ok)}/{len(seeds)} seeds ok"
-        for key in COLUMNS:
-            values = [r[key] for _, r in ok if isinstance(r.get(key), (int, float))]
+        for key in dict.fromkeys(k for _, r in ok for k in r):
+            values = [r[key] for _, r in ok if isinstance(r.get(key), (int, float))
+                      and not isinstance(r.get(key), bool)]
             if key not in row and values and len(values) == len(ok):
                 row[key], row[f"{key}_std"] = mean_std(values)
-        for split in splits:
-            tag = f"d_wer_{split.replace('-', '_')}"
+        metric = primary_metric(first)
+        prefix = metric.split("_")[0]
+        seed0 = out / f"seed{seeds[0]}" / reference
+        for split in splits or error_files(seed0, metric):
+            tag = f"d_{prefix}_{split.replace('-', '_')}"
             row[tag] = None
-            files = [(out / f"seed{s}" / reference / f"wer_{split}.txt",
-                      out / f"seed{s}" / name / f"wer_{split}.txt") for s, _ in ok]
+            files = [(out / f"seed{s}" / reference / f"{prefix}_{split}.txt",
+                      out / f"seed{s}" / name / f"{prefix}_{split}.txt") for s, _ in ok]
             files = [(a, b) for a, b in files if a.exists() and b.exists()]
             if name != reference and files:
                 row[tag] = paired_bootstrap([utterance_errors(a) for a, _ in files],
@@ -386,7 +551,7 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=("test-clean", "
 
 
 def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), threads=None,
-                  jobs=1, columns=COLUMNS, launcher=None):
+                  jobs=1, columns=None, launcher=None):
     """``compare`` once per seed (``--seed=<s>``, in ``out/seed<s>``), then the rows pooled over
     the seeds (``pooled_over_seeds``): tables and plots with error bars in ``out``.
 
@@ -402,11 +567,11 @@ def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), t
     per_seed = {s: compare(recipe, yamls, out / f"seed{s}", [*overrides, f"--seed={s}"],
                            threads, jobs, columns, launcher) for s in seeds}
     rows = pooled_over_seeds(per_seed, out, reference)
-    columns = [*columns, *(c for c in ("d_wer_test_clean", "d_wer_test_other")
-                           if any(r.get(c) for r in rows))]
+    columns = [*(columns or columns_for(rows)),
+               *(c for c in dict.fromkeys(k for r in rows for k in r)
+                 if c.startswith("d_") and any(r.get(c) for r in rows))]
     write_tables(rows, out, columns=columns)
-    plot(rows, out / "wer_vs_flops.png")
-    plot(rows, out / "wer_vs_sparsity.png", x="sparsity", xlabel="sparsity", scale=1.0)
+    plot_all(rows, out)
     return rows, columns
 
 
@@ -449,9 +614,9 @@ def main(argv=None):
                              "local executor (--jobs runs are then in flight at once)")
     parser.add_argument("--slurm_partition", default=None)
     parser.add_argument("--timeout_min", type=int, default=None, help="per run, for submitit")
-    parser.add_argument("--columns", nargs="+", default=COLUMNS, metavar="KEY",
-                        help="columns of the Markdown table (the CSV has all of them; "
-                             f"default: {' '.join(COLUMNS)})")
+    parser.add_argument("--columns", nargs="+", default=None, metavar="KEY",
+                        help="result keys shown in the Markdown table (the CSV has all of "
+                             "them; default: the runs' metrics and cost, see columns_for)")
     args = parser.parse_args(argv)
     if not (args.recipe / "train.py").is_file():
         parser.error(f"{args.recipe} has no train.py")
@@ -462,9 +627,6 @@ def main(argv=None):
     missing = [y for y in yamls if not (args.recipe / "hparams" / Path(y).name).is_file()]
     if missing:
         parser.error(f"not in {args.recipe / 'hparams'}: {missing}")
-    unknown = [c for c in args.columns if c not in COLUMNS]
-    if unknown:
-        parser.error(f"unknown columns {unknown}; known: {COLUMNS}")
     launcher = None
     if args.executor != "subprocess":
         launcher = SubmititLauncher(args.out / "submitit", args.executor,
@@ -476,14 +638,14 @@ def main(argv=None):
                                       overrides, args.threads, args.jobs, args.columns,
                                       launcher)
         print(markdown_table(rows, columns))
-        print(f"+- : std over seeds {args.seeds}; d_wer: WER difference against "
+        print(f"+- : std over seeds {args.seeds}; d_<metric>: error-rate difference against "
               f"{Path(args.reference).stem}, paired bootstrap 95 % interval over the test "
               "utterances of every seed, * = excludes 0")
         print(f"tables and plots in {args.out}")
         return 0 if all(r["status"].startswith(f"{len(args.seeds)}/") for r in rows) else 1
     rows = compare(args.recipe, yamls, args.out, overrides, args.threads, args.jobs,
                    args.columns, launcher)
-    print(markdown_table(rows, args.columns))
+    print(markdown_table(rows, args.columns or columns_for(rows)))
     print(f"tables and plots in {args.out}")
     return 0 if all(r["status"].startswith("ok") for r in rows) else 1
 

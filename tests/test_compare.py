@@ -120,3 +120,27 @@ def test_runs_go_through_submitits_local_executor(tmp_path):
         "wer_test_clean"] == 52.0
     assert any((out / "submitit").iterdir())  # submitit's own job files
     assert "submitit job" in (out / "seed1" / "broken" / "compare.log").read_text()
+
+
+def test_common_voice_runs_are_collected_like_librispeech_ones(tmp_path):
+    """The same harness tabulates a CommonVoice comparison: its metric (PER on the test split)
+    as the table's accuracy column and the plots' y axis, the cost columns as for LibriSpeech."""
+    recipe = RECIPE.parent / "CommonVoice"
+    out = tmp_path / "cv"
+    code = compare.main([str(recipe), "weight_ft.yaml", "s3router.yaml", "--out", str(out),
+                         "--threads", "1", "--", "--synthetic_size=tiny", "--language=de",
+                         "--number_of_epochs=1", "--cost_repeats=1"])
+    assert code == 0
+    with open(out / "comparison.csv") as f:
+        table = {row["name"]: row for row in csv.DictReader(f)}
+    assert set(table) == {"weight_ft", "s3router"}
+    for row in table.values():
+        assert 0 <= float(row["per_test"]) <= 200 and row["language"] == "de"
+        assert float(row["flops_10s"]) > 1e8
+    # S3-Router stores a mask file per language, weight fine-tuning a whole model
+    assert int(table["s3router"]["storage_bytes_per_task"]) < \
+        int(table["weight_ft"]["storage_bytes_per_task"]) / 5
+    header = (out / "comparison.md").read_text().splitlines()[0]
+    assert "per_test" in header and "wer_test_clean" not in header
+    for png in ("per_vs_flops.png", "per_vs_sparsity.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -32,8 +32,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from s3brain.audio import backbone_rate, read_audio  # noqa: E402
-from s3brain.backbone import BackboneUnavailableError  # noqa: E402
-from s3brain.ctc import load_finetuned, start_experiment  # noqa: E402
+from s3brain.experiment import load_finetuned, setup_errors, start_experiment  # noqa: E402
 from s3brain.results import update_results  # noqa: E402
 from s3brain.salad import (SaladDetector, detection_stats, recall_aware_bce,  # noqa: E402
                            salient_labels, save_detector)
@@ -195,14 +194,11 @@ def main(argv):
         0 on success; 2 when the backbone, the data or the teacher cannot be had (the reason is
         printed as one ``ERROR:`` line).
     """
-    try:
+    with setup_errors():  # no backbone, missing data, no teacher: one line
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         label_encoder = label_encoder_for(hparams)
         manifests = prepare_data(hparams)
         load_finetuned(hparams["teacher_from"], {"ssl": hparams["ssl"], "model": hparams["model"]})
-    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
     device = run_opts.get("device", "cpu")
     hparams["ssl"].to(device).eval()
     hparams["model"].to(device).eval()

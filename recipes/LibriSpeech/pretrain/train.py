@@ -19,13 +19,12 @@ sys.path.insert(0, str(PRETRAIN_DIR.parent))
 
 import soundfile as sf  # noqa: E402
 import speechbrain as sb  # noqa: E402
-import torch  # noqa: E402
-from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
 from s3brain.audio import backbone_rate, read_audio  # noqa: E402
 from s3brain.checkpoint import share_checkpoint_dir  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
+from s3brain.experiment import seeded_loader_options, setup_errors, start_experiment  # noqa: E402
 from s3brain.pretraining import export_backbone, pretraining_step  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -273,18 +272,10 @@ def main(argv):
     exit_code : int
         0.
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    if not Path(hparams_file).is_file() and (PRETRAIN_DIR / hparams_file).is_file():
-        hparams_file = str(PRETRAIN_DIR / hparams_file)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
-                                   hyperparams_to_save=hparams_file, overrides=overrides)
-    run_on_main(prepare_manifests, kwargs={"hparams": hparams})
+    with setup_errors():  # a missing corpus or bad keys: one line
+        hparams, run_opts = start_experiment(argv, PRETRAIN_DIR)
+        run_on_main(prepare_manifests, kwargs={"hparams": hparams})
     train, valid = dataio_prepare(hparams)
-    hparams["train_dataloader_opts"].setdefault(
-        "generator", torch.Generator().manual_seed(hparams["seed"]))
     brain = Wav2Vec2Pretraining(modules=hparams["modules"], opt_class=hparams["opt_class"],
                                 hparams=hparams, run_opts=run_opts,
                                 checkpointer=hparams["checkpointer"])
@@ -292,7 +283,8 @@ def main(argv):
     if hparams["max_steps"] > 0:
         brain.optimizer_step_limit = hparams["max_steps"]
     brain.fit(hparams["epoch_counter"], train, valid,
-              train_loader_kwargs=hparams["train_dataloader_opts"],
+              train_loader_kwargs=seeded_loader_options(hparams["train_dataloader_opts"],
+                                                        hparams["seed"]),
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
     hparams["run_state"].stop_timer()
     if if_main_process():
