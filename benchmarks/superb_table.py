@@ -21,10 +21,11 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
+from s3brain.audio import backbone_rate
 from s3brain.backbone import default_backbone, load_ssl
 from s3brain.compare import run_strategy
 from s3brain.mask_bank import MaskBank
-from s3brain.utterance import UtteranceHead, classification_metrics, dataio_prepare
+from s3brain.utterance import build_head, classification_metrics, dataio_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {  # recipe folder: (name, targets, slot targets, metric shown)
@@ -41,7 +42,7 @@ def finished(folder):
     if not path.exists():
         return None
     results = json.loads(path.read_text())
-    return results if results.get("test_accuracy") is not None else None
+    return results if results.get("accuracy_test") is not None else None
 
 
 def run(task, yaml, folder, overrides):
@@ -51,7 +52,7 @@ def run(task, yaml, folder, overrides):
     if finished(folder) is None:
         print(f"{task} {folder.name}: {status}", flush=True)
     else:
-        print(f"{task} {folder.name}: accuracy {finished(folder)['test_accuracy']}", flush=True)
+        print(f"{task} {folder.name}: accuracy {finished(folder)['accuracy_test']}", flush=True)
 
 
 def jobs_for(args):
@@ -97,11 +98,10 @@ def bank_scores(args, chosen):
     data = {}
     for task, folder in chosen.items():
         _, targets, slots, _ = TASKS[task]
-        hp = {"save_folder": folder / "save", "sorting": "ascending"}
         manifests = {s: folder / f"{s}.csv" for s in ("train", "valid", "test")}
-        _, _, test, encoders = dataio_prepare(hp, manifests, targets)
-        head = UtteranceHead(ssl.model.config.num_hidden_layers + 1, ssl.model.config.hidden_size,
-                             {t: len(e) for t, e in encoders.items()}, projection_of(folder))
+        _, _, test, encoders = dataio_prepare(manifests, targets, folder / "save",
+                                              backbone_rate(ssl))
+        head = build_head(ssl, encoders, projection_of(folder))
         bank.load_adapter(folder / "task_mask.safetensors", task, head=head.eval())
         data[task] = (test, encoders, targets, slots)
     scores = {}
@@ -128,9 +128,9 @@ def report(args):
         name, targets, slots, metric = TASKS[task]
         dense = finished(args.out / task / "weight_ft")
         folder, best = best_s3router(args.out / task)
-        keys = [("test_accuracy", "Acc %")] + ([("test_slot_f1", "Slot F1 %")] if slots else [])
+        keys = [("accuracy_test", "Acc %")] + ([("slot_f1_test", "Slot F1 %")] if slots else [])
         for key, label in keys:
-            columns.append(name if key == "test_accuracy" else "Slot filling")
+            columns.append(name if key == "accuracy_test" else "Slot filling")
             rows["Metric"].append(label)
             rows["Weight fine-tuning"].append(f"{dense[key]:.2f}" if dense else "")
             rows["S3-Router"].append(f"{best[key]:.2f}" if best else "")
@@ -149,19 +149,19 @@ def report(args):
         cells = []
         for sp in args.sparsities:
             r = finished(args.out / task / f"s3router_{sp}")
-            cells.append("" if r is None else f"{r['test_accuracy']:.2f}")
+            cells.append("" if r is None else f"{r['accuracy_test']:.2f}")
         sweep.append(f"| {task} | " + " | ".join(cells) + " |")
     text = table + "\n\nS3-Router test accuracy at each sparsity (the best is chosen on dev):\n" + \
         "\n".join(sweep)
     if chosen and not args.no_bank:
         scores, backbone = bank_scores(args, chosen)
         files = sum((chosen[t] / "task_mask.safetensors").stat().st_size for t in chosen)
-        same = all(abs(scores[t]["accuracy"] - finished(chosen[t])["test_accuracy"]) < 0.01
+        same = all(abs(scores[t]["accuracy"] - finished(chosen[t])["accuracy_test"]) < 0.01
                    for t in chosen)
         text += ("\n\nOne backbone, every task through the mask bank (test accuracy with the "
                  "task switched in; its own run in brackets):\n" +
                  "\n".join(f"- {t}: {scores[t]['accuracy']:.2f} "
-                           f"({finished(chosen[t])['test_accuracy']:.2f})" for t in chosen) +
+                           f"({finished(chosen[t])['accuracy_test']:.2f})" for t in chosen) +
                  f"\n\nSame as the separate runs: {same}. Storage for {len(chosen)} tasks: "
                  f"{backbone + files:,} bytes (backbone {backbone:,} + mask files {files:,}).")
     (args.out / "superb_table.md").write_text(text + "\n")

@@ -1,14 +1,18 @@
 """Utterance-level SUPERB-style tasks (keyword spotting, speaker identification, intent
-classification with slots, paralinguistics) on a speech SSL backbone under any strategy.
+classification with slots, paralinguistics) on a speech SSL backbone: the mechanisms that the
+recipes' ``train.py`` (``recipes/SUPERB/<task>/``) use in their own Brain and ``main``.
 
 - ``WeightedLayerSum``: SUPERB's learned, softmax-normalised weighted sum of every hidden layer.
 - ``UtteranceHead``: weighted sum, a projection, mean pooling over the real frames, and one linear
-  classifier per target (one target for most tasks; action, object and location for intent).
-- ``UtteranceClassification``: the ``sb.Brain`` (cross entropy summed over targets; accuracy per
-  target, accuracy of all targets at once, F1 over the slot targets).
-- ``slot_f1``: F1 over (slot, value) pairs, ``none`` values left out.
-- ``run_task``: what a task's ``train.py`` calls: manifests, label encoders, head, strategy,
-  training, test, cost and ``results.json`` (with the task's mask file for S3-Router).
+  classifier per target (one target for most tasks; action, object and location for intent);
+  ``build_head`` sizes it by the backbone and the label sets.
+- ``target_ids`` and ``summed_cross_entropy``: a batch's class indices per target and the cross
+  entropy summed over the targets.
+- ``ClassificationStats``: the predictions of an evaluation pass, summarized by
+  ``classification_metrics`` (accuracy of all targets at once, per target, slot F1 by
+  ``slot_f1``).
+- ``prepare_task`` and ``dataio_prepare``: manifests (the synthetic task generated when it is the
+  data folder), datasets and a label encoder per target.
 
 Example
 -------
@@ -21,35 +25,48 @@ torch.Size([2, 4])
 0.6667
 """
 
-import copy
-import logging
 from pathlib import Path
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.distributed import if_main_process
 from torch import nn
 
-from s3brain.audio import backbone_rate, read_audio
-from s3brain.backbone import BackboneUnavailableError, hidden_layer_count, hidden_size
-from s3brain.ctc import fit, setup_strategy, start_experiment
-from s3brain.efficiency import count_parameters, measure_cost, peak_memory_mb
-from s3brain.finetuning import BackboneFineTuning
-from s3brain.results import update_results
-from s3brain.strategies import deployable, encode, run_sparsity, task_payload
-
-logger = logging.getLogger(__name__)
+from s3brain.audio import read_audio
+from s3brain.backbone import hidden_layer_count, hidden_size
 
 
 class WeightedLayerSum(nn.Module):
-    """``sum_l softmax(w)_l * hidden_l`` over the stacked hidden layers ``[L, B, T, D]``."""
+    """``sum_l softmax(w)_l * hidden_l`` over the stacked hidden layers ``[L, B, T, D]``.
+
+    Arguments
+    ---------
+    layers : int
+        Number of hidden layers the backbone returns (embeddings and each block).
+
+    Example
+    -------
+    >>> layer_sum = WeightedLayerSum(3)
+    >>> layer_sum(torch.ones(3, 2, 5, 4)).shape
+    torch.Size([2, 5, 4])
+    """
 
     def __init__(self, layers):
         super().__init__()
         self.weights = nn.Parameter(torch.zeros(layers))
 
     def forward(self, hiddens):
-        """See the class docstring."""
+        """The weighted sum of the hidden layers.
+
+        Arguments
+        ---------
+        hiddens : torch.Tensor
+            Every hidden layer, ``[L, B, T, D]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, T, D]``.
+        """
         if hiddens.dim() != 4 or hiddens.shape[0] != self.weights.numel():
             raise ValueError(f"the weighted layer sum was built for {self.weights.numel()} hidden "
                              f"layers [L, B, T, D], got shape {tuple(hiddens.shape)}: size it with "
@@ -61,7 +78,25 @@ class WeightedLayerSum(nn.Module):
 
 class UtteranceHead(nn.Module):
     """Weighted layer sum -> linear projection -> mean over real frames -> a classifier per
-    target. ``classes`` maps each target to its number of classes."""
+    target.
+
+    Arguments
+    ---------
+    layers : int
+        Number of hidden layers the backbone returns.
+    input_size : int
+        Their feature size.
+    classes : dict
+        ``{target: number of classes}``.
+    projection : int
+        Size of the projection before pooling.
+
+    Example
+    -------
+    >>> head = UtteranceHead(2, 8, {"action": 3, "object": 5}, projection=4)
+    >>> {t: tuple(y.shape) for t, y in head(torch.randn(2, 1, 7, 8)).items()}
+    {'action': (1, 3), 'object': (1, 5)}
+    """
 
     def __init__(self, layers, input_size, classes, projection=256):
         super().__init__()
@@ -70,7 +105,20 @@ class UtteranceHead(nn.Module):
         self.classifiers = nn.ModuleDict({t: nn.Linear(projection, n) for t, n in classes.items()})
 
     def forward(self, hiddens, wav_lens=None):
-        """See the class docstring."""
+        """Logits per target, pooled over the real (unpadded) frames.
+
+        Arguments
+        ---------
+        hiddens : torch.Tensor
+            Every hidden layer, ``[L, B, T, D]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[B]`` (None: every frame is real).
+
+        Returns
+        -------
+        dict
+            ``{target: logits [B, classes]}``.
+        """
         x = self.projection(self.layer_sum(hiddens))
         frames = x.shape[1]
         if wav_lens is None:
@@ -82,9 +130,90 @@ class UtteranceHead(nn.Module):
         return {t: clf(pooled) for t, clf in self.classifiers.items()}
 
 
+def build_head(ssl, encoders, projection=256):
+    """The task's head, sized by what the backbone really returns (its hidden layers, not
+    assumed from its config) and by the label sets.
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The backbone wrapper, loaded with ``output_all_hiddens``.
+    encoders : dict
+        ``{target: CategoricalEncoder}`` (``dataio_prepare``).
+    projection : int
+        Size of the head's projection.
+
+    Returns
+    -------
+    UtteranceHead
+    """
+    return UtteranceHead(hidden_layer_count(ssl), hidden_size(ssl),
+                         {t: len(e) for t, e in encoders.items()}, projection)
+
+
+def target_ids(batch, targets):
+    """The class index of each utterance of ``batch``, per target.
+
+    Arguments
+    ---------
+    batch : PaddedBatch
+        A batch with ``<target>_id`` (``dataio_prepare``).
+    targets : sequence of str
+        The label columns.
+
+    Returns
+    -------
+    dict
+        ``{target: LongTensor [B]}``.
+    """
+    return {t: getattr(batch, f"{t}_id").data[:, 0] for t in targets}
+
+
+def summed_cross_entropy(logits, truth):
+    """The cross entropy of a batch, summed over the targets.
+
+    Arguments
+    ---------
+    logits : dict
+        ``{target: [B, classes]}`` (``UtteranceHead``'s output).
+    truth : dict
+        ``{target: LongTensor [B]}`` (``target_ids``).
+
+    Returns
+    -------
+    torch.Tensor
+
+    Example
+    -------
+    >>> logits = {"a": torch.zeros(2, 4), "b": torch.zeros(2, 2)}
+    >>> truth = {"a": torch.tensor([0, 1]), "b": torch.tensor([1, 1])}
+    >>> round(summed_cross_entropy(logits, truth).item(), 4)  # log 4 + log 2
+    2.0794
+    """
+    loss = 0.0
+    for target, ids in truth.items():
+        loss = loss + nn.functional.cross_entropy(logits[target], ids)
+    return loss
+
+
 def slot_f1(predicted, truth, none="none"):
     """F1 over (slot, value) pairs of a list of ``{slot: value}`` dicts, ``none`` values left out
-    (a slot filled wrongly counts as a false positive and a false negative)."""
+    (a slot filled wrongly counts as a false positive and a false negative).
+
+    Arguments
+    ---------
+    predicted : list of dict
+        The predicted slots of each utterance.
+    truth : list of dict
+        The true slots of each utterance.
+    none : str
+        The value of an empty slot.
+
+    Returns
+    -------
+    float
+        F1 in [0, 1], 4 decimals.
+    """
     tp = fp = fn = 0
     for p, t in zip(predicted, truth):
         p_pairs = {(k, v) for k, v in p.items() if v != none}
@@ -100,7 +229,31 @@ def slot_f1(predicted, truth, none="none"):
 
 def classification_metrics(predictions, truth, targets, slot_targets=(), encoders=None):
     """Accuracy of all ``targets`` at once (%), per target when there are several, and slot F1
-    (%) over ``slot_targets`` (class indices decoded with ``encoders``)."""
+    (%) over ``slot_targets`` (class indices decoded with ``encoders``).
+
+    Arguments
+    ---------
+    predictions : dict
+        ``{target: [class index per utterance]}``.
+    truth : dict
+        ``{target: [class index per utterance]}``.
+    targets : sequence of str
+        The targets, in order.
+    slot_targets : sequence of str
+        Those scored by slot F1.
+    encoders : dict
+        ``{target: CategoricalEncoder}`` of the slot targets.
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``<target>_accuracy`` with several targets, ``slot_f1`` with slots.
+
+    Example
+    -------
+    >>> classification_metrics({"label": [0, 1, 1, 2]}, {"label": [0, 1, 2, 2]}, ["label"])
+    {'accuracy': 75.0}
+    """
     n = len(truth[targets[0]])
     correct = [all(predictions[t][i] == truth[t][i] for t in targets) for i in range(n)]
     stats = {"accuracy": 100.0 * sum(correct) / max(n, 1)}
@@ -116,94 +269,135 @@ def classification_metrics(predictions, truth, targets, slot_targets=(), encoder
     return stats
 
 
-class UtteranceClassification(BackboneFineTuning):
-    """Backbone (every hidden layer) -> ``UtteranceHead`` -> cross entropy per target.
+class ClassificationStats:
+    """The predictions of an evaluation pass, gathered batch by batch and summarized by
+    ``classification_metrics`` (as SpeechBrain's ``ErrorRateStats`` for error rates).
 
-    The recipe sets ``targets`` (names of the label columns), ``slot_targets`` (those scored by
-    slot F1) and ``label_encoder`` (a dict of ``CategoricalEncoder`` per target)."""
+    Arguments
+    ---------
+    targets : sequence of str
+        The targets, in order.
+    slot_targets : sequence of str
+        Those scored by slot F1.
+    encoders : dict
+        ``{target: CategoricalEncoder}`` (needed for the slot targets).
 
-    targets = ("label",)
-    slot_targets = ()
+    Example
+    -------
+    >>> stats = ClassificationStats(["label"])
+    >>> stats.append({"label": torch.tensor([[2.0, 0.0], [2.0, 0.0]])},
+    ...              {"label": torch.tensor([0, 1])})
+    >>> stats.summarize()
+    {'accuracy': 50.0}
+    """
 
-    def compute_forward(self, batch, stage):
-        """Backbone (every hidden layer, as the strategies run it) -> head: logits per target."""
-        batch = batch.to(self.device)
-        wavs, wav_lens = batch.sig
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not (
-                stage == sb.Stage.TRAIN and self.ssl_frozen())):
-            hiddens, wav_lens = encode(self.strategies, self.modules.ssl, wavs, wav_lens, stage)
-        return self.modules.head(hiddens, wav_lens)
-
-    def compute_objectives(self, logits, batch, stage):
-        """Cross entropy summed over targets (and the strategies' terms); predictions kept at
-        evaluation."""
-        loss = 0.0
-        for target in self.targets:
-            truth = getattr(batch, f"{target}_id").data[:, 0]
-            loss = loss + nn.functional.cross_entropy(logits[target], truth)
-            if stage != sb.Stage.TRAIN:
-                self.predictions[target] += logits[target].argmax(-1).tolist()
-                self.truth[target] += truth.tolist()
-        for strategy in self.strategies:  # e.g. distillation
-            extra = strategy.loss(logits, batch, stage)
-            if extra is not None:
-                loss = loss + extra
-        return loss
-
-    def on_stage_start(self, stage, epoch=None):
-        """New prediction lists; before evaluation, the strategies' ``before_eval`` and
-        ``stage_start``."""
-        self.predictions = {t: [] for t in self.targets}
+    def __init__(self, targets, slot_targets=(), encoders=None):
+        self.targets, self.slot_targets, self.encoders = tuple(targets), slot_targets, encoders
+        self.predicted = {t: [] for t in self.targets}
         self.truth = {t: [] for t in self.targets}
-        if stage != sb.Stage.TRAIN:
-            self.strategies_before_eval(stage)
 
-    def stage_metrics(self):
-        """This stage's metrics (``classification_metrics``) and ``error`` = 100 - accuracy."""
-        stats = classification_metrics(self.predictions, self.truth, self.targets,
-                                       self.slot_targets, self.label_encoder)
-        stats["error"] = 100.0 - stats["accuracy"]
-        return stats
+    def append(self, logits, truth):
+        """Add a batch's predictions (the most likely class of each target).
 
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Log the stage's metrics; at VALID anneal and checkpoint."""
-        stats = {"loss": stage_loss}
-        if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
-            return
-        stats.update(self.stage_metrics())
-        stats.update(self.strategy_stats(stage))
-        if stage == sb.Stage.VALID:
-            lrs = self.anneal(stats)
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
-            # A checkpoint taken before a pruning schedule reaches its sparsity ranks last.
-            early = not self.strategies_at_target()
-            self.checkpointer.save_and_keep_only(
-                meta={"error": stats["error"] + (1000.0 if early else 0.0),
-                      "dev_accuracy": stats["accuracy"]},
-                min_keys=["error"])
-        else:
-            self.hparams.train_logger.log_stats(
-                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current},
-                test_stats=stats)
-            self.test_stats = stats
+        Arguments
+        ---------
+        logits : dict
+            ``{target: [B, classes]}``.
+        truth : dict
+            ``{target: LongTensor [B]}`` (``target_ids``).
+        """
+        for t in self.targets:
+            self.predicted[t] += logits[t].argmax(-1).tolist()
+            self.truth[t] += truth[t].tolist()
+
+    def summarize(self):
+        """The pass's metrics (``classification_metrics``).
+
+        Returns
+        -------
+        dict
+        """
+        return classification_metrics(self.predicted, self.truth, self.targets,
+                                      self.slot_targets, self.encoders)
 
 
-def dataio_prepare(hparams, manifests, targets):
-    """Datasets (``sig`` read from ``wav`` between ``start`` and ``stop`` samples when given,
-    ``<target>_id`` per target) and a label encoder per target over the labels of every split,
-    saved in ``save_folder``."""
-    def dataset(path, sort=True):
-        """A manifest as a dataset, sorted by duration unless ``sort`` is False."""
+def prepare_task(prepare_fn, data_folder, save_folder, skip_prep=False, synthetic_task=None,
+                 synthetic_seed=0, synthetic_size="default"):
+    """Generate the synthetic ``synthetic_task`` when it is the data folder, then run the
+    recipe's ``prepare_fn`` on the main process.
+
+    Arguments
+    ---------
+    prepare_fn : callable
+        ``(data_folder, save_folder, skip_prep) -> {split: csv path}``, the recipe's prepare
+        script for the real dataset's layout.
+    data_folder : str or Path
+        The dataset's folder.
+    save_folder : str or Path
+        Where the manifests go.
+    skip_prep : bool
+        Trust existing manifests.
+    synthetic_task : str, optional
+        The embedded default's folder name (``s3brain.data.superb``: ``speech_commands``,
+        ``voxceleb1``, ``fluent_speech_commands``, ``prosody``).
+    synthetic_seed : int
+        Seed of the synthetic data.
+    synthetic_size : str
+        Size of the synthetic data (``default``, ``tiny``).
+
+    Returns
+    -------
+    dict
+        ``{"train", "valid", "test": manifest path}``.
+    """
+    from speechbrain.utils.distributed import run_on_main
+
+    from s3brain.data import superb
+
+    if synthetic_task is not None:
+        default = superb.task_dir(synthetic_task, synthetic_seed, synthetic_size)
+        if Path(data_folder).resolve() == default.resolve():
+            run_on_main(superb.generate_superb, kwargs={"seed": synthetic_seed,
+                                                        "size": synthetic_size})
+    kwargs = {"data_folder": data_folder, "save_folder": save_folder, "skip_prep": skip_prep}
+    run_on_main(prepare_fn, kwargs=kwargs)
+    return prepare_fn(**{**kwargs, "skip_prep": True})
+
+
+def dataio_prepare(manifests, targets, save_folder, sample_rate, sorting="ascending"):
+    """Datasets for train, valid and test (``sig`` read from ``wav`` between ``start`` and
+    ``stop`` samples when given, ``<target>_id`` per target) and a label encoder per target over
+    the labels of every split, saved in ``save_folder``.
+
+    Arguments
+    ---------
+    manifests : dict
+        ``{"train", "valid", "test": csv path}``.
+    targets : sequence of str
+        The label columns.
+    save_folder : str or Path
+        Where the label encoders are saved (and read back by a resumed run).
+    sample_rate : int
+        The backbone's rate (``s3brain.audio.backbone_rate``): audio is resampled to it.
+    sorting : str
+        Order of the training set: ``ascending`` or ``descending`` duration, or ``random``
+        (left in manifest order for the loader to shuffle).
+
+    Returns
+    -------
+    tuple
+        ``(train, valid, test, {target: CategoricalEncoder})``.
+    """
+    def dataset(path, sort="ascending"):
+        """A manifest as a dataset, sorted by duration unless ``sort`` is random."""
         data = sb.dataio.dataset.DynamicItemDataset.from_csv(path)
-        return data.filtered_sorted(sort_key="duration") if sort else data
+        if sort in ("ascending", "descending"):
+            data = data.filtered_sorted(sort_key="duration", reverse=sort == "descending")
+        return data
 
-    train = dataset(manifests["train"], hparams["sorting"] == "ascending")
+    train = dataset(manifests["train"], sorting)
     valid, test = dataset(manifests["valid"]), dataset(manifests["test"])
     datasets = [train, valid, test]
-
-    rate = backbone_rate(hparams["ssl"])
 
     @sb.utils.data_pipeline.takes("wav", "start", "stop")
     @sb.utils.data_pipeline.provides("sig")
@@ -211,11 +405,11 @@ def dataio_prepare(hparams, manifests, targets):
         """The signal at the backbone's rate (a segment when ``start``/``stop`` are given)."""
         start, stop = int(start), int(stop)
         source = wav if stop < 0 else {"file": wav, "start": start, "stop": stop}
-        return read_audio(source, rate)  # start/stop in the file's samples, then resampled
+        return read_audio(source, sample_rate)  # start/stop in the file's samples, then resampled
 
     sb.dataio.dataset.add_dynamic_item(datasets, audio_pipeline)
     encoders = {}
-    save = Path(hparams["save_folder"])
+    save = Path(save_folder)
     save.mkdir(parents=True, exist_ok=True)
     for target in targets:
         encoder = sb.dataio.encoder.CategoricalEncoder()
@@ -233,109 +427,3 @@ def dataio_prepare(hparams, manifests, targets):
                                            provides=f"{target}_id")
     sb.dataio.dataset.set_output_keys(datasets, ["id", "sig", *(f"{t}_id" for t in targets)])
     return train, valid, test, encoders
-
-
-def build_head(hparams, encoders):
-    """The task's head, sized by the backbone and the label sets; registered as the yaml's
-    ``model`` (head optimizer, checkpoint, mask file)."""
-    ssl = hparams["ssl"]
-    # as many layers as the backbone really returns (not assumed from its config)
-    head = UtteranceHead(hidden_layer_count(ssl), hidden_size(ssl),
-                         {t: len(e) for t, e in encoders.items()}, hparams["projection"])
-    hparams["model"] = head
-    hparams["modules"]["head"] = head
-    hparams["checkpointer"].add_recoverable("model", head)
-    return head
-
-
-def cost_report(hparams):
-    """Parameters, FLOPs, CPU latency, RTF and peak memory of the deployed model (made
-    deployable by the strategies: masks folded into the weights, structured pruning shrunk) on
-    ``cost_seconds`` of audio, and the storage one more task costs; measured on a CPU copy,
-    whatever device trained the model."""
-    ssl, head = copy.deepcopy([hparams["ssl"], hparams["model"]])
-    ssl, head = deployable([], ssl.cpu()), head.cpu()
-    backbone = sum(p.numel() * p.element_size() for p in ssl.parameters())  # before shrinking
-    ssl = deployable(hparams.get("strategies") or [], ssl)
-    modules = nn.ModuleList([ssl, head]).eval()
-    rate = backbone_rate(ssl)
-
-    def forward(wav):
-        """See the class docstring."""
-        return head(ssl(wav))
-
-    cost = measure_cost(forward, seconds=hparams["cost_seconds"], sample_rate=rate,
-                        repeats=hparams["cost_repeats"], threads=hparams["cost_threads"])
-    wav = torch.randn(1, int(hparams["cost_seconds"] * rate)) * 0.1
-    return {"params_total": count_parameters(modules),
-            "params_trainable": count_parameters(nn.ModuleList([hparams["ssl"], head]),
-                                                 trainable_only=True),
-            "flops": cost[f"flops_{hparams['cost_seconds']:g}s"],
-            "latency_ms": cost[f"latency_ms_{hparams['cost_seconds']:g}s"], "rtf": cost["rtf"],
-            "cost_seconds": hparams["cost_seconds"],
-            "peak_memory_mb": round(peak_memory_mb(forward, wav), 1),
-            "backbone_bytes": backbone,
-            "storage_bytes_per_task": sum(p.numel() * p.element_size()
-                                          for p in modules.parameters())}
-
-
-def prepare_task(hparams, prepare_fn, synthetic_task):
-    """Generate the synthetic ``synthetic_task`` when it is the data folder, then run the
-    recipe's ``prepare_fn`` (on the main process); returns the manifests."""
-    from speechbrain.utils.distributed import run_on_main
-
-    from s3brain.data import superb
-
-    default = superb.task_dir(synthetic_task, hparams["synthetic_seed"], hparams["synthetic_size"])
-    if Path(hparams["data_folder"]).resolve() == default.resolve():
-        run_on_main(superb.generate_superb, kwargs={
-            "seed": hparams["synthetic_seed"], "size": hparams["synthetic_size"]})
-    kwargs = {"data_folder": hparams["data_folder"], "save_folder": hparams["output_folder"],
-              "skip_prep": hparams["skip_prep"]}
-    run_on_main(prepare_fn, kwargs=kwargs)
-    return prepare_fn(**{**kwargs, "skip_prep": True})
-
-
-def run_task(argv, recipe_dir, brain_class, prepare_fn, synthetic_task):
-    """A SUPERB-style task end to end: ``prepare_fn(data_folder, save_folder, skip_prep)``
-    writes the train/valid/test manifests from the real layout; ``synthetic_task`` names the
-    embedded default's folder (``s3brain.data.superb``). Returns the process exit code."""
-    import sys
-
-    try:
-        hparams, run_opts = start_experiment(argv, recipe_dir, Path(recipe_dir) / "train.py")
-        manifests = prepare_task(hparams, prepare_fn, synthetic_task)
-    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
-        print(f"ERROR: {err}", file=sys.stderr)
-        return 2
-    targets = brain_class.targets
-    train, valid, test, encoders = dataio_prepare(hparams, manifests, targets)
-    build_head(hparams, encoders)
-    setup_strategy(hparams)
-    brain = fit(brain_class, hparams, run_opts, train, valid, encoders)
-    brain.evaluate(test, min_key="error", test_loader_kwargs=hparams["test_dataloader_opts"])
-    results = {"strategy": hparams["strategy"], "task": hparams["task"],
-               "ssl_hub": str(hparams["ssl_hub"]), "ssl_init": hparams["ssl"].ssl_init,
-               "sparsity": run_sparsity(hparams.get("strategies") or []),
-               "train_seconds": round(hparams["run_state"].elapsed(), 1),
-               **{f"test_{k}": round(v, 2) for k, v in brain.test_stats.items() if k != "error"}}
-    if not if_main_process():
-        return 0
-    results.update(cost_report(hparams))
-    # One more task on a shared frozen backbone: its payload (S3-Router: mask bits and head).
-    payload = task_payload(hparams.get("strategies") or [], Path(hparams["output_folder"]),
-                           hparams["ssl"], hparams["model"], {"task": hparams["task"]})
-    if payload is not None:
-        results["storage_bytes_per_task"] = payload
-    results["storage_share_of_backbone"] = round(
-        results["storage_bytes_per_task"] / results["backbone_bytes"], 4)
-    update_results(Path(hparams["output_folder"]) / "results.json", **results)
-    shown = ", ".join(f"{k[5:]} {v:.2f}" for k, v in results.items()
-                      if k.startswith("test_") and k != "test_loss")
-    print(f"{hparams['task']} {hparams['strategy']} (sparsity {results['sparsity']}): {shown}\n"
-          f"  params {results['params_total']:,} (trainable {results['params_trainable']:,}) | "
-          f"{results['flops'] / 1e9:.2f} GFLOPs / {hparams['cost_seconds']:g} s | "
-          f"{results['latency_ms']:.0f} ms | storage per task "
-          f"{results['storage_bytes_per_task']:,} bytes "
-          f"({results['storage_share_of_backbone']:.1%} of the backbone)")
-    return 0

@@ -44,17 +44,34 @@ def test_intent_metrics_need_every_target_right():
     class Encoder:
         ind2lab = {0: "none", 1: "lights", 2: "kitchen"}
 
-    brain = utterance.UtteranceClassification.__new__(utterance.UtteranceClassification)
-    brain.targets, brain.slot_targets = ("action", "object", "location"), ("object", "location")
-    brain.label_encoder = {"object": Encoder, "location": Encoder}
-    brain.truth = {"action": [0, 1, 1], "object": [1, 1, 0], "location": [2, 0, 0]}
-    brain.predictions = {"action": [0, 1, 0], "object": [1, 1, 0], "location": [2, 2, 0]}
-    stats = brain.stage_metrics()
+    stats = utterance.ClassificationStats(("action", "object", "location"), ("object", "location"),
+                                          {"object": Encoder, "location": Encoder})
+    truth = {"action": [0, 1, 1], "object": [1, 1, 0], "location": [2, 0, 0]}
+    predicted = {"action": [0, 1, 0], "object": [1, 1, 0], "location": [2, 2, 0]}
+    # the logits of a batch whose most likely classes are the predictions
+    logits = {t: torch.nn.functional.one_hot(torch.tensor(p), 3).float() for t, p in predicted.items()}
+    stats.append(logits, {t: torch.tensor(v) for t, v in truth.items()})
+    stats = stats.summarize()
     assert stats["accuracy"] == pytest.approx(100 / 3)  # only the first has all three right
     assert stats["action_accuracy"] == pytest.approx(200 / 3)
     assert stats["location_accuracy"] == pytest.approx(200 / 3)
     # slot pairs: true {(o,lights),(l,kitchen)}, {(o,lights)}; predicted adds (l,kitchen) in #2
     assert stats["slot_f1"] == pytest.approx(100 * 2 * 0.75 * 1.0 / 1.75, abs=0.01)
+
+
+def test_cross_entropy_is_summed_over_the_targets():
+    torch.manual_seed(0)
+    logits = {"action": torch.randn(4, 3), "object": torch.randn(4, 5)}
+    truth = {"action": torch.tensor([0, 1, 2, 0]), "object": torch.tensor([4, 3, 2, 1])}
+    expected = sum(torch.nn.functional.cross_entropy(logits[t], truth[t]) for t in truth)
+    assert torch.allclose(utterance.summed_cross_entropy(logits, truth), expected)
+
+    class Batch:
+        action_id = type("Padded", (), {"data": truth["action"][:, None]})
+        object_id = type("Padded", (), {"data": truth["object"][:, None]})
+
+    ids = utterance.target_ids(Batch, ("action", "object"))
+    assert all(torch.equal(ids[t], truth[t]) for t in truth)
 
 
 def test_synthetic_task_plan():

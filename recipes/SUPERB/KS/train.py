@@ -12,24 +12,120 @@ Each run writes ``results.json`` (test metrics, cost, storage per task) and, for
 task's ``task_mask.safetensors`` for the mask bank.
 """
 
+import logging
 import sys
 from pathlib import Path
 
 RECIPE_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(RECIPE_DIR))
 
+import speechbrain as sb  # noqa: E402
 from speech_commands_prepare import prepare_speech_commands  # noqa: E402
 
-from s3brain.utterance import UtteranceClassification, run_task  # noqa: E402
+from s3brain.audio import backbone_rate  # noqa: E402
+from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
+                                setup_strategies, start_experiment)
+from s3brain.finetuning import BackboneFineTuning  # noqa: E402
+from s3brain.report import cost_report, split_results, write_results  # noqa: E402
+from s3brain.utterance import (ClassificationStats, build_head, dataio_prepare,  # noqa: E402
+                               prepare_task, summed_cross_entropy, target_ids)
+
+logger = logging.getLogger(__name__)
+
+#: Twelve classes in one target: the keywords, ``_unknown_``, ``_silence_``.
+TARGETS = ("label",)
 
 
-class KeywordSpotting(UtteranceClassification):
-    """Twelve classes: the keywords, ``_unknown_``, ``_silence_``."""
+class KeywordSpotting(BackboneFineTuning):
+    """Backbone (every hidden layer, as the strategies run it) -> SUPERB's head -> cross
+    entropy; accuracy. ``BackboneFineTuning`` holds the strategies' hooks."""
 
-    targets = ("label",)
-    slot_targets = ()
+    def compute_forward(self, batch, stage):
+        """Logits per target of the head over the backbone's hidden layers."""
+        batch = batch.to(self.device)
+        hiddens, wav_lens = self.backbone_features(batch, stage)
+        return self.modules.head(hiddens, wav_lens)
+
+    def compute_objectives(self, logits, batch, stage):
+        """Cross entropy (with the strategies' terms); predictions kept at evaluation."""
+        truth = target_ids(batch, TARGETS)
+        loss = self.strategies_loss(summed_cross_entropy(logits, truth), logits, batch, stage)
+        if stage != sb.Stage.TRAIN:
+            self.classification_stats.append(logits, truth)
+        return loss
+
+    def init_optimizers(self):
+        """Adam for the head and for the backbone's trainable tensors (weights or mask scores);
+        the backbone's waits ``ssl_frozen_steps`` updates."""
+        self.init_backbone_optimizers(self.hparams.model_opt_class, self.hparams.ssl_opt_class,
+                                      self.hparams.ssl_frozen_steps)
+
+    def on_stage_start(self, stage, epoch=None):
+        """New predictions; the strategies' ``before_eval`` (re-pruning) and statistics reset."""
+        if stage != sb.Stage.TRAIN:
+            self.classification_stats = ClassificationStats(TARGETS)
+            self.strategies_before_eval(stage)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the stage; at VALID anneal and checkpoint (lowest error = 100 - accuracy)."""
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats.update(self.classification_stats.summarize())
+        stats.update(self.strategy_stats(stage))
+        if stage == sb.Stage.VALID:
+            stats["error"] = 100.0 - stats["accuracy"]
+            lrs = self.anneal(stats)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **lrs}, train_stats=self.train_stats, valid_stats=stats)
+            self.checkpointer.save_and_keep_only(
+                meta={**self.checkpoint_meta(stats, "error"), "dev_accuracy": stats["accuracy"]},
+                min_keys=["error"])
+        elif stage == sb.Stage.TEST:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats)
+            self.test_stats = stats
+
+
+def main(argv):
+    """Prepare, train, test and report one run; the exit status (2: a one-line error)."""
+    with setup_errors():  # no backbone, missing data, bad keys: one line
+        hparams, run_opts = start_experiment(argv, RECIPE_DIR)
+        manifests = prepare_task(prepare_speech_commands, hparams["data_folder"],
+                                 hparams["output_folder"], hparams["skip_prep"], "speech_commands",
+                                 hparams["synthetic_seed"], hparams["synthetic_size"])
+        train, valid, test, encoders = dataio_prepare(
+            manifests, TARGETS, hparams["save_folder"], backbone_rate(hparams["ssl"]),
+            hparams["sorting"])
+        # the head, sized once the label sets are known: trained by the head optimizer (model),
+        # checkpointed, and saved with the task's masks
+        head = build_head(hparams["ssl"], encoders, hparams["projection"])
+        hparams["model"] = hparams["modules"]["head"] = head
+        hparams["checkpointer"].add_recoverable("model", head)
+        strategies = setup_strategies(hparams)
+    logger.info("Strategies: %s", [type(s).__name__ for s in hparams.get("strategies") or []])
+
+    brain = KeywordSpotting(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
+                            checkpointer=hparams["checkpointer"])
+    brain.fit(hparams["epoch_counter"], train, valid,
+              train_loader_kwargs=seeded_loader_options(hparams["train_dataloader_opts"],
+                                                        hparams["seed"]),
+              valid_loader_kwargs=hparams["valid_dataloader_opts"])
+    brain.evaluate(test, min_key="error", test_loader_kwargs=hparams["test_dataloader_opts"])
+
+    results = {"strategy": hparams["strategy"], "task": hparams["task"],
+               "ssl_hub": str(hparams["ssl_hub"]), "ssl_init": hparams["ssl"].ssl_init,
+               "train_seconds": brain.train_seconds}
+    extra = [m for k, m in hparams["modules"].items() if k not in ("ssl", "head")]
+    cost = cost_report(hparams["ssl"], head, strategies, seconds=hparams["cost_seconds"],
+                       repeats=hparams["cost_repeats"], threads=hparams["cost_threads"],
+                       all_layers=True, extra=extra)
+    write_results(results, split_results(brain.test_stats, "test"), cost, strategies,
+                  hparams["output_folder"], hparams["ssl"], head, primary="accuracy_test",
+                  higher_is_better=True, info_keys=("task",))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_task(sys.argv[1:], RECIPE_DIR, KeywordSpotting, prepare_speech_commands,
-                      "speech_commands"))
+    sys.exit(main(sys.argv[1:]))
