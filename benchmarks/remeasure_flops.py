@@ -109,7 +109,7 @@ def load_recipe(yaml, overrides, workdir):
     keys = {k: v for k, v in keys.items() if re.search(rf"^{k}:", text, re.M)}
     with open(yaml, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, keys)
-    s3brain.experiment.setup_strategies(hparams)
+    s3brain.experiment.setup_strategies(hparams.get("strategies"), hparams)
     return hparams
 
 

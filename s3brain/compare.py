@@ -355,7 +355,7 @@ def write_tables(rows, out, stem="comparison", columns=None):
 
 
 def plot(rows, path, x=None, xlabel=None, scale=1e-9):
-    """The primary metric (``wer_test_clean``, ``per_test``, ``accuracy_test``...) of every
+    """The primary metric (``wer_test_clean``, ``per_test``, ``accuracy_test``) of every
     finished row against ``x`` (default: FLOPs on the measured audio length): one point per row,
     told apart by colour and marker in a legend (many strategies share the dense model's FLOPs),
     error bars when the rows have a spread over seeds.

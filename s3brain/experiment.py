@@ -9,7 +9,7 @@ between::
     with setup_errors():
         hparams, run_opts = start_experiment(sys.argv[1:], RECIPE_DIR)
         manifests = prepare(hparams)
-        setup_strategies(hparams)
+        setup_strategies(hparams["strategies"], hparams)
     ...
     asr = ASR(modules=hparams["modules"], ...)
 
@@ -130,22 +130,24 @@ def start_experiment(argv, recipe_dir, script=None):
     return hparams, run_opts
 
 
-def setup_strategies(hparams):
+def setup_strategies(strategies, hparams):
     """Set up the yaml's ``strategies`` (``s3brain.strategies``, in list order) on the backbone,
     and register their extra modules (adapters, a token dropper, exit heads) beside the yaml's
     ``modules`` and in the checkpointer, so they go on the device and are saved.
 
     Arguments
     ---------
+    strategies : list of Strategy or None
+        The yaml's ``strategies``.
     hparams : dict
-        The run's hyperparameters (``ssl``, ``strategies``, ``modules``, ``checkpointer``).
+        The run's hyperparameters (``ssl``, ``modules``, ``checkpointer``).
 
     Returns
     -------
     list
         The strategies.
     """
-    strategies = hparams.get("strategies") or []
+    strategies = list(strategies or [])
     _setup_each(strategies, hparams["ssl"], hparams)
     for name, module in strategy_modules(strategies).items():
         hparams["modules"].setdefault(name, module)

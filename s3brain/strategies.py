@@ -233,6 +233,20 @@ class Strategy:
         """
         return None
 
+    def deployed_cost(self, results, ssl, seconds):
+        """Correct the measured cost for what the measurement's forward cannot show (an early
+        exit's blocks not run), in place.
+
+        Arguments
+        ---------
+        results : dict
+            The run's results, cost keys included (``flops_<seconds>s``...).
+        ssl : torch.nn.Module
+            The backbone wrapper.
+        seconds : float
+            The audio length of the cost measurement.
+        """
+
     @property
     def sparsity(self):
         """The nominal sparsity (mean over blocks for a per-block list); 0.0 if dense."""
@@ -272,7 +286,7 @@ class InitFrom(Strategy):
     def setup(self, ssl, hparams):
         """See ``Strategy.setup``."""
         if self.folder:
-            from s3brain.ctc import load_finetuned
+            from s3brain.experiment import load_finetuned
 
             load_finetuned(self.folder, {"ssl": ssl, "model": hparams["model"]}, self.key)
 
@@ -542,7 +556,7 @@ class Distillation(Strategy):
         if self.weight <= 0:
             return
         from s3brain.backbone import disable_layerdrop
-        from s3brain.ctc import load_finetuned
+        from s3brain.experiment import load_finetuned
 
         if not self.teacher_from:
             raise ValueError("distill_weight > 0 needs teacher_from=<a weight fine-tuning run>")
@@ -867,6 +881,17 @@ class EarlyExit(Strategy):
             return {}
         return {"exit_block": sum(self.blocks) / len(self.blocks),
                 "exit_rtf": self.seconds / self.audio_seconds}
+
+    def deployed_cost(self, results, ssl, seconds):
+        """See ``Strategy.deployed_cost``: FLOPs as deployed, at the mean exit block of the first
+        test split (the measured figure, every block run, kept as ``flops_<s>s_all_blocks``)."""
+        from s3brain.early_exit import flops_at_exit
+
+        exits = [k for k in results if k.startswith("mean_exit_block_")]
+        key = f"flops_{seconds:g}s"
+        if exits and results.get(key) is not None:
+            results[f"{key}_all_blocks"] = results[key]
+            results[key] = flops_at_exit(ssl, results[key], results[exits[0]], seconds=seconds)
 
 
 def strategy_modules(strategies):

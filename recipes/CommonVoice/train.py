@@ -191,7 +191,7 @@ def main(argv):
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         manifests = prepare_data(hparams)
         label_encoder = label_encoder_for(hparams, manifests[hparams["train_split"]])
-        strategies = setup_strategies(hparams)
+        strategies = setup_strategies(hparams["strategies"], hparams)
     train, dev, test = dataio_prepare(hparams, manifests, label_encoder)
 
     brain = PhonemeRecognition(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,

@@ -253,7 +253,7 @@ def main(argv):
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         label_encoder = label_encoder_for(hparams)
         manifests = prepare_data(hparams)
-        strategies = setup_strategies(hparams)
+        strategies = setup_strategies(hparams["strategies"], hparams)
         lm_decoder = lm_decoder_for(hparams, label_encoder)
     train, valid, tests = dataio_prepare(hparams, manifests, label_encoder)
 
