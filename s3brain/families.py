@@ -1,7 +1,9 @@
 """What each backbone family's transformers modelling file looks like to this project's
 mechanisms: the one place that spells a family's module names and layout facts (masks,
 structured pruning and shrinking, early exit, SALAD, adapters and the backbone loader read
-them here), so a new transformers release or family is fixed in this file.
+them here), and the one opened-up forward of a backbone (``feature_frames_and_mask``, then
+``iter_blocks`` / ``run_blocks``: frames dropped before the transformer, a stop after any block,
+every block's output), so a new transformers release or family is fixed in this file.
 
 Example
 -------
@@ -308,39 +310,8 @@ def iter_blocks(model, hidden, mask=None):
     >>> torch.allclose(first, theirs, atol=1e-6)
     True
     """
-    model = hf_model(model)
-    encoder = model.encoder
-    config = model.config
-    position_bias_passed_on = family(model).position_bias
-    if mask is not None:
-        mask = mask.bool()
-        hidden = hidden.masked_fill(~mask.unsqueeze(-1), 0.0)  # padded frames are zeros
-    if position_bias_passed_on:  # WavLM's attention reads the padding mask itself
-        attention_mask = mask
-    else:
-        from transformers.masking_utils import create_bidirectional_mask
-
-        attention_mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden,
-                                                   attention_mask=mask)
-    hidden = hidden + encoder.pos_conv_embed(hidden)
-    if not is_stable_layer_norm(model):
-        hidden = encoder.layer_norm(hidden)
-    hidden = encoder.dropout(hidden)
-    runs_dropped_blocks = _runs_dropped_blocks(encoder)
-    position_bias = None
-    for i, block in enumerate(transformer_blocks(model)):
-        # LayerDrop draws as the encoder does; WavLM's first block owns the bias: never dropped
-        if encoder.training and config.layerdrop > 0.0 and (i > 0 or not position_bias_passed_on):
-            if torch.rand([]) < config.layerdrop and not runs_dropped_blocks:
-                continue
-        block_input = hidden
-        if position_bias_passed_on:
-            hidden, position_bias = block(hidden, attention_mask=attention_mask,
-                                          position_bias=position_bias)
-        else:
-            hidden = block(hidden, attention_mask=attention_mask)
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # transformers < 5
-        yield block_input, hidden
+    hidden, attention_mask = _encoder_input(model, hidden, mask)
+    yield from _each_block(model, hidden, attention_mask)
 
 
 def run_blocks(model, hidden, mask=None, every_block=False):
@@ -381,11 +352,55 @@ def run_blocks(model, hidden, mask=None, every_block=False):
     >>> len(blocks), torch.allclose(last, theirs, atol=1e-5)
     (2, True)
     """
-    outputs = [output for _, output in iter_blocks(model, hidden, mask)]
-    if not outputs:
-        raise ValueError("the encoder has no blocks (or LayerDrop dropped them all)")
-    last = final_layer_norm(model, outputs[-1])
+    hidden, attention_mask = _encoder_input(model, hidden, mask)
+    outputs = []
+    for _, hidden in _each_block(model, hidden, attention_mask):
+        outputs.append(hidden)
+    last = final_layer_norm(model, hidden)  # LayerDrop may have dropped every block
     return (last, outputs) if every_block else last
+
+
+def _encoder_input(model, hidden, mask):
+    """The encoder's steps before its blocks: ``(first block's input, the blocks' attention
+    mask)``."""
+    model = hf_model(model)
+    encoder = model.encoder
+    if mask is not None:
+        mask = mask.bool()
+        hidden = hidden.masked_fill(~mask.unsqueeze(-1), 0.0)  # padded frames are zeros
+    if family(model).position_bias:  # WavLM's attention reads the padding mask itself
+        attention_mask = mask
+    else:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        attention_mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=hidden,
+                                                   attention_mask=mask)
+    hidden = hidden + encoder.pos_conv_embed(hidden)
+    if not is_stable_layer_norm(model):
+        hidden = encoder.layer_norm(hidden)
+    return encoder.dropout(hidden), attention_mask
+
+
+def _each_block(model, hidden, attention_mask):
+    """The blocks in turn, with LayerDrop: ``(block input, block output)`` for each block run."""
+    model = hf_model(model)
+    encoder, config = model.encoder, model.config
+    position_bias_passed_on = family(model).position_bias
+    runs_dropped_blocks = _runs_dropped_blocks(encoder)
+    position_bias = None
+    for i, block in enumerate(transformer_blocks(model)):
+        # LayerDrop draws as the encoder does; WavLM's first block owns the bias: never dropped
+        if encoder.training and config.layerdrop > 0.0 and (i > 0 or not position_bias_passed_on):
+            if torch.rand([]) < config.layerdrop and not runs_dropped_blocks:
+                continue
+        block_input = hidden
+        if position_bias_passed_on:
+            hidden, position_bias = block(hidden, attention_mask=attention_mask,
+                                          position_bias=position_bias)
+        else:
+            hidden = block(hidden, attention_mask=attention_mask)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # transformers < 5
+        yield block_input, hidden
 
 
 def final_layer_norm(model, block_output):

@@ -16,8 +16,8 @@ from s3brain.adapters import Adapters
 from s3brain.backbone import hidden_layer_count, load_ssl, wrapper_forward
 from s3brain.downsampling import InputDownsampling
 from s3brain.early_exit import ExitHeads, early_exit, exit_inputs, layer_outputs
-from s3brain.families import (feature_frames_and_mask, final_layer_norm, is_stable_layer_norm,
-                              iter_blocks, run_blocks)
+from s3brain.families import (block_outputs, feature_frames_and_mask, final_layer_norm,
+                              is_stable_layer_norm, iter_blocks, run_blocks)
 from s3brain.masks import add_masks, fold
 from s3brain.salad import forward_with_dropping
 from s3brain.structured import Safari, save_shrunk, shrink
@@ -217,6 +217,43 @@ def test_opened_up_forward_keeping_every_frame_is_the_plain_forward_with_padding
     for mine, reference in zip(blocks[:-1], theirs.hidden_states[1:-1]):
         assert _close(mine, reference)
     assert all(torch.equal(a, b) for a, b in zip(blocks, dropped_blocks))
+
+
+def test_opened_up_forward_in_training_draws_as_the_model_does(folder):
+    """Dropout, SpecAugment and LayerDrop in training: with the same seeds, keeping every frame
+    gives the model's own output and the same blocks (those LayerDrop keeps)."""
+    import numpy
+
+    model = _model(folder).train()
+    for key, value in SPEC_AUGMENT.items():
+        setattr(model.config, key, value)
+    if not hasattr(model.config, "mask_feature_min_masks"):
+        model.config.mask_feature_min_masks = 0  # as s3brain.backbone.configure sets it
+    if model.config.model_type == "hubert":
+        # HubertModel draws its time masks over the padding too; token dropping (as the other
+        # families' own forwards) over the real frames only
+        model.config.mask_time_prob = 0.0
+    model.config.layerdrop = 0.5
+    wav, mask = _padded_batch(seed=6)
+
+    def keep_all(features, frames):
+        return torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+
+    blocks_run = set()
+    for seed in range(8):
+        torch.manual_seed(seed)
+        numpy.random.seed(seed)  # SpecAugment draws with numpy
+        with block_outputs(model) as theirs_blocks:
+            theirs = model(wav, attention_mask=mask).last_hidden_state
+        torch.manual_seed(seed)
+        numpy.random.seed(seed)
+        hidden, _, _, blocks = forward_with_dropping(model, wav, mask.sum(1), keep_all,
+                                                     output_hidden_states=True)
+        assert len(blocks) == len(theirs_blocks)
+        assert _close(hidden, theirs)
+        assert all(_close(a, b) for a, b in zip(blocks, theirs_blocks))
+        blocks_run.add(len(blocks))
+    assert len(blocks_run) > 1  # LayerDrop dropped a block in some runs, not in others
 
 
 def test_wrapper_forward_is_the_wrappers_forward(folder, tmp_path):
