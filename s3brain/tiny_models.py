@@ -46,10 +46,41 @@ def write_tiny_model(folder, family, layout, seed=0):
     Path
         ``folder``.
     """
+    from transformers import Wav2Vec2FeatureExtractor
+
+    tiny_model(family, layout, seed).save_pretrained(folder)
+    # do_normalize as the large checkpoints' preprocessor (the base ones say False)
+    Wav2Vec2FeatureExtractor(do_normalize=layout == "large", return_attention_mask=True) \
+        .save_pretrained(folder)
+    return Path(folder)
+
+
+def tiny_model(family, layout, seed=0):
+    """A tiny random-init transformers model of ``family`` in ``layout`` (see
+    ``write_tiny_model``), in memory.
+
+    Arguments
+    ---------
+    family : str
+        ``"wav2vec2"``, ``"hubert"``, ``"wavlm"`` or ``"data2vec-audio"``.
+    layout : str
+        ``"base"`` or ``"large"``.
+    seed : int
+        Seed of the random weights.
+
+    Returns
+    -------
+    transformers.PreTrainedModel
+
+    Example
+    -------
+    >>> model = tiny_model("wavlm", "large")
+    >>> model.config.do_stable_layer_norm, model.config.num_hidden_layers
+    (True, 2)
+    """
     import torch
     from transformers import (Data2VecAudioConfig, Data2VecAudioModel, HubertConfig, HubertModel,
-                              Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model,
-                              WavLMConfig, WavLMModel)
+                              Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel)
 
     classes = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel),
                "wavlm": (WavLMConfig, WavLMModel),
@@ -71,9 +102,4 @@ def write_tiny_model(folder, family, layout, seed=0):
         kwargs.update(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = model_class(config_class(**kwargs))
-    model.save_pretrained(folder)
-    # do_normalize as the large checkpoints' preprocessor (the base ones say False)
-    Wav2Vec2FeatureExtractor(do_normalize=layout == "large", return_attention_mask=True) \
-        .save_pretrained(folder)
-    return Path(folder)
+        return model_class(config_class(**kwargs))
