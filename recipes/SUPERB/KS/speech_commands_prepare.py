@@ -29,7 +29,26 @@ NOISE_PARTS = {"train": (0.0, 0.8), "valid": (0.8, 0.9), "test": (0.9, 1.0)}
 
 
 def prepare_speech_commands(data_folder, save_folder, keywords=KEYWORDS, seed=0, skip_prep=False):
-    """Write the manifests; return ``{split: csv path}``."""
+    """Write the manifests (skipped when they exist with the same options).
+
+    Arguments
+    ---------
+    data_folder : str or Path
+        The dataset's folder (the Speech Commands v0.02 layout).
+    save_folder : str or Path
+        Where ``train.csv``, ``valid.csv`` and ``test.csv`` go.
+    keywords : list of str
+        The words that are classes of their own; every other word is ``_unknown_``.
+    seed : int
+        Seed of the ``_silence_`` crops' positions.
+    skip_prep : bool
+        Return the manifest paths without checking or writing them.
+
+    Returns
+    -------
+    dict
+        ``{"train", "valid", "test": csv path}``.
+    """
     data_folder, save_folder = Path(data_folder), Path(save_folder)
     paths = manifest_paths(save_folder, SPLITS)
     options = {"data_folder": str(data_folder), "keywords": list(keywords), "seed": seed}

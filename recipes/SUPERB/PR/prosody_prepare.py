@@ -20,7 +20,22 @@ SPLITS = ("train", "valid", "test")
 
 
 def prepare_prosody(data_folder, save_folder, skip_prep=False):
-    """Write the manifests; return ``{split: csv path}``."""
+    """Write the manifests (skipped when they exist with the same options).
+
+    Arguments
+    ---------
+    data_folder : str or Path
+        The dataset's folder (``<split>/<class>/<speaker>_<n>.wav``).
+    save_folder : str or Path
+        Where ``train.csv``, ``valid.csv`` and ``test.csv`` go.
+    skip_prep : bool
+        Return the manifest paths without checking or writing them.
+
+    Returns
+    -------
+    dict
+        ``{"train", "valid", "test": csv path}``.
+    """
     data_folder, save_folder = Path(data_folder), Path(save_folder)
     paths = manifest_paths(save_folder, SPLITS)
     options = {"data_folder": str(data_folder)}

@@ -13,7 +13,6 @@ Each run writes ``results.json`` (test metrics, cost, storage per task) and, for
 task's ``task_mask.safetensors`` for the mask bank.
 """
 
-import logging
 import sys
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from s3brain.finetuning import BackboneFineTuning  # noqa: E402
 from s3brain.report import cost_report, split_results, write_results  # noqa: E402
 from s3brain.utterance import (ClassificationStats, build_head, dataio_prepare,  # noqa: E402
                                prepare_task, summed_cross_entropy, target_ids)
-
-logger = logging.getLogger(__name__)
 
 #: Four classes of pitch, speed and loudness.
 TARGETS = ("label",)
@@ -90,7 +87,18 @@ class ProsodyClassification(BackboneFineTuning):
 
 
 def main(argv):
-    """Prepare, train, test and report one run; the exit status (2: a one-line error)."""
+    """Prepare, train, test and report one run.
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line after the program name: the yaml, then overrides (``--sparsity=0.05``).
+
+    Returns
+    -------
+    int
+        The exit status (a one-line set-up error exits with 2).
+    """
     with setup_errors():  # no backbone, missing data, bad keys: one line
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
         manifests = prepare_task(prepare_prosody, hparams["data_folder"],
@@ -104,8 +112,8 @@ def main(argv):
         head = build_head(hparams["ssl"], encoders, hparams["projection"])
         hparams["model"] = hparams["modules"]["head"] = head
         hparams["checkpointer"].add_recoverable("model", head)
-        strategies = setup_strategies(hparams)
-    logger.info("Strategies: %s", [type(s).__name__ for s in hparams.get("strategies") or []])
+        # none for weight fine-tuning (its yaml lists no strategies)
+        strategies = setup_strategies(hparams.get("strategies"), hparams)
 
     brain = ProsodyClassification(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
                                   checkpointer=hparams["checkpointer"])

@@ -21,7 +21,24 @@ CODES = {"1": "train", "2": "valid", "3": "test"}
 
 
 def prepare_voxceleb1(data_folder, save_folder, split_file="iden_split.txt", skip_prep=False):
-    """Write the manifests; return ``{split: csv path}``."""
+    """Write the manifests (skipped when they exist with the same options).
+
+    Arguments
+    ---------
+    data_folder : str or Path
+        The dataset's folder (``wav/<id>/<video>/<n>.wav``).
+    save_folder : str or Path
+        Where ``train.csv``, ``valid.csv`` and ``test.csv`` go.
+    split_file : str
+        VoxCeleb1's identification split list, relative to ``data_folder``.
+    skip_prep : bool
+        Return the manifest paths without checking or writing them.
+
+    Returns
+    -------
+    dict
+        ``{"train", "valid", "test": csv path}``.
+    """
     data_folder, save_folder = Path(data_folder), Path(save_folder)
     paths = manifest_paths(save_folder, CODES.values())
     options = {"data_folder": str(data_folder), "split_file": split_file}
