@@ -23,6 +23,7 @@ import speechbrain as sb
 import torch
 
 from s3brain.audio import backbone_rate
+from s3brain.backbone import normalized_input, output_normalized
 from s3brain.early_exit import early_exit, exit_inputs
 from s3brain.experiment import unwrapped
 from s3brain.families import transformer_blocks
@@ -227,8 +228,7 @@ def decode_at_exits(strategy, ssl, head, wavs, wav_lens, blank_index):
 
     def head_fn(i, hidden):
         """Log-probabilities of block ``i``'s exit (the final head after the last block)."""
-        if ssl.output_norm:
-            hidden = torch.nn.functional.layer_norm(hidden, hidden.shape[-2:])
+        hidden = output_normalized(ssl, hidden)
         if i == blocks:
             return head(hidden)
         return strategy.heads[i - 1](hidden)
@@ -236,8 +236,7 @@ def decode_at_exits(strategy, ssl, head, wavs, wav_lens, blank_index):
     hyps = []
     for wav, rel in zip(wavs, wav_lens):
         wav = wav[: int(round(float(rel) * wavs.shape[1]))].unsqueeze(0)
-        if ssl.normalize_wav:
-            wav = torch.nn.functional.layer_norm(wav, wav.shape[1:])
+        wav = normalized_input(ssl, wav)
         start = time.perf_counter()
         log_probs, block = early_exit(ssl.model, strategy.heads, wav, strategy.criterion,
                                       strategy.threshold, strategy.min_layer, head_fn)

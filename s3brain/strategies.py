@@ -574,23 +574,20 @@ class Distillation(Strategy):
         """See ``Strategy.loss``."""
         if self.teacher is None or stage.name != "TRAIN":
             return None
-        from s3brain.salad import block_outputs, pack_kept
+        from speechbrain.dataio.dataio import length_to_mask
+
+        from s3brain.backbone import wrapper_forward
+        from s3brain.families import block_outputs, pack_kept
 
         wavs, wav_lens = batch.sig
         teacher = self.teacher.to(wavs.device).eval()
-        with torch.no_grad():
-            if teacher.normalize_wav:
-                wavs = nn.functional.layer_norm(wavs, wavs.shape[1:])
-            samples = (wav_lens * wavs.shape[1]).round().long()
-            mask = torch.arange(wavs.shape[1], device=wavs.device)[None, :] < samples[:, None]
-            with block_outputs(teacher.model) as hiddens:
-                teacher.model(wavs, attention_mask=mask.long())
+        with torch.no_grad(), block_outputs(teacher.model) as hiddens:
+            wrapper_forward(teacher, wavs, wav_lens, every_layer=False)
         student, kept = self.student.blocks, self.student.kept
         if student is None or len(student) != len(hiddens):
             raise ValueError("distillation needs token dropping and as many blocks as the teacher")
-        lengths = kept.sum(1)
-        valid = (torch.arange(student[0].shape[1], device=wavs.device)[None, :]
-                 < lengths[:, None]).unsqueeze(-1)
+        valid = length_to_mask(kept.sum(1), student[0].shape[1], dtype=torch.bool,
+                               device=wavs.device).unsqueeze(-1)
         loss = 0.0
         for t_hidden, s_hidden in zip(hiddens, student):  # every block's output
             t_kept, _ = pack_kept(t_hidden, kept)

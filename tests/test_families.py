@@ -274,8 +274,9 @@ def test_adapters_at_initialisation_leave_the_output_unchanged(folder):
         before = model(wav).last_hidden_state
         adapters = Adapters(model, bottleneck=4)
         assert torch.equal(model(wav).last_hidden_state, before)
-    assert all(p.requires_grad for p in adapters.parameters())
-    assert not any(p.requires_grad for p in model.parameters())
+    # the adapters sit inside the model (SpeechBrain's AdaptedModel): they alone train
+    assert {id(p) for p in model.parameters() if p.requires_grad} == \
+        {id(p) for p in adapters.parameters()}
 
 
 def test_a_family_without_a_layer_table_is_refused_at_load(tmp_path):
