@@ -41,7 +41,7 @@ def main(argv=None):
     q_hf, q_head = torch_int8([hf, head])
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         export_onnx(forward, [hf, head], wav, f"{tmp}/fp32.onnx")
-        int8 = OnnxInt8(forward, [hf, head], wav, f"{tmp}/int8")
+        int8 = OnnxInt8(f"{tmp}/fp32.onnx")  # the same export, quantized
         reference = forward(wav)
         outputs = {"torch int8": q_head(q_hf(wav).last_hidden_state), "onnxruntime int8": int8(wav)}
         print(f"{args.model} model, {args.seconds:g} s of audio, batch 1, median of "

@@ -17,7 +17,7 @@ Example
 >>> model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 8))
 >>> wav = torch.randn(2, 64)
 >>> with tempfile.TemporaryDirectory() as tmp:
-...     int8 = OnnxInt8(lambda x: model(x), [model], wav, tmp)
+...     int8 = OnnxInt8.export(lambda x: model(x), [model], wav, tmp)
 ...     out = int8(wav)
 >>> out.shape, bool((out - model(wav)).abs().max() < 0.05)
 (torch.Size([2, 8]), True)
@@ -59,30 +59,76 @@ def quantize_onnx_int8(source, target):
 
 
 class OnnxInt8:
-    """A deployable forward, exported to ONNX, quantized to int8 and served by onnxruntime.
+    """A float ONNX model quantized to int8 and served by onnxruntime on the CPU; ``export``
+    makes one from a deployable forward.
 
     Arguments
     ---------
-    forward : callable
-        ``wav [batch, samples] -> outputs``, as deployed (see ``s3brain.ctc.cost_report``).
-    modules : list of torch.nn.Module
-        The modules ``forward`` uses.
-    example : torch.Tensor
-        An example waveform for the export (any length works afterwards).
-    folder : str or Path
-        Where the float and int8 ONNX files are written.
+    float_model : str or Path
+        The float ONNX file (input ``wav``, see ``s3brain.efficiency.export_onnx``); the int8
+        one is written beside it (``model.onnx`` -> ``model.int8.onnx``).
     threads : int
         onnxruntime intra-op threads.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from s3brain.efficiency import export_onnx
+    >>> layer = torch.nn.Linear(32, 4)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = export_onnx(layer, [layer], torch.randn(1, 32), f"{tmp}/model.onnx")
+    ...     int8 = OnnxInt8(f"{tmp}/model.onnx")
+    ...     name = int8.path.name
+    >>> name, int8(torch.randn(1, 32)).shape
+    ('model.int8.onnx', torch.Size([1, 4]))
     """
 
-    def __init__(self, forward, modules, example, folder, threads=1):
-        from s3brain.efficiency import export_onnx, onnx_session
+    backend = "onnxruntime"
+
+    def __init__(self, float_model, threads=1):
+        from s3brain.efficiency import onnx_session
+
+        self.path = quantize_onnx_int8(float_model, Path(float_model).with_suffix(".int8.onnx"))
+        # the session holds the model in memory: the files may be deleted afterwards
+        self.session = onnx_session(self.path, threads)
+
+    @classmethod
+    def export(cls, forward, modules, example, folder, threads=1):
+        """Export ``forward`` to ``folder/model.onnx`` and quantize it.
+
+        Arguments
+        ---------
+        forward : callable
+            ``wav [batch, samples] -> outputs``, as deployed (``s3brain.report.Deployment``).
+        modules : list of torch.nn.Module
+            The modules ``forward`` uses.
+        example : torch.Tensor
+            An example waveform for the export (any length works afterwards).
+        folder : str or Path
+            Where the float and int8 ONNX files are written.
+        threads : int
+            onnxruntime intra-op threads.
+
+        Returns
+        -------
+        OnnxInt8
+            The int8 model.
+
+        Example
+        -------
+        >>> import tempfile
+        >>> layer = torch.nn.Linear(32, 4)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     out = OnnxInt8.export(layer, [layer], torch.randn(1, 32), tmp)(torch.ones(1, 32))
+        >>> out.shape
+        torch.Size([1, 4])
+        """
+        from s3brain.efficiency import export_onnx
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         export_onnx(forward, modules, example, folder / "model.onnx")
-        self.path = quantize_onnx_int8(folder / "model.onnx", folder / "model.int8.onnx")
-        self.session = onnx_session(self.path, threads)
+        return cls(folder / "model.onnx", threads)
 
     def __call__(self, wav):
         """Outputs of the int8 model for ``wav`` (a CPU tensor), as a tensor."""

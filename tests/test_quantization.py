@@ -28,7 +28,7 @@ def test_int8_is_close_to_fp32_on_real_speech(deployed, backend, tiny_corpus, tm
 
     with torch.no_grad():
         if backend == "onnxruntime":
-            int8 = OnnxInt8(forward, [hf, head], read_audio(files[0])[None], tmp_path)
+            int8 = OnnxInt8.export(forward, [hf, head], read_audio(files[0])[None], tmp_path)
             assert (tmp_path / "model.int8.onnx").stat().st_size < 0.5 * (
                 tmp_path / "model.onnx").stat().st_size  # int8 weights: a smaller file
         else:
