@@ -144,3 +144,24 @@ def test_common_voice_runs_are_collected_like_librispeech_ones(tmp_path):
     assert "per_test" in header and "wer_test_clean" not in header
     for png in ("per_vs_flops.png", "per_vs_sparsity.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_superb_runs_are_collected_like_librispeech_ones(tmp_path):
+    """A SUPERB task's comparison: accuracy (higher is better) as the metric, the cost on the
+    task's own audio length (1 s clips for keyword spotting), mask file against whole model."""
+    recipe = RECIPE.parent / "SUPERB" / "KS"
+    out = tmp_path / "ks"
+    code = compare.main([str(recipe), "--all", "--out", str(out), "--threads", "1", "--",
+                         "--synthetic_size=tiny", "--number_of_epochs=1", "--cost_repeats=1"])
+    assert code == 0
+    with open(out / "comparison.csv") as f:
+        table = {row["name"]: row for row in csv.DictReader(f)}
+    assert set(table) == {"weight_ft", "s3router"}
+    for row in table.values():
+        assert 0 <= float(row["accuracy_test"]) <= 100 and row["task"] == "keyword_spotting"
+        assert float(row["flops_1s"]) > 1e7
+    assert int(table["s3router"]["storage_bytes_per_task"]) < \
+        int(table["weight_ft"]["storage_bytes_per_task"]) / 5
+    header = (out / "comparison.md").read_text().splitlines()[0]
+    assert "accuracy_test" in header and "flops_1s" in header
+    assert (out / "accuracy_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
