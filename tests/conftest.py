@@ -1,5 +1,12 @@
-"""Shared fixtures: the tiny synthetic corpus and helpers to run the recipe."""
+"""Shared fixtures: the tiny synthetic corpus and helpers to run the recipe; the markers.
 
+Unit tests are in ``tests/unit/``, recipe runs in ``tests/integration/``: every test under
+``tests/integration/`` is marked ``integration``, every other one (unit tests, doctests) ``unit``,
+so ``pytest -m "not integration"`` (or ``-m unit``) runs the fast part. This folder is on
+``sys.path`` (pytest's prepend import mode), so tests in both import from here.
+"""
+
+import csv
 import os
 import subprocess
 import sys
@@ -13,6 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 sys.path.insert(0, str(RECIPE))
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+#: the columns of SpeechBrain's recipe-test CSVs (``tests/recipes/<Dataset>.csv``)
+RECIPE_INDEX_COLUMNS = ["Task", "Dataset", "Script_file", "Hparam_file", "Data_prep_file",
+                        "Readme_file", "Result_url", "HF_repo", "test_debug_flags",
+                        "test_debug_checks", "performance"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # pytest-xdist runs one worker per core (setup.cfg: -n auto): give each worker, and the recipe
@@ -23,6 +36,21 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     import torch
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_configure(config):
+    """Register the markers."""
+    config.addinivalue_line("markers", "integration: runs a recipe end to end (tests/integration/)")
+    config.addinivalue_line("markers", "unit: a unit test or doctest (everything else)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test by its folder: ``integration`` under tests/integration/, else ``unit``."""
+    for item in items:
+        if INTEGRATION in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +67,17 @@ def run_recipe(*args, cwd=REPO, env=None, timeout=600, launcher=None, script=REC
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def recipe_index_rows():
+    """``[(dataset, row)]`` of every ``tests/recipes/<Dataset>.csv``, its columns checked."""
+    rows = []
+    for index in sorted((REPO / "tests" / "recipes").glob("*.csv")):
+        with open(index, encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            assert reader.fieldnames == RECIPE_INDEX_COLUMNS, index
+            rows += [(index.stem, row) for row in reader]
+    return rows
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ def test_onnx_export_matches_torch_and_times_it():
     assert ms > 0 and difference < 1e-5
 
 
-TINY = Path(__file__).resolve().parents[1] / "s3brain" / "backbones" / "w2v2-tiny"
+TINY = Path(__file__).resolve().parents[2] / "s3brain" / "backbones" / "w2v2-tiny"
 
 
 def analytic_wav2vec2_flops(config, samples):

@@ -1,14 +1,12 @@
 """Adapters and LoRA through SpeechBrain's ``AdaptedModel`` on every backbone family and layout:
 unchanged at initialisation, only the added tensors train, LoRA merges into plain linears,
-a checkpoint resumes, and the LoRA recipe runs in debug mode."""
-
-import json
+a checkpoint resumes (the LoRA recipe run: ``tests/integration/test_lora_recipe.py``)."""
 
 import pytest
 import torch
 from transformers import AutoModel
 
-from conftest import FAMILY_LAYOUTS, run_recipe
+from conftest import FAMILY_LAYOUTS
 from s3brain.adapters import (Adapters, HoulsbyAdapter, LoRA, LoRAAdapters, adapter_state_dict,
                               added_adapters, merge_lora, target_layers)
 from s3brain.backbone import load_ssl
@@ -197,20 +195,3 @@ def test_a_checkpoint_resumes_into_a_fresh_backbone(folder, tmp_path, make):
     assert Checkpointer(tmp_path / "save", recoverables={"ssl": fresh}).recover_if_possible()
     with torch.no_grad():
         assert torch.equal(fresh(wav), trained)
-
-
-def test_lora_recipe_debug_run(tmp_path):
-    out = tmp_path / "lora"
-    proc = run_recipe("recipes/LibriSpeech/hparams/lora.yaml", "--debug", "--synthetic_size=tiny",
-                      "--cost_repeats=1", f"--output_folder={out}")
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    ssl = load_ssl(results["ssl_hub"], tmp_path / "hub")
-    lora = _lora_count(ssl.model, rank=8)
-    hidden = ssl.model.config.hidden_size
-    head = hidden * 256 + 256 + 256 * 29 + 29
-    assert results["strategy"] == "lora"
-    assert results["params_trainable"] == lora + head
-    assert results["storage_bytes_per_task"] == 4 * (lora + head)
-    # deployed merged: the plain backbone and the head, nothing of LoRA
-    assert results["params_total"] == sum(p.numel() for p in ssl.parameters()) + head

@@ -1,36 +1,11 @@
-"""tests/recipes/<Dataset>.csv in SpeechBrain's recipe-test format: complete, and each row runs."""
+"""Each row of tests/recipes/<Dataset>.csv (SpeechBrain's recipe-test format) runs in debug mode
+and leaves the files it lists."""
 
-import csv
 import re
 import shlex
 
 import pytest
-from conftest import RECIPE, REPO, run_recipe
-
-COLUMNS = ["Task", "Dataset", "Script_file", "Hparam_file", "Data_prep_file", "Readme_file",
-           "Result_url", "HF_repo", "test_debug_flags", "test_debug_checks", "performance"]
-
-
-def _rows():
-    rows = []
-    for index in sorted((REPO / "tests" / "recipes").glob("*.csv")):
-        with open(index, encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            assert reader.fieldnames == COLUMNS, index
-            rows += [(index.stem, row) for row in reader]
-    return rows
-
-
-def test_every_yaml_is_listed_and_every_listed_file_exists():
-    rows = _rows()
-    listed = {row["Hparam_file"] for _, row in rows}
-    for yaml in sorted((REPO / "recipes").rglob("hparams/*.yaml")):
-        assert str(yaml.relative_to(REPO)) in listed, f"{yaml} missing from tests/recipes/"
-    for dataset, row in rows:
-        assert row["Dataset"] == dataset
-        for key in ("Script_file", "Hparam_file", "Data_prep_file", "Readme_file"):
-            if row[key]:
-                assert (REPO / row[key]).is_file(), f"{row[key]} listed but missing"
+from conftest import RECIPE, REPO, recipe_index_rows, run_recipe
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +53,7 @@ def _distinct_runs(rows):
     return distinct
 
 
-@pytest.mark.parametrize("row", _distinct_runs([r for _, r in _rows()]),
+@pytest.mark.parametrize("row", _distinct_runs([r for _, r in recipe_index_rows()]),
                          ids=lambda r: r["Hparam_file"])
 def test_row_runs_in_debug_mode(row, tmp_path, request):
     flags = [f for f in shlex.split(row["test_debug_flags"]) if not f.startswith("--output_folder")]
