@@ -1,0 +1,730 @@
+"""A finished CTC run as a SpeechBrain inference folder: ``hyperparams.yaml`` and the files it
+loads, so that ``speechbrain.inference.ASR.EncoderASR`` transcribes with the deployed model.
+
+``export_inference(run_folder)`` reads the run's ``hyperparams.yaml``, sets its strategies up on
+the backbone, loads the checkpoint the recipe tested (lowest dev WER or PER) and writes
+``<run_folder>/inference/``:
+
+- ``hyperparams.yaml``: the ``encoder`` (``CTCEncoder``: the deployed backbone, built from its
+  transformers config, masks folded, SAFARI's pruned units removed, LoRA merged, Houlsby
+  adapters kept; then the head and the CTC layer; input downsampling, token dropping with its
+  detector, or early exit with its heads and threshold, as the run had them), the
+  ``tokenizer`` (``CTCLabels``), greedy CTC as ``decoding_function``, an ``audio_normalizer``
+  that reads any rate and channel count as the recipes do (``s3brain.audio``), and the
+  ``pretrainer`` that loads the two files below;
+- ``encoder.ckpt``: the encoder's ``state_dict``; ``tokenizer.ckpt``: the labels.
+
+Use::
+
+    from speechbrain.inference.ASR import EncoderASR
+    asr = EncoderASR.from_hparams(source="results/weight_ft/1986/inference", savedir="asr")
+    asr.transcribe_file("speech.wav")
+
+or ``python -m s3brain.inference <run folder>`` to export from the command line.
+``S3RouterASR`` serves several S3-Router tasks (mask files) on one backbone.
+
+Example
+-------
+>>> labels = CTCLabels(separator=" ")
+>>> labels.insert_blank(index=0)
+>>> labels.update_from_iterable(["a", "b"], sequence_input=False)
+>>> labels.decode_ndim([1, 2, 7])
+['a b']
+"""
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.encoder import CTCTextEncoder
+from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.checkpoints import (mark_as_loader, mark_as_transfer,
+                                           register_checkpoint_hooks)
+from torch import nn
+
+from s3brain.audio import backbone_rate, resample, to_mono
+from s3brain.backbone import normalized_input, output_normalized, wrapper_forward
+
+logger = logging.getLogger(__name__)
+
+#: What a folder written by ``export_inference`` holds besides ``hyperparams.yaml``.
+ENCODER_FILE, TOKENIZER_FILE = "encoder.ckpt", "tokenizer.ckpt"
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported as an inference folder (the message says why)."""
+
+
+class CTCLabels(CTCTextEncoder):
+    """The recipes' CTC labels as ``EncoderASR`` decodes them: ids beyond the label set are
+    dropped (a head may be wider than a phoneme set), and with a ``separator`` (phonemes) one
+    decoded sequence gives one string, labels joined by it (``EncoderASR`` joins the labels
+    of a sequence with ``""``, which would glue phonemes together).
+
+    Arguments
+    ---------
+    separator : str
+        ``""`` for characters (the space is a label), ``" "`` for phonemes.
+
+    Example
+    -------
+    >>> labels = CTCLabels()
+    >>> labels.insert_blank(index=0)
+    >>> labels.update_from_iterable(list("ab "), sequence_input=False)
+    >>> "".join(labels.decode_ndim([1, 3, 2, 9]))
+    'a b'
+    """
+
+    def __init__(self, separator=""):
+        super().__init__()
+        self.separator = separator
+        self.ignore_len()
+
+    def decode_ndim(self, x):
+        """Labels of ``x`` (nested lists or tensors of ids); a flat sequence of ids loses the
+        ids outside the label set and, with a separator, becomes one string.
+
+        Arguments
+        ---------
+        x : Any
+            An id, or a (nested) sequence of ids.
+
+        Returns
+        -------
+        list or str
+            The labels, nested as ``x``.
+        """
+        if isinstance(x, torch.Tensor):
+            x = x.tolist()
+        if isinstance(x, (list, tuple)) and all(isinstance(i, int) for i in x):
+            labels = [self.ind2lab[i] for i in x if i in self.ind2lab]
+            return [self.separator.join(labels)] if self.separator else labels
+        return super().decode_ndim(x)
+
+
+class AudioNormalizer:
+    """What ``Pretrained.load_audio`` does with a file's samples, as the recipes read audio
+    (``s3brain.audio.read_audio``): the channels averaged, then resampled to the backbone's
+    rate with torchaudio's sinc resampler.
+
+    Arguments
+    ---------
+    sample_rate : int
+        The backbone's rate.
+
+    Example
+    -------
+    >>> normalize = AudioNormalizer(16000)
+    >>> normalize(torch.ones(8000, 2), 8000).shape
+    torch.Size([16000])
+    """
+
+    def __init__(self, sample_rate=16000):
+        self.sample_rate = int(sample_rate)
+
+    def __call__(self, audio, sample_rate):
+        """One channel at the backbone's rate.
+
+        Arguments
+        ---------
+        audio : torch.Tensor
+            ``[time]`` or ``[time, channels]``.
+        sample_rate : int
+            The file's rate.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[time']``, float32.
+        """
+        return resample(to_mono(audio.float()), sample_rate, self.sample_rate).contiguous()
+
+
+class Backbone(nn.Module):
+    """A transformers SSL model built from its config, run as SpeechBrain's ``Wav2Vec2``
+    wrapper runs it (``s3brain.backbone.wrapper_forward``): the deployed backbone of an
+    inference folder, whose weights ``encoder.ckpt`` holds.
+
+    Arguments
+    ---------
+    config : dict
+        The transformers config (``model_type`` and what differs from the family's defaults);
+        a config with ``layer_intermediate_sizes`` builds the shrunk model of
+        ``s3brain.shrunk_modeling``.
+    normalize_wav : bool
+        The wrapper's input normalisation.
+    output_norm : bool
+        The wrapper's output layer norm.
+    sample_rate : int
+        The rate the model reads.
+    adapters : dict, optional
+        ``{"bottleneck": int, "targets": [...]}``: Houlsby adapters inside the model
+        (``s3brain.adapters.Adapters``), which a deployed model keeps.
+
+    Example
+    -------
+    >>> backbone = Backbone({"model_type": "wav2vec2", "hidden_size": 32,
+    ...     "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+    ...     "conv_dim": [8], "conv_stride": [5], "conv_kernel": [10],
+    ...     "num_feat_extract_layers": 1, "num_conv_pos_embedding_groups": 2}).eval()
+    >>> backbone(torch.randn(1, 400), torch.ones(1)).shape
+    torch.Size([1, 79, 32])
+    """
+
+    output_all_hiddens = False
+
+    def __init__(self, config, normalize_wav=False, output_norm=False, sample_rate=16000,
+                 adapters=None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        from s3brain import shrunk_modeling
+
+        config = dict(config)
+        model_type = config.pop("model_type")
+        if config.get("layer_intermediate_sizes") is not None:
+            config_name, model_name = shrunk_modeling.CLASSES[model_type]
+            config = getattr(shrunk_modeling, config_name)(**config)
+            self.model = getattr(shrunk_modeling, model_name)(config)
+        else:
+            self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **config))
+        if adapters:
+            from s3brain.adapters import Adapters
+
+            Adapters(self.model, bottleneck=adapters["bottleneck"], targets=adapters["targets"])
+        self.normalize_wav, self.output_norm = bool(normalize_wav), bool(output_norm)
+        self.sampling_rate = int(sample_rate)
+
+    def forward(self, wavs, wav_lens=None):
+        """The last block's features, ``[batch, frames, hidden]``.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        return wrapper_forward(self, wavs, wav_lens)
+
+
+def blank_padded(log_probs, wav_lens, blank_index):
+    """Per-utterance log-probabilities of different lengths as one batch that greedy CTC
+    (``speechbrain.decoders.ctc_greedy_decode``, which reads ``round(wav_len * frames)``
+    frames) decodes as it decodes each alone: every utterance is followed by frames that are
+    certainly blank, enough that its relative length covers its own frames.
+
+    Arguments
+    ---------
+    log_probs : list of torch.Tensor
+        ``[frames_i, outputs]`` each.
+    wav_lens : torch.Tensor
+        The batch's relative lengths.
+    blank_index : int
+        The CTC blank.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames, outputs]``.
+
+    Example
+    -------
+    >>> out = blank_padded([torch.zeros(3, 2), torch.zeros(5, 2)], torch.tensor([1.0, 0.5]), 0)
+    >>> out.shape, int(round(0.5 * out.shape[1])) >= 5
+    (torch.Size([2, 10, 2]), True)
+    """
+    rel = [max(float(r), 1e-6) for r in wav_lens]
+    frames = max(math.ceil(lp.shape[0] / r) for lp, r in zip(log_probs, rel))
+    while any(round(r * frames) < lp.shape[0] for lp, r in zip(log_probs, rel)):
+        frames += 1
+    first = log_probs[0]
+    out = torch.full((len(log_probs), frames, first.shape[-1]), -1e4, dtype=first.dtype,
+                     device=first.device)
+    out[:, :, blank_index] = 0.0
+    for i, lp in enumerate(log_probs):
+        out[i, : lp.shape[0]] = lp
+    return out
+
+
+@register_checkpoint_hooks
+class CTCEncoder(nn.Module):
+    """The deployed CTC model of a run, waveform to log-probabilities: the ``encoder`` of an
+    ``EncoderASR`` inference folder.
+
+    Exactly one of ``downsampler``, ``token_dropping`` and ``exit_heads`` may be given, as a
+    run has at most one strategy that changes the forward; with token dropping or early exit
+    the utterances give different frame counts, returned padded with certain blanks
+    (``blank_padded``) so that greedy CTC decodes each as alone.
+
+    Arguments
+    ---------
+    backbone : Backbone
+        The deployed backbone.
+    head : torch.nn.Module
+        The recipe's head (features to ``ctc_lin``'s input).
+    ctc_lin : torch.nn.Module
+        The CTC output layer.
+    blank_index : int
+        The CTC blank.
+    downsampler : s3brain.downsampling.InputDownsampling, optional
+        Input downsampling before the backbone.
+    token_dropping : s3brain.salad.TokenDropping, optional
+        CNN frames dropped before the transformer (SALAD with its detector, or uniform).
+    exit_heads : s3brain.early_exit.ExitHeads, optional
+        Early exit: a CTC head after every block but the last.
+    exit_criterion : str
+        ``entropy`` or ``similarity``.
+    exit_threshold : float
+        The criterion's threshold.
+    exit_min_layer : int
+        The first block allowed to exit.
+
+    Example
+    -------
+    >>> backbone = Backbone({"model_type": "wav2vec2", "hidden_size": 32,
+    ...     "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+    ...     "conv_dim": [8], "conv_stride": [5], "conv_kernel": [10],
+    ...     "num_feat_extract_layers": 1, "num_conv_pos_embedding_groups": 2})
+    >>> encoder = CTCEncoder(backbone, nn.Identity(), nn.Linear(32, 5)).eval()
+    >>> encoder(torch.randn(2, 400), torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 79, 5])
+    """
+
+    def __init__(self, backbone, head, ctc_lin, blank_index=0, downsampler=None,
+                 token_dropping=None, exit_heads=None, exit_criterion="entropy",
+                 exit_threshold=0.7, exit_min_layer=1):
+        super().__init__()
+        if sum(m is not None for m in (downsampler, token_dropping, exit_heads)) > 1:
+            raise ValueError("give at most one of downsampler, token_dropping and exit_heads")
+        self.backbone, self.head, self.ctc_lin = backbone, head, ctc_lin
+        self.blank_index = int(blank_index)
+        self.downsampler, self.token_dropping, self.exit_heads = (downsampler, token_dropping,
+                                                                  exit_heads)
+        self.exit_criterion, self.exit_threshold = exit_criterion, float(exit_threshold)
+        self.exit_min_layer = int(exit_min_layer)
+
+    def log_probs(self, features):
+        """The head's CTC log-probabilities of backbone features.
+
+        Arguments
+        ---------
+        features : torch.Tensor
+            ``[batch, frames, hidden]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        return self.ctc_lin(self.head(features)).log_softmax(-1)
+
+    def forward(self, wavs, wav_lens=None):
+        """CTC log-probabilities of a batch of waveforms at the backbone's rate.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (all 1.0 when None).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        if self.exit_heads is not None:
+            return self._early_exit(wavs, wav_lens)
+        if self.token_dropping is not None:
+            from s3brain.salad import encode_with_dropping
+
+            features, lens, _ = encode_with_dropping(self.backbone, wavs, wav_lens,
+                                                     self.token_dropping)
+            log_probs = self.log_probs(features)
+            frames = (lens * log_probs.shape[1]).round().long().tolist()
+            return blank_padded([lp[:n] for lp, n in zip(log_probs, frames)], wav_lens,
+                                self.blank_index)
+        if self.downsampler is not None:
+            features = self.backbone(self.downsampler(wavs), wav_lens)
+            return self.log_probs(self.downsampler.upsample(features))
+        return self.log_probs(self.backbone(wavs, wav_lens))
+
+    def _early_exit(self, wavs, wav_lens):
+        """Each utterance alone through the blocks until its exit (``ctc.decode_at_exits``)."""
+        from s3brain.early_exit import early_exit
+        from s3brain.families import transformer_blocks
+
+        blocks = len(transformer_blocks(self.backbone.model))
+
+        def head_fn(i, hidden):
+            """Logits of block ``i``'s exit (the final head after the last block)."""
+            hidden = output_normalized(self.backbone, hidden)
+            if i == blocks:
+                return self.ctc_lin(self.head(hidden))
+            return self.exit_heads[i - 1](hidden)
+
+        outputs = []
+        self.exit_blocks = []
+        for wav, rel in zip(wavs, wav_lens):
+            wav = wav[: int(round(float(rel) * wavs.shape[1]))].unsqueeze(0)
+            log_probs, block = early_exit(self.backbone.model, self.exit_heads,
+                                          normalized_input(self.backbone, wav),
+                                          self.exit_criterion, self.exit_threshold,
+                                          self.exit_min_layer, head_fn)
+            outputs.append(log_probs[0])
+            self.exit_blocks.append(block)
+        return blank_padded(outputs, wav_lens, self.blank_index)
+
+    @mark_as_transfer
+    @mark_as_loader
+    def load_strict(self, path, end_of_epoch=False):
+        """Load ``encoder.ckpt``, every tensor required (SpeechBrain's default transfer only
+        warns about missing ones).
+
+        Arguments
+        ---------
+        path : str or Path
+            The file.
+        end_of_epoch : bool
+            Unused (the checkpoint loader's signature).
+        """
+        del end_of_epoch
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+# Writing the yaml: the modules an inference folder builds, each described by its constructor.
+
+def _yaml_block(data, indent):
+    """Plain data as an indented yaml block."""
+    lines = []
+    for key, value in data.items():  # key by key: a list of numbers or words on one line
+        if isinstance(value, (list, tuple)) and not any(isinstance(v, (list, dict))
+                                                        for v in value):
+            lines.append(f"{key}: {json.dumps(list(value))}")
+        else:
+            lines += yaml.safe_dump({key: value}, default_flow_style=False,
+                                    sort_keys=False).splitlines()
+    return "".join(" " * indent + line + "\n" for line in lines)
+
+
+def _layer_yaml(module, indent):
+    """``!new:`` yaml lines that build ``module`` (a head's layers), or ExportError."""
+    pad = " " * indent
+    name = f"{type(module).__module__}.{type(module).__qualname__}"
+    if getattr(nn, type(module).__name__, None) is type(module):
+        name = f"torch.nn.{type(module).__name__}"
+    simple = {nn.LeakyReLU: lambda m: {"negative_slope": m.negative_slope},
+              nn.ReLU: lambda m: {}, nn.GELU: lambda m: {"approximate": m.approximate},
+              nn.Tanh: lambda m: {}, nn.Identity: lambda m: {},
+              nn.Dropout: lambda m: {"p": m.p},
+              nn.Linear: lambda m: {"in_features": m.in_features,
+                                    "out_features": m.out_features,
+                                    "bias": m.bias is not None},
+              nn.LayerNorm: lambda m: {"normalized_shape": list(m.normalized_shape),
+                                       "eps": m.eps,
+                                       "elementwise_affine": m.elementwise_affine}}
+    if type(module) in simple:
+        args = simple[type(module)](module)
+        return f"!new:{name}\n" + (_yaml_block(args, indent) if args else "")
+    if isinstance(module, sb.nnet.linear.Linear) and not module.combine_dims \
+            and module.max_norm is None:
+        args = {"input_size": module.w.in_features, "n_neurons": module.w.out_features,
+                "bias": module.w.bias is not None}
+        return f"!new:{name}\n" + _yaml_block(args, indent)
+    if isinstance(module, sb.nnet.containers.Sequential):
+        lines = f"!new:{name}\n{pad}input_shape: [null, null, null]\n"
+        for child_name, child in module.items():
+            lines += f"{pad}{child_name}: {_layer_yaml(child, indent + 4)}"
+        return lines
+    if type(module) is nn.Sequential:
+        lines = f"!new:{name}\n"
+        for child in module:
+            lines += f"{pad}- {_layer_yaml(child, indent + 4)}"
+        return lines
+    raise ExportError(f"cannot describe a {name} head layer in hyperparams.yaml: the export "
+                      f"knows SpeechBrain's Linear and Sequential and torch's Linear, "
+                      f"Sequential, LayerNorm, Dropout and activations")
+
+
+def _strategy_parts(strategies):
+    """The run's strategies sorted into what the export does with them, or ExportError."""
+    from s3brain.strategies import (Adapters, Distillation, Downsampling, EarlyExit, InitFrom,
+                                    LoRA, Masks, Pruning, TokenDropping)
+    from s3brain.top_blocks import TopBlocks
+
+    parts = {"deploy": [], "forward": None, "adapters": None}
+    for strategy in strategies:
+        kind = type(strategy).__name__
+        if isinstance(strategy, (InitFrom, Distillation)):
+            continue  # only training starts from them: the checkpoint holds the result
+        if isinstance(strategy, TokenDropping) and strategy.dropper.method == "random":
+            raise ExportError("random token dropping is a baseline whose kept frames come from "
+                              "a random generator: its transcripts cannot be reproduced; "
+                              "export a uniform or SALAD token-dropping run")
+        if isinstance(strategy, (Downsampling, TokenDropping, EarlyExit)):
+            parts["forward"] = strategy
+        elif isinstance(strategy, Adapters) and not isinstance(strategy, LoRA):
+            parts["adapters"] = strategy
+        elif isinstance(strategy, (Masks, Pruning, LoRA, TopBlocks)):
+            parts["deploy"].append(strategy)
+        else:
+            raise ExportError(f"strategy {kind} has no inference export yet")
+    return parts
+
+
+def _fix_relative_output(text, run_folder):
+    """The run's yaml text with its output folder made absolute (``run_folder``) when the run
+    wrote it relative to the folder it was started in."""
+    for line in text.splitlines():
+        if line.startswith("output_folder:"):
+            old = line.split(":", 1)[1].split("#")[0].strip()
+            if old and not Path(old).is_absolute():
+                return text.replace(f": {old}", f": {run_folder}")
+            break
+    return text
+
+
+def _labels(hparams, run_folder):
+    """The run's CTC labels (``CTCLabels``) and units: CommonVoice's saved phoneme set, or
+    LibriSpeech's alphabet."""
+    saved = Path(run_folder) / "save" / "label_encoder.txt"
+    if saved.is_file():
+        labels = CTCLabels(separator=" ")
+        labels.load(saved)
+        return labels, "phonemes"
+    if "alphabet" not in hparams:
+        raise ExportError(f"{run_folder}: neither save/label_encoder.txt nor an alphabet: not "
+                          f"a LibriSpeech or CommonVoice CTC run")
+    labels = CTCLabels()
+    labels.insert_blank(index=hparams["blank_index"])
+    labels.update_from_iterable(list(hparams["alphabet"]), sequence_input=False)
+    return labels, "chars"
+
+
+def load_run(run_folder):
+    """A finished run as the recipe tested it: its hyperparameters, strategies set up on the
+    backbone, the checkpoint with the lowest dev error loaded, and its labels.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder (``hyperparams.yaml``, ``save/``).
+
+    Returns
+    -------
+    dict
+        ``hparams`` (the run's, modules loaded), ``labels`` (``CTCLabels``), ``units``
+        (``chars`` or ``phonemes``), ``key`` (``WER`` or ``PER``).
+
+    Raises
+    ------
+    ExportError
+        The folder is not a finished CTC run, or a strategy cannot be exported.
+    """
+    from s3brain.checkpoint import Checkpointer
+    from s3brain.strategies import strategy_modules
+
+    run_folder = Path(run_folder).resolve()
+    yaml_file = run_folder / "hyperparams.yaml"
+    if not yaml_file.is_file():
+        raise ExportError(f"{run_folder}: no hyperparams.yaml: not a run's output folder")
+    text = _fix_relative_output(yaml_file.read_text(encoding="utf-8"), run_folder)
+    hparams = load_hyperpyyaml(text)
+    if "ctc_lin" not in hparams.get("modules", {}):
+        raise ExportError(f"{run_folder}: not a CTC run (no ctc_lin module); only LibriSpeech "
+                          f"and CommonVoice runs are exported")
+    strategies = list(hparams.get("strategies") or [])
+    parts = _strategy_parts(strategies)
+    labels, units = _labels(hparams, run_folder)
+    key = "PER" if units == "phonemes" else "WER"
+    ssl = hparams["ssl"]
+    for strategy in strategies:
+        if strategy in parts["deploy"] or strategy in (parts["forward"], parts["adapters"]):
+            strategy.setup(ssl, hparams)
+    modules = {"ssl": ssl, "model": hparams["model"], **strategy_modules(strategies)}
+    checkpointer = Checkpointer(run_folder / "save", recoverables=modules)
+    if checkpointer.find_checkpoint(min_key=key) is None:
+        raise ExportError(f"{run_folder}: no checkpoint in save/: the run has not finished")
+    checkpointer.recover_if_possible(min_key=key)
+    for strategy in strategies:
+        strategy.before_eval(ssl)  # as at the start of the recipe's test pass
+    return {"hparams": hparams, "strategies": strategies, "parts": parts, "labels": labels,
+            "units": units, "key": key, "folder": run_folder}
+
+
+def deployed_encoder(run):
+    """The ``CTCEncoder`` of a loaded run (``load_run``) and the yaml that builds it.
+
+    Arguments
+    ---------
+    run : dict
+        What ``load_run`` returned.
+
+    Returns
+    -------
+    tuple
+        ``(encoder, yaml text of the encoder's key)``; the encoder holds the run's weights.
+    """
+    from s3brain.strategies import EarlyExit, TokenDropping, deployable
+
+    hparams, parts = run["hparams"], run["parts"]
+    ssl = deployable(parts["deploy"], copy.deepcopy(hparams["ssl"]).cpu())
+    hf = ssl.model
+    config = hf.config.to_diff_dict()
+    for drop in ("architectures", "auto_map", "transformers_version", "_name_or_path"):
+        config.pop(drop, None)
+    config = {"model_type": hf.config.model_type, **config}
+    adapters = None
+    if parts["adapters"] is not None:
+        adapters = {"bottleneck": parts["adapters"].bottleneck,
+                    "targets": list(parts["adapters"].targets)}
+    rate = backbone_rate(hparams["ssl"])
+    backbone_args = {"normalize_wav": bool(ssl.normalize_wav), "output_norm": bool(ssl.output_norm),
+                     "sample_rate": rate, "adapters": adapters}
+    head, ctc_lin = hparams["modules"]["head"], hparams["modules"]["ctc_lin"]
+    lines = ["encoder: !new:s3brain.inference.CTCEncoder\n",
+             "    backbone: !new:s3brain.inference.Backbone\n",
+             _yaml_block(backbone_args, 8),
+             "        config:\n", _yaml_block(config, 12),
+             f"    head: {_layer_yaml(head, 8)}",
+             f"    ctc_lin: {_layer_yaml(ctc_lin, 8)}",
+             "    blank_index: !ref <blank_index>\n"]
+    forward, extra = parts["forward"], {}
+    if isinstance(forward, EarlyExit):
+        heads = forward.heads
+        lines += ["    exit_heads: !new:s3brain.early_exit.ExitHeads\n",
+                  _yaml_block({"hidden_size": heads[0].in_features,
+                               "outputs": heads[0].out_features, "layers": len(heads)}, 8),
+                  _yaml_block({"exit_criterion": forward.criterion,
+                               "exit_threshold": float(forward.threshold),
+                               "exit_min_layer": int(forward.min_layer)}, 4)]
+        extra["exit_heads"] = copy.deepcopy(heads)
+        extra.update(exit_criterion=forward.criterion, exit_threshold=forward.threshold,
+                     exit_min_layer=forward.min_layer)
+    elif isinstance(forward, TokenDropping):
+        dropper = forward.dropper
+        lines += ["    token_dropping: !new:s3brain.salad.TokenDropping\n",
+                  _yaml_block({"method": dropper.method, "skip_ratio": dropper.skip_ratio,
+                               "drop_share": dropper.drop_share}, 8)]
+        if dropper.detector is not None:
+            lines += ["        detector: !new:s3brain.salad.SaladDetector\n",
+                      _yaml_block(dict(dropper.detector.config), 12)]
+        extra["token_dropping"] = copy.deepcopy(dropper)
+    elif forward is not None:  # input downsampling
+        down = forward.downsampler
+        lines += ["    downsampler: !new:s3brain.downsampling.InputDownsampling\n",
+                  _yaml_block({"kind": down.kind, "factor": down.factor,
+                               "sample_rate": down.sample_rate, "kernel_size": down.kernel_size,
+                               "upsample": down.do_upsample}, 8)]
+        extra["downsampler"] = copy.deepcopy(down)
+    backbone = Backbone(config, **backbone_args)
+    backbone.model.load_state_dict(hf.state_dict())
+    encoder = CTCEncoder(backbone, copy.deepcopy(head), copy.deepcopy(ctc_lin),
+                         blank_index=hparams["blank_index"], **extra)
+    return encoder.cpu().eval(), "".join(lines)
+
+
+def export_inference(run_folder, target=None):
+    """Write the inference folder of a finished LibriSpeech or CommonVoice run, which
+    ``EncoderASR.from_hparams(source=<folder>)`` loads.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+    target : str or Path, optional
+        Where to write; default ``<run_folder>/inference``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+
+    Raises
+    ------
+    ExportError
+        The run cannot be exported (one line says why).
+
+    Example
+    -------
+    >>> export_inference("/nowhere")
+    Traceback (most recent call last):
+    ...
+    s3brain.inference.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    """
+    run = load_run(run_folder)
+    target = Path(target) if target is not None else run["folder"] / "inference"
+    encoder, encoder_yaml = deployed_encoder(run)
+    hparams = run["hparams"]
+    rate = encoder.backbone.sampling_rate
+    strategy = hparams.get("strategy", "?")
+    separator = run["labels"].separator
+    text = (
+        f"# The deployed model of the s3brain run {run['folder']}\n"
+        f"# (strategy {strategy}, {run['units']}), written by s3brain.inference.export_inference:\n"
+        f"#   from speechbrain.inference.ASR import EncoderASR\n"
+        f"#   asr = EncoderASR.from_hparams(source=\"{target}\", savedir=\"asr\")\n"
+        f"#   asr.transcribe_file(\"speech.wav\")\n\n"
+        f"sample_rate: {rate}\nblank_index: {hparams['blank_index']}\nunits: {run['units']}\n\n"
+        f"{encoder_yaml}\n"
+        f"tokenizer: !new:s3brain.inference.CTCLabels\n    separator: {separator!r}\n\n"
+        f"decoding_function: !name:speechbrain.decoders.ctc_greedy_decode\n"
+        f"    blank_id: !ref <blank_index>\n\n"
+        f"# any rate and channel count, read as the recipe reads audio\n"
+        f"audio_normalizer: !new:s3brain.inference.AudioNormalizer\n"
+        f"    sample_rate: !ref <sample_rate>\n\n"
+        f"modules:\n    encoder: !ref <encoder>\n\n"
+        f"pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+        f"    loadables:\n        encoder: !ref <encoder>\n        tokenizer: !ref <tokenizer>\n")
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save(encoder.state_dict(), target / ENCODER_FILE)
+    run["labels"].save(target / TOKENIZER_FILE)
+    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    logger.info("Inference folder written: %s", target)
+    return target
+
+
+def main(argv=None):
+    """``python -m s3brain.inference <run folder> [--target DIR]``: export, print the folder.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        The command line after the program name.
+
+    Returns
+    -------
+    int
+        The exit status (2: the run cannot be exported, said in one line).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m s3brain.inference",
+        description="Write the SpeechBrain inference folder (EncoderASR) of a finished run.")
+    parser.add_argument("run_folder", help="the run's output folder")
+    parser.add_argument("--target", default=None, help="default: <run_folder>/inference")
+    args = parser.parse_args(argv)
+    try:
+        print(export_inference(args.run_folder, args.target))
+    except (ExportError, FileNotFoundError) as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
