@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Token skipping at matched FLOPs (the S6-DAMON paper's Tab. 5) on the LibriSpeech recipe:
 SALAD at each NAT skip ratio, then uniform and random skip dropping the same share of frames
-SALAD dropped on test-clean, and the S6-DAMON point (SALAD + SAFARI); one Markdown table.
+SALAD dropped on test-clean, token merging (``token_merging.yaml``, from the dense run) at the
+merge ratio whose share of token-block products is SALAD's kept share, and the S6-DAMON point
+(SALAD + SAFARI); one Markdown table.
 
 Every run is the recipe itself in its own folder under ``--out``; finished runs are reused. The
 SALAD detector (``train_salad.py``) and the weight fine-tuning run (the dense reference, and the
@@ -9,6 +11,7 @@ start of S6-DAMON) must exist.
 
     ./s3env python benchmarks/token_skipping.py --dense results/weight_ft/1986
     ./s3env python benchmarks/token_skipping.py --levels 0.8 --no-s6damon --jobs 1   # one lane
+    ./s3env python benchmarks/token_skipping.py --no-merging          # without token merging
     ./s3env python benchmarks/token_skipping.py --report-only
 """
 
@@ -32,11 +35,29 @@ def run(yaml, folder, overrides):
 
 
 def matched_baselines(args, level, salad):
-    """Uniform and random skip dropping the share of frames SALAD dropped on test-clean."""
+    """Uniform and random skip dropping the share of frames SALAD dropped on test-clean, and
+    token merging computing that share of the token-block products."""
     drop = round(1.0 - salad["kept_share_test_clean"], 4)
     common = {"drop_share": drop, **args.common}
-    return [("skip_uniform.yaml", args.out / f"skip_uniform_{level}", common),
+    jobs = [("skip_uniform.yaml", args.out / f"skip_uniform_{level}", common),
             ("skip_random.yaml", args.out / f"skip_random_{level}", common)]
+    if args.merging:
+        jobs.append(("token_merging.yaml", args.out / f"token_merging_{level}", {
+            "merge_ratio": matched_merge_ratio(salad["kept_share_test_clean"]),
+            "init_from": args.dense, **args.common}))
+    return jobs
+
+
+def matched_merge_ratio(kept_share, merge_after=(0, 1, 2)):
+    """The merge ratio (after ``merge_after``, the yaml's default) at which the default
+    backbone's blocks compute ``kept_share`` of the token-block products."""
+    from transformers import AutoConfig
+
+    from s3brain.backbone import default_backbone
+    from s3brain.token_merging import merge_ratio_for
+
+    blocks = AutoConfig.from_pretrained(default_backbone()).num_hidden_layers
+    return round(merge_ratio_for(kept_share, blocks, list(merge_after)), 4)
 
 
 def run_all(args):
@@ -81,6 +102,34 @@ def transformer_flops_ratio(kept_share, seconds=10):
     return kept / full
 
 
+def merged_transformer_flops_ratio(run_folder, seconds=10):
+    """FLOPs of the backbone's transformer under a token-merging run's schedule (its
+    ``hyperparams.yaml``: ``merge_after``, ``merge_ratio``) on ``seconds`` of audio, over its
+    FLOPs without merging."""
+    import torch
+    import yaml
+    from transformers import AutoModel
+
+    from s3brain.backbone import default_backbone
+    from s3brain.efficiency import count_flops
+    from s3brain.families import Frames
+    from s3brain.token_merging import merged_blocks
+
+    keys = {}
+    for line in (run_folder / "hyperparams.yaml").read_text().splitlines():
+        if line.startswith(("merge_after:", "merge_ratio:")):
+            keys.update(yaml.safe_load(line))
+    model = AutoModel.from_pretrained(default_backbone()).eval()
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(seconds * 16000)))
+    hidden = torch.zeros(1, frames, model.config.hidden_size)
+
+    def encoder(ratio):
+        """The blocks on every frame, merging at ``ratio``."""
+        return merged_blocks(model, Frames(hidden, None, None, None), keys["merge_after"], ratio)
+
+    return count_flops(lambda: encoder(keys["merge_ratio"])) / count_flops(lambda: encoder(0.0))
+
+
 def report(args):
     dense = finished_results(args.dense)
     if dense is None:
@@ -94,7 +143,7 @@ def report(args):
                          if results["strategy"] != "s6damon" else
                          f"sp {results['sparsity']:g}", results))
     order = {"weight fine-tuning (dense)": 0, "salad": 1, "skip_uniform": 2, "skip_random": 3,
-             "s6damon": 4}
+             "token_merging": 4, "s6damon": 5}
     rows.sort(key=lambda r: (order.get(r[0], 9), r[1]))
     lines = ["| method | level | frames kept (test-clean) | GFLOPs / 10 s | FLOPs saving | "
              "transformer FLOPs saving | WER test-clean / test-other | with 4-gram LM |",
@@ -102,8 +151,12 @@ def report(args):
     for name, level, r in rows:
         kept = r.get("kept_share_test_clean")
         saving = 1.0 - r["flops_10s"] / dense["flops_10s"]
-        t_saving = "" if kept is None or r["strategy"] == "s6damon" \
-            else f"{1.0 - transformer_flops_ratio(kept):.1%}"
+        if kept is None or r["strategy"] == "s6damon":
+            t_saving = ""
+        elif r["strategy"] == "token_merging":
+            t_saving = f"{1.0 - merged_transformer_flops_ratio(args.out / f'token_merging_{level}'):.1%}"
+        else:
+            t_saving = f"{1.0 - transformer_flops_ratio(kept):.1%}"
         lines.append(f"| {name} | {level} | {'' if kept is None else f'{kept:.1%}'} | "
                      f"{r['flops_10s'] / 1e9:.2f} | {saving:.1%} | {t_saving} | "
                      f"{r['wer_test_clean']} / "
@@ -129,6 +182,8 @@ def main():
     parser.add_argument("--levels", nargs="*", default=["0.6", "0.8"],
                         help="SALAD skip ratios of the detected non-salient frames")
     parser.add_argument("--no-s6damon", dest="s6damon", action="store_false")
+    parser.add_argument("--no-merging", dest="merging", action="store_false",
+                        help="without the token-merging row at each level")
     parser.add_argument("--s6damon-sparsity", default="0.3")
     parser.add_argument("--s6damon-skip-ratio", default="0.6")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
