@@ -1,0 +1,175 @@
+"""A finished run's inference folder (``s3brain.inference.export_inference``) loaded with
+SpeechBrain's ``EncoderASR`` transcribes each test utterance as the recipe's own greedy decoding
+did (``wer_test-clean.txt`` / ``per_test.txt``), for every strategy family.
+
+The runs are tiny and short, but trained so that their transcripts are not empty (a test that
+compares empty strings could not fail): either a few epochs with a fast head, or the head left
+at its random initialisation (``--lr=0``) over a backbone the strategy changed. Each run tests
+one utterance at a time (``--test_batch_size=1``), as ``transcribe_file`` does.
+"""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import REPO, run_recipe
+
+COMMON = ["--synthetic_size=tiny", "--cost_repeats=1", "--test_batch_size=1",
+          "--ssl_frozen_steps=0"]
+#: head trained fast for a few epochs: it emits characters, not only blanks
+TRAINED = ["--number_of_epochs=6", "--lr=0.02", "--lr_ssl=0.001"]
+#: one epoch, the head left random over the backbone as the strategy changed it
+RANDOM_HEAD = ["--number_of_epochs=1", "--lr=0", "--lr_ssl=0.001"]
+CV_RECIPE = REPO / "recipes" / "CommonVoice" / "train.py"
+
+#: name -> (recipe script, yaml, flags, run it starts from or None)
+RUNS = {
+    "weight_ft": (None, "weight_ft.yaml", TRAINED, None),
+    "s3router": (None, "s3router.yaml", RANDOM_HEAD, None),
+    "lora": (None, "lora.yaml", RANDOM_HEAD, None),
+    "adapter": (None, "adapter.yaml", RANDOM_HEAD, None),
+    "safari": (None, "safari.yaml", RANDOM_HEAD, "weight_ft"),
+    "downsampling_conv": (None, "downsampling_conv.yaml", TRAINED, None),
+    "skip_uniform": (None, "skip_uniform.yaml", RANDOM_HEAD, None),
+    "early_exit": (None, "early_exit.yaml",
+                   ["--number_of_epochs=1", "--lr=0.02", "--exit_threshold=1.0"], "weight_ft"),
+    "cv_weight_ft": (CV_RECIPE, "weight_ft.yaml", TRAINED, None),
+}
+
+
+def _optional_flags(script, yaml_name):
+    """Flags for keys only some yamls have (no LM, no int8 error rates: not what is tested)."""
+    text = ((script or REPO / "recipes" / "LibriSpeech" / "train.py").parent / "hparams" /
+            yaml_name).read_text()
+    return [flag for key, flag in (("lm_decoding:", "--lm_decoding=False"),
+                                   ("int8_eval:", "--int8_eval=False")) if key in text]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_corpus):
+    """``trained(name)``: the output folder of run ``name`` of ``RUNS`` (trained once)."""
+    root = tmp_path_factory.mktemp("inference_runs")
+    done = {}
+
+    def train(name):
+        if name not in done:
+            script, yaml_name, flags, start = RUNS[name]
+            out = root / name
+            extra = [f"--init_from={train(start)}"] if start else []
+            proc = run_recipe(f"hparams/{yaml_name}", *COMMON, *flags, *extra,
+                              *_optional_flags(script, yaml_name), f"--output_folder={out}",
+                              **({"script": script} if script else {}))
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            done[name] = out
+        return done[name]
+
+    return train
+
+
+def recipe_hypotheses(run):
+    """``{utterance ID: hypothesis tokens}`` from the run's greedy error-rate file."""
+    path = run / "per_test.txt" if (run / "per_test.txt").exists() else run / "wer_test-clean.txt"
+    hyps = {}
+    for block in path.read_text().split("=" * 80)[2:]:
+        lines = [line for line in block.strip().splitlines() if line.strip()]
+        if len(lines) == 4:  # header, reference, operations, hypothesis
+            hyps[lines[0].split(",")[0]] = [t.strip() for t in lines[3].split(";")
+                                            if t.strip() != "<eps>"]
+    assert hyps, path
+    return hyps
+
+
+def manifest_wavs(run):
+    """``{utterance ID: wav path}`` of the run's test manifest."""
+    manifest = run / "test.csv" if (run / "test.csv").exists() else run / "test-clean.csv"
+    with open(manifest, encoding="utf-8") as f:
+        return {row["ID"]: row["wav"] for row in csv.DictReader(f)}
+
+
+def load_asr(folder, savedir):
+    """The inference folder through SpeechBrain's own interface."""
+    from speechbrain.inference.ASR import EncoderASR
+
+    return EncoderASR.from_hparams(source=str(folder), savedir=str(savedir))
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_transcripts_equal_the_recipes_greedy_output(name, trained, tmp_path):
+    from s3brain.inference import export_inference
+
+    run = trained(name)
+    folder = export_inference(run)
+    assert folder == run / "inference"
+    asr = load_asr(folder, tmp_path / "asr")
+    hyps, wavs = recipe_hypotheses(run), manifest_wavs(run)
+    assert len(hyps) >= 4
+    assert any(hyps.values()), f"{name}: every transcript is empty; the test could not fail"
+    for uid, expected in hyps.items():
+        assert asr.transcribe_file(wavs[uid]).split() == expected, (name, uid)
+    # a batch gives each utterance's transcript too (padding, frames dropped or exits)
+    signals = [asr.load_audio(wavs[uid]) for uid in hyps]
+    batch = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True)
+    lens = torch.tensor([len(s) / batch.shape[1] for s in signals])
+    words, _ = asr.transcribe_batch(batch, lens)
+    if name in ("early_exit", "skip_uniform"):  # each alone: not changed by the padding
+        assert [w.split() for w in words] == list(hyps.values())
+    else:
+        assert len(words) == len(hyps)
+    if name == "early_exit":  # the same exits as the recipe's test pass
+        import json
+
+        asr.transcribe_batch(batch, lens)
+        mean_exit = np.mean(asr.mods.encoder.exit_blocks)
+        results = json.loads((run / "results.json").read_text())
+        assert mean_exit == pytest.approx(results["mean_exit_block_test_clean"], abs=1e-3)
+
+
+def test_deployed_model_is_smaller_and_shrunk(trained, tmp_path):
+    """SAFARI's inference folder holds the shrunk model: fewer parameters than the dense one."""
+    from s3brain.inference import export_inference
+
+    dense = load_asr(export_inference(trained("weight_ft")), tmp_path / "dense")
+    shrunk = load_asr(export_inference(trained("safari")), tmp_path / "shrunk")
+    config = shrunk.mods.encoder.backbone.model.config
+    assert config.layer_intermediate_sizes is not None
+    assert (sum(p.numel() for p in shrunk.mods.encoder.parameters())
+            < sum(p.numel() for p in dense.mods.encoder.parameters()))
+
+
+def test_any_rate_and_channels(trained, tmp_path):
+    """An 8 kHz stereo file reads as the recipe reads it (``s3brain.audio.read_audio``), and
+    transcribes as that signal does."""
+    from s3brain.audio import read_audio, resample
+    from s3brain.inference import export_inference
+
+    run = trained("weight_ft")
+    asr = load_asr(export_inference(run), tmp_path / "asr")
+    uid, wav = next(iter(manifest_wavs(run).items()))
+    data, rate = sf.read(wav, dtype="float32")
+    low = resample(torch.from_numpy(data), rate, 8000).numpy()
+    stereo = tmp_path / "stereo_8k.wav"
+    sf.write(stereo, np.stack([low, 0.5 * low], 1), 8000)
+    signal = asr.load_audio(str(stereo))
+    assert torch.equal(signal, read_audio(stereo, 16000))
+    words, _ = asr.transcribe_batch(signal[None], torch.ones(1))
+    assert asr.transcribe_file(str(stereo)) == words[0]
+
+
+def test_command_line(trained, tmp_path):
+    run = trained("s3router")
+    target = tmp_path / "exported"
+    proc = subprocess.run([sys.executable, "-m", "s3brain.inference", str(run), "--target",
+                           str(target)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(proc.stdout.strip().splitlines()[-1]) == target
+    assert {p.name for p in target.iterdir()} == {"hyperparams.yaml", "encoder.ckpt",
+                                                  "tokenizer.ckpt"}
+    bad = subprocess.run([sys.executable, "-m", "s3brain.inference", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("ERROR: ")
