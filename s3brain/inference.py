@@ -699,8 +699,397 @@ def export_inference(run_folder, target=None):
     return target
 
 
+class TaskHead(nn.ModuleList):
+    """A task's head and CTC layer as one module, in the layout of a run's ``model``
+    (``ModuleList([head, ctc_lin])``), whose weights an S3-Router task file holds.
+
+    Arguments
+    ---------
+    head : torch.nn.Module
+        The recipe's head.
+    ctc_lin : torch.nn.Module
+        The CTC output layer.
+
+    Example
+    -------
+    >>> TaskHead(nn.Identity(), nn.Linear(4, 3))(torch.zeros(1, 2, 4)).shape
+    torch.Size([1, 2, 3])
+    """
+
+    def __init__(self, head, ctc_lin):
+        super().__init__([head, ctc_lin])
+
+    def forward(self, features):
+        """CTC log-probabilities of backbone features.
+
+        Arguments
+        ---------
+        features : torch.Tensor
+            ``[batch, frames, hidden]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        return self[1](self[0](features)).log_softmax(-1)
+
+
+@register_checkpoint_hooks
+class TaskFile:
+    """Where the ``Pretrainer`` put a task's mask file (``task_<name>.ckpt``, a
+    ``s3brain.mask_bank`` safetensors file): ``S3RouterASR`` loads it from ``path``.
+
+    Example
+    -------
+    >>> TaskFile().path is None
+    True
+    """
+
+    def __init__(self):
+        self.path = None
+
+    @mark_as_transfer
+    def found(self, path):
+        """Record the fetched file.
+
+        Arguments
+        ---------
+        path : str or Path
+            The local file.
+        """
+        self.path = str(path)
+
+
+def _labels_beside(path):
+    """The labels of the run a mask file was written in (``save/label_encoder.txt`` beside
+    it: phonemes), or None (the bank's default labels)."""
+    saved = Path(path).parent / "save" / "label_encoder.txt"
+    if not saved.is_file():
+        return None
+    labels = CTCLabels(separator=" ")
+    labels.load(saved)
+    return labels
+
+
+class S3RouterASR(Pretrained):
+    """One frozen backbone serving any number of S3-Router tasks (a mask file and a head
+    each, ``s3brain.mask_bank.MaskBank``), through SpeechBrain's inference interface: a folder
+    written by ``export_mask_bank`` loads with
+    ``foreign_class(source, pymodule_file="custom.py", classname="S3RouterASR")``.
+
+    ``add_task(path, name)`` adds a task file, ``set_task(name)`` switches (only the boolean
+    masks are copied; the backbone is never reloaded), ``transcribe_file(path, task)`` and
+    ``transcribe_batch(wavs, wav_lens, tasks)``, whose utterances may each belong to another
+    task: grouped by task, each group run after a switch, the transcripts returned in the
+    batch's order.
+
+    Arguments
+    ---------
+    *args : tuple
+        ``Pretrained``'s (modules, hparams, run options).
+    **kwargs : dict
+        ``Pretrained``'s.
+
+    Example
+    -------
+    >>> S3RouterASR.MODULES_NEEDED
+    ['backbone']
+    """
+
+    HPARAMS_NEEDED = ["tasks", "decoding_function", "sample_rate"]
+    MODULES_NEEDED = ["backbone"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from s3brain.mask_bank import MaskBank
+
+        self.bank = MaskBank(self.mods.backbone.model)
+        self.labels, self.task_heads = {}, nn.ModuleDict()
+        for name, task in self.hparams.tasks.items():
+            self.add_task(task["mask"].path, name, head=task["head"], labels=task["labels"])
+        if self.hparams.tasks:
+            self.set_task(next(iter(self.hparams.tasks)))
+
+    @property
+    def tasks(self):
+        """The names of the loaded tasks, in loading order."""
+        return self.bank.adapters
+
+    @property
+    def active_task(self):
+        """The task whose masks are in place."""
+        return self.bank.active_adapter
+
+    def add_task(self, path, name, head=None, labels=None):
+        """Add a task from its mask file (``task_mask.safetensors`` of an S3-Router run).
+
+        Arguments
+        ---------
+        path : str or Path
+            The mask file; it must have been learned on this backbone.
+        name : str
+            The task's name.
+        head : torch.nn.Module, optional
+            A ``TaskHead`` of the task's head architecture (default: a copy of the first
+            task's), which receives the file's head weights.
+        labels : CTCLabels, optional
+            The task's labels (default: the labels of the run beside the file, CommonVoice's
+            phonemes, else the first task's).
+
+        Returns
+        -------
+        str
+            ``name``.
+        """
+        if name in self.labels:
+            raise ValueError(f"a task named {name!r} is already loaded")
+        if head is None:
+            if not self.task_heads:
+                raise ValueError("the first task needs its head")
+            head = copy.deepcopy(next(iter(self.task_heads.values())))
+        labels = labels or _labels_beside(path) or next(iter(self.labels.values()))
+        head = head.to(self.device).eval().requires_grad_(False)
+        self.bank.load_adapter(path, name, head=head)
+        self.task_heads[name], self.labels[name] = head, labels
+        return name
+
+    def set_task(self, name):
+        """Put a task's masks in place.
+
+        Arguments
+        ---------
+        name : str
+            A loaded task.
+
+        Returns
+        -------
+        TaskHead
+            The task's head.
+        """
+        return self.bank.set_adapter(name)
+
+    def encode_batch(self, wavs, wav_lens):
+        """CTC log-probabilities of a batch under the active task.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` at the backbone's rate.
+        wav_lens : torch.Tensor
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        wavs, wav_lens = wavs.float().to(self.device), wav_lens.to(self.device)
+        return self.task_heads[self.active_task](self.mods.backbone(wavs, wav_lens))
+
+    def _transcribe_group(self, wavs, wav_lens):
+        """Transcripts and token ids of a batch of the active task."""
+        log_probs = self.encode_batch(wavs, wav_lens)
+        tokens = self.hparams.decoding_function(log_probs, wav_lens.to(self.device))
+        labels = self.labels[self.active_task]
+        return ["".join(labels.decode_ndim(t)) for t in tokens], tokens
+
+    def transcribe_batch(self, wavs, wav_lens, tasks=None):
+        """Transcribe a batch whose utterances may belong to different tasks.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` at the backbone's rate.
+        wav_lens : torch.Tensor
+            Relative lengths.
+        tasks : list of str, optional
+            Each utterance's task (default: the active task for all).
+
+        Returns
+        -------
+        tuple
+            ``(transcripts, token ids)``, in the batch's order; the active task is left as
+            it was.
+        """
+        tasks = list(tasks) if tasks is not None else [self.active_task] * len(wavs)
+        if len(tasks) != len(wavs):
+            raise ValueError(f"{len(tasks)} tasks for {len(wavs)} utterances")
+        unknown = sorted(set(tasks) - set(self.tasks))
+        if unknown:
+            raise KeyError(f"tasks {unknown} are not loaded; loaded: {self.tasks}")
+        samples = (wav_lens * wavs.shape[1]).round().long()
+        words, tokens = [None] * len(wavs), [None] * len(wavs)
+        active = self.active_task
+        try:
+            with torch.no_grad():
+                for task in dict.fromkeys(tasks):  # each task once, in order of appearance
+                    rows = [i for i, t in enumerate(tasks) if t == task]
+                    longest = int(samples[rows].max())
+                    self.set_task(task)
+                    group_words, group_tokens = self._transcribe_group(
+                        wavs[rows, :longest], samples[rows].float() / longest)
+                    for i, w, t in zip(rows, group_words, group_tokens):
+                        words[i], tokens[i] = w, t
+        finally:
+            if active is not None:
+                self.set_task(active)
+        return words, tokens
+
+    def transcribe_file(self, path, task=None):
+        """Transcribe one file (any rate and channels) with a task.
+
+        Arguments
+        ---------
+        path : str
+            The audio file.
+        task : str, optional
+            The task (default: the active one).
+
+        Returns
+        -------
+        str
+        """
+        from s3brain.audio import read_audio
+
+        signal = read_audio(path, int(self.hparams.sample_rate))
+        words, _ = self.transcribe_batch(signal[None], torch.ones(1),
+                                         [task or self.active_task])
+        return words[0]
+
+    def forward(self, wavs, wav_lens):
+        """CTC log-probabilities under the active task (see ``encode_batch``).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+        """
+        return self.encode_batch(wavs, wav_lens)
+
+
+def _task_name(run, taken):
+    """A task's name from its run: the language of a CommonVoice run, else the strategy's
+    folder name, made unique."""
+    hparams = run["hparams"]
+    base = str(hparams.get("language") or run["folder"].name)
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}{n}"
+    return name
+
+
+def export_mask_bank(run_folders, target, names=None):
+    """Write a mask bank folder serving the S3-Router runs ``run_folders`` (same backbone):
+    the dense pretrained backbone once, each run's mask file, head and labels, and the
+    ``custom.py`` through which ``foreign_class`` loads ``S3RouterASR``.
+
+    Arguments
+    ---------
+    run_folders : list of str or Path
+        Finished S3-Router runs (``hparams/s3router.yaml`` of LibriSpeech or CommonVoice).
+    target : str or Path
+        The folder to write.
+    names : list of str, optional
+        The tasks' names (default: CommonVoice's language, else the run folder's name).
+
+    Returns
+    -------
+    pathlib.Path
+        ``target``.
+
+    Raises
+    ------
+    ExportError
+        A run without S3-Router masks, or one learned on another backbone.
+    """
+    from s3brain.mask_bank import read_mask_file, remove_masks
+    from s3brain.strategies import Masks
+
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    tasks, fingerprint, backbone_yaml = [], None, None
+    for i, folder in enumerate(run_folders):
+        run = load_run(folder)
+        if not any(isinstance(s, Masks) for s in run["strategies"]) or not all(
+                s.keeps_backbone_weights for s in run["strategies"]):
+            raise ExportError(f"{folder}: not an S3-Router run (masks over the frozen "
+                              f"backbone): a mask bank serves only those")
+        mask_file = run["folder"] / Masks.file_name
+        if not mask_file.is_file():
+            raise ExportError(f"{folder}: no {Masks.file_name}: the run has not finished")
+        meta = read_mask_file(mask_file)[2]
+        if fingerprint not in (None, meta["backbone_fingerprint"]):
+            raise ExportError(f"{folder}: its masks were learned on another backbone than "
+                              f"{run_folders[0]}'s")
+        fingerprint = meta["backbone_fingerprint"]
+        name = names[i] if names else _task_name(run, [t[0] for t in tasks])
+        hparams = run["hparams"]
+        if backbone_yaml is None:
+            ssl = remove_masks(copy.deepcopy(hparams["ssl"]).cpu())
+            config = {"model_type": ssl.model.config.model_type,
+                      **{k: v for k, v in ssl.model.config.to_diff_dict().items()
+                         if k not in ("architectures", "auto_map", "transformers_version",
+                                      "_name_or_path")}}
+            args = {"normalize_wav": bool(ssl.normalize_wav),
+                    "output_norm": bool(ssl.output_norm),
+                    "sample_rate": backbone_rate(hparams["ssl"])}
+            backbone = Backbone(config, **args)
+            backbone.model.load_state_dict(ssl.model.state_dict())
+            torch.save(backbone.state_dict(), target / "backbone.ckpt")
+            backbone_yaml = ("backbone: !new:s3brain.inference.Backbone\n" + _yaml_block(args, 4)
+                             + "    config:\n" + _yaml_block(config, 8))
+            rate, blank = args["sample_rate"], hparams["blank_index"]
+        (target / f"task_{name}.ckpt").write_bytes(mask_file.read_bytes())
+        run["labels"].save(target / f"labels_{name}.ckpt")
+        head_yaml = (f"task_{name}_head: !new:s3brain.inference.TaskHead\n"
+                     f"    head: {_layer_yaml(hparams['modules']['head'], 8)}"
+                     f"    ctc_lin: {_layer_yaml(hparams['modules']['ctc_lin'], 8)}"
+                     f"task_{name}: !new:s3brain.inference.TaskFile\n"
+                     f"labels_{name}: !new:s3brain.inference.CTCLabels\n"
+                     f"    separator: {run['labels'].separator!r}\n")
+        tasks.append((name, head_yaml))
+    (target / "custom.py").write_text(
+        '"""The interface of this mask bank, for speechbrain.inference.interfaces.foreign_class '
+        '(pymodule_file="custom.py", classname="S3RouterASR")."""\n\n'
+        "from s3brain.inference import S3RouterASR  # noqa: F401\n", encoding="utf-8")
+    text = (
+        "# A mask bank written by s3brain.inference.export_mask_bank: one backbone, one mask\n"
+        "# file and head per task.\n"
+        "#   from speechbrain.inference.interfaces import foreign_class\n"
+        f"#   asr = foreign_class(source=\"{target}\", pymodule_file=\"custom.py\",\n"
+        "#                       classname=\"S3RouterASR\", savedir=\"bank\")\n"
+        f"#   asr.transcribe_file(\"speech.wav\", task=\"{tasks[0][0]}\")\n\n"
+        f"sample_rate: {rate}\nblank_index: {blank}\n\n{backbone_yaml}\n"
+        + "".join(head for _, head in tasks)
+        + "\ntasks:\n"
+        + "".join(f"    {name}:\n        mask: !ref <task_{name}>\n"
+                  f"        head: !ref <task_{name}_head>\n"
+                  f"        labels: !ref <labels_{name}>\n" for name, _ in tasks)
+        + "\ndecoding_function: !name:speechbrain.decoders.ctc_greedy_decode\n"
+          "    blank_id: !ref <blank_index>\n\n"
+          "audio_normalizer: !new:s3brain.inference.AudioNormalizer\n"
+          "    sample_rate: !ref <sample_rate>\n\n"
+          "modules:\n    backbone: !ref <backbone>\n\n"
+          "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+          "    loadables:\n        backbone: !ref <backbone>\n"
+        + "".join(f"        task_{name}: !ref <task_{name}>\n"
+                  f"        labels_{name}: !ref <labels_{name}>\n" for name, _ in tasks))
+    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    return target
+
+
 def main(argv=None):
-    """``python -m s3brain.inference <run folder> [--target DIR]``: export, print the folder.
+    """``python -m s3brain.inference <run folder> [--target DIR]``: export one run's inference
+    folder; ``python -m s3brain.inference --mask-bank DIR <S3-Router run>...``: a mask bank.
+    Prints the folder written.
 
     Arguments
     ---------
@@ -714,12 +1103,21 @@ def main(argv=None):
     """
     parser = argparse.ArgumentParser(
         prog="python -m s3brain.inference",
-        description="Write the SpeechBrain inference folder (EncoderASR) of a finished run.")
-    parser.add_argument("run_folder", help="the run's output folder")
+        description="Write the SpeechBrain inference folder (EncoderASR) of a finished run, or "
+                    "the mask bank (S3RouterASR) of several S3-Router runs.")
+    parser.add_argument("run_folders", nargs="+", help="the run's output folder")
     parser.add_argument("--target", default=None, help="default: <run_folder>/inference")
+    parser.add_argument("--mask-bank", default=None, metavar="DIR",
+                        help="write one mask bank serving every run given, in DIR")
+    parser.add_argument("--names", nargs="+", default=None, help="the mask bank's task names")
     args = parser.parse_args(argv)
     try:
-        print(export_inference(args.run_folder, args.target))
+        if args.mask_bank:
+            print(export_mask_bank(args.run_folders, args.mask_bank, args.names))
+        elif len(args.run_folders) > 1:
+            raise ExportError("one run at a time (or --mask-bank DIR for several S3-Router runs)")
+        else:
+            print(export_inference(args.run_folders[0], args.target))
     except (ExportError, FileNotFoundError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2

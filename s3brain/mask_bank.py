@@ -359,3 +359,36 @@ class MaskBank:
         if self._merged:
             raise MaskBankError(f"the bank was merged into a plain model for task "
                                 f"{self._active!r}; make a new MaskBank on a dense backbone")
+
+
+def remove_masks(model):
+    """Remove every mask of ``model`` and leave its original weights, in place: the shared
+    backbone a mask bank starts from (PEFT's ``unload``, where ``fold`` is its
+    ``merge_and_unload``).
+
+    Arguments
+    ---------
+    model : transformers model or SpeechBrain wrapper
+        A backbone carrying masks (learned or fixed).
+
+    Returns
+    -------
+    model : torch.nn.Module
+        ``model``, dense, with the weights the masks multiplied.
+
+    Example
+    -------
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> from s3brain.masks import add_masks
+    >>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8,), conv_stride=(5,),
+    ...     conv_kernel=(10,), num_feat_extract_layers=1, num_conv_pos_embedding_groups=2))
+    >>> before = model.encoder.layers[0].feed_forward.output_dense.weight.clone()
+    >>> _ = add_masks(model, sparsity=0.5)
+    >>> after = remove_masks(model).encoder.layers[0].feed_forward.output_dense.weight
+    >>> bool(torch.equal(before, after)), masked_linears(model)
+    (True, {})
+    """
+    for linear in masked_linears(model).values():
+        parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
+    return model
