@@ -40,6 +40,7 @@ RUNS = {
     "early_exit": (None, "early_exit.yaml",
                    ["--number_of_epochs=1", "--lr=0.02", "--exit_threshold=1.0"], "weight_ft"),
     "cv_weight_ft": (CV_RECIPE, "weight_ft.yaml", TRAINED, None),
+    "cv_s3router": (CV_RECIPE, "s3router.yaml", RANDOM_HEAD, None),
 }
 
 
@@ -112,12 +113,12 @@ def test_transcripts_equal_the_recipes_greedy_output(name, trained, tmp_path):
     assert any(hyps.values()), f"{name}: every transcript is empty; the test could not fail"
     for uid, expected in hyps.items():
         assert asr.transcribe_file(wavs[uid]).split() == expected, (name, uid)
-    # a batch gives each utterance's transcript too (padding, frames dropped or exits)
+    # a padded batch: one transcript each (frames dropped or exits differ per utterance)
     signals = [asr.load_audio(wavs[uid]) for uid in hyps]
     batch = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True)
     lens = torch.tensor([len(s) / batch.shape[1] for s in signals])
     words, _ = asr.transcribe_batch(batch, lens)
-    if name in ("early_exit", "skip_uniform"):  # each alone: not changed by the padding
+    if name == "early_exit":  # each utterance runs alone: not changed by the padding
         assert [w.split() for w in words] == list(hyps.values())
     else:
         assert len(words) == len(hyps)
@@ -173,3 +174,53 @@ def test_command_line(trained, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "s3brain.inference", str(tmp_path)],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("ERROR: ")
+
+
+def test_mask_bank_serves_each_task_as_its_own_model(trained, tmp_path):
+    """LibriSpeech and CommonVoice-en S3-Router runs on the same backbone, in one bank: each
+    task transcribes as its own exported model, alone, in a batch mixing the tasks, and after
+    a task is added at run time; the backbone is never reloaded."""
+    from speechbrain.inference.interfaces import foreign_class
+
+    from s3brain.audio import read_audio
+    from s3brain.inference import export_inference, export_mask_bank
+
+    runs = {"ls": trained("s3router"), "en": trained("cv_s3router")}
+    bank_dir = export_mask_bank(list(runs.values()), tmp_path / "bank", names=list(runs))
+    bank = foreign_class(source=str(bank_dir), pymodule_file="custom.py",
+                         classname="S3RouterASR", savedir=str(tmp_path / "bank_files"))
+    assert bank.tasks == ["ls", "en"] and bank.active_task == "ls"
+    own = {task: load_asr(export_inference(run), tmp_path / task) for task, run in runs.items()}
+    wavs = {task: list(manifest_wavs(run).values())[:3] for task, run in runs.items()}
+    weight = next(bank.mods.backbone.parameters())
+    pointer = weight.data_ptr()
+    for task in runs:
+        for wav in wavs[task]:
+            assert bank.transcribe_file(wav, task=task) == own[task].transcribe_file(wav)
+    assert any(bank.transcribe_file(wav, task="en") for wav in wavs["en"])
+
+    # a batch mixing the tasks (cropped to one length: no padding), in its own order
+    order = ["en", "ls", "ls", "en", "ls", "en"]
+    signals = [read_audio(wavs[task][i // 2], 16000) for i, task in enumerate(order)]
+    length = min(len(s) for s in signals)
+    batch = torch.stack([s[:length] for s in signals])
+    words, _ = bank.transcribe_batch(batch, torch.ones(len(order)), order)
+    expected = [own[task].transcribe_batch(batch[i:i + 1], torch.ones(1))[0][0]
+                for i, task in enumerate(order)]
+    assert words == expected
+    assert bank.active_task == "ls"  # left as it was
+    assert next(bank.mods.backbone.parameters()).data_ptr() == pointer
+
+    # a task added at run time: the same file under another name transcribes the same
+    bank.add_task(runs["ls"] / "task_mask.safetensors", "ls_again")
+    assert bank.transcribe_batch(batch, torch.ones(len(order)), ["ls_again"] * 6)[0] == \
+        bank.transcribe_batch(batch, torch.ones(len(order)), ["ls"] * 6)[0]
+    with pytest.raises(KeyError, match="not loaded"):
+        bank.transcribe_batch(batch[:1], torch.ones(1), ["de"])
+
+    # the command line serves a bank's task too
+    proc = subprocess.run([sys.executable, "-m", "s3brain.transcribe", str(bank_dir),
+                           "--task", "en", "--no-progress", wavs["en"][0]],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.rstrip("\n").split("\t")[1] == own["en"].transcribe_file(wavs["en"][0])
