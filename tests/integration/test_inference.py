@@ -224,3 +224,53 @@ def test_mask_bank_serves_each_task_as_its_own_model(trained, tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.rstrip("\n").split("\t")[1] == own["en"].transcribe_file(wavs["en"][0])
+
+
+def readme_snippets(recipe):
+    """The python blocks of a recipe README's "Using a trained model" section."""
+    import re
+
+    text = (REPO / "recipes" / recipe / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Using a trained model", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def run_snippet(code, cwd):
+    """A README snippet run as written in ``cwd``; its stdout lines."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.rstrip("\n").split("\n")
+
+
+def test_librispeech_readme_snippet_runs_as_written(trained, tmp_path):
+    from s3brain.inference import export_inference
+
+    run = trained("weight_ft")
+    asr = load_asr(export_inference(run), tmp_path / "asr")
+    (tmp_path / "results" / "weight_ft").mkdir(parents=True)
+    (tmp_path / "results" / "weight_ft" / "1986").symlink_to(run)
+    uid, expected = next((u, h) for u, h in recipe_hypotheses(run).items() if h)
+    data, rate = sf.read(manifest_wavs(run)[uid])
+    sf.write(tmp_path / "speech.wav", data, rate)
+    [snippet] = readme_snippets("LibriSpeech")
+    assert run_snippet(snippet, tmp_path)[-1].split() == expected
+    assert asr.transcribe_file(str(tmp_path / "speech.wav")).split() == expected
+
+
+def test_common_voice_readme_snippets_run_as_written(trained, tmp_path):
+    import shutil
+
+    from s3brain.inference import export_inference, export_mask_bank
+
+    run, s3router = trained("cv_weight_ft"), trained("cv_s3router")
+    export_inference(run)
+    export_mask_bank([s3router], tmp_path / "bank", names=["en"])
+    folder = tmp_path / "results" / "CommonVoice" / "en" / "weight_ft"
+    folder.mkdir(parents=True)
+    (folder / "1986").symlink_to(run)
+    uid, expected = next((u, h) for u, h in recipe_hypotheses(run).items() if h)
+    shutil.copy(manifest_wavs(run)[uid], tmp_path / "clip.mp3")
+    single, bank = readme_snippets("CommonVoice")
+    assert run_snippet(single, tmp_path)[-1].split() == expected
+    own = load_asr(export_inference(s3router), tmp_path / "own")
+    assert run_snippet(bank, tmp_path)[-1] == own.transcribe_file(str(tmp_path / "clip.mp3"))
