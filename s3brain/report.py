@@ -167,6 +167,11 @@ class Deployment:
         self.all_layers = all_layers
         # inference: no dropout, no masking
         self.modules = nn.ModuleList([self.ssl, self.head, *self.extra]).eval()
+        # and no gradient: the ONNX export takes tensors that require one, held outside the
+        # modules (the deployed downsampler), for trainable constants and fails
+        downsampler = getattr(self.ssl, "downsampler", None)
+        for module in (self.modules, downsampler) if downsampler is not None else (self.modules,):
+            module.requires_grad_(False)
         self.fp32 = _wrapper_forward(self.ssl, self.head, all_layers)
         exportable = getattr(self.ssl, "onnx_exportable", True)
         self.exportable = (_deployed_forward(self.ssl, self.head, self.hf, all_layers)
@@ -438,7 +443,8 @@ def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, u
     out[keys[-1]] = round(same / total, 4)
     logger.info("%s, batch 1 on the CPU: %s %.2f in fp32, %.2f in int8 (%s); same transcript "
                 "on %d of %d utterances", split, rates[0].upper(),
-                fp32_stats.summarize("error_rate"), out[keys[0]], deployment.int8.backend,
+                fp32_stats.summarize("error_rate"), out[keys[0]],
+                getattr(deployment.int8, "backend", "int8"),
                 same, total)
     return out
 

@@ -30,7 +30,8 @@ from s3brain.data import synthetic  # noqa: E402
 from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
                                 setup_strategies, start_experiment)
 from s3brain.finetuning import BackboneFineTuning  # noqa: E402
-from s3brain.report import cost_report, split_results, write_results  # noqa: E402
+from s3brain.report import (deploy, deployment_cost, int8_error_rates,  # noqa: E402
+                            split_results, write_results)
 
 logger = logging.getLogger(__name__)
 
@@ -211,9 +212,12 @@ def main(argv):
     # the cost of the model that serves the language, on 10 s of audio as in the papers
     head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])
     extra = [m for k, m in hparams["modules"].items() if k not in ("ssl", "head", "ctc_lin")]
-    cost = cost_report(hparams["ssl"], head, strategies, seconds=10,
-                       repeats=hparams["cost_repeats"], threads=hparams["cost_threads"],
-                       extra=extra)
+    deployment = deploy(hparams["ssl"], head, strategies, extra=extra)  # fp32 and int8
+    cost = deployment_cost(deployment, seconds=10, repeats=hparams["cost_repeats"],
+                           threads=hparams["cost_threads"])
+    metrics.update(int8_error_rates(deployment, test, "test", label_encoder,
+                                    hparams["blank_index"], units="phonemes",
+                                    enabled=hparams["int8_eval"]))
     write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
                   hparams["model"], primary="per_test")
     return 0

@@ -36,7 +36,8 @@ from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E4
                                 setup_strategies, start_experiment)
 from s3brain.finetuning import BackboneFineTuning  # noqa: E402
 from s3brain.lm import CTCBeamLMDecoder, build_ngram  # noqa: E402
-from s3brain.report import cost_report, split_results, write_results  # noqa: E402
+from s3brain.report import (deploy, deployment_cost, int8_error_rates,  # noqa: E402
+                            split_results, write_results)
 
 logger = logging.getLogger(__name__)
 
@@ -277,9 +278,12 @@ def main(argv):
     # the cost of the model that serves the task, on 10 s of audio as in the papers
     head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])
     extra = [m for k, m in hparams["modules"].items() if k not in ("ssl", "head", "ctc_lin")]
-    cost = cost_report(hparams["ssl"], head, strategies, seconds=10,
-                       repeats=hparams["cost_repeats"], threads=hparams["cost_threads"],
-                       extra=extra)
+    deployment = deploy(hparams["ssl"], head, strategies, extra=extra)  # fp32 and int8
+    cost = deployment_cost(deployment, seconds=10, repeats=hparams["cost_repeats"],
+                           threads=hparams["cost_threads"])
+    for split, data in tests.items():  # the int8 model's error rates, after all fp32 metrics
+        metrics.update(int8_error_rates(deployment, data, split, label_encoder,
+                                        hparams["blank_index"], enabled=hparams["int8_eval"]))
     write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
                   hparams["model"], primary="wer_test_clean")
     return 0

@@ -1,0 +1,129 @@
+"""int8 deployment as every run reports it: the int8 error rates scored as by hand, the skips,
+the torch fallback, and the recipe's results carrying the int8 keys beside fp32's."""
+
+import json
+import tempfile
+from types import SimpleNamespace
+
+import pytest
+import speechbrain as sb
+import torch
+from conftest import RECIPE, run_recipe
+
+from s3brain.backbone import default_backbone, load_ssl
+from s3brain.report import Deployment, deployment_cost, int8_error_rates
+
+ALPHABET = " ABCD"  # label i + 1; blank 0
+
+
+def encoder():
+    """A character CTC label encoder: blank, space, A to D."""
+    enc = sb.dataio.encoder.CTCTextEncoder()
+    enc.insert_blank(index=0)
+    enc.update_from_iterable(list(ALPHABET), sequence_input=False)
+    return enc
+
+
+def logits_of(text):
+    """One-hot logits ``[1, frames, labels]`` whose greedy CTC path reads ``text`` (a blank
+    between characters)."""
+    path = [0]
+    for char in text:
+        path += [ALPHABET.index(char) + 1, 0]
+    return torch.nn.functional.one_hot(torch.tensor(path), len(ALPHABET) + 1).float()[None] * 5
+
+
+def scripted(transcripts):
+    """A model that answers the next utterance's ``transcripts`` entry, whatever the audio."""
+    answers = iter(transcripts)
+
+    def model(wav):
+        return logits_of(next(answers))
+
+    model.backend = "onnxruntime"
+    return model
+
+
+def test_int8_error_rates_against_a_hand_computation():
+    utterances = [{"id": "u1", "sig": torch.zeros(800), "wrd": "AB CD"},
+                  {"id": "u2", "sig": torch.zeros(800), "wrd": "A"}]
+    fp32 = scripted(["AB CD", "A"])
+    int8 = scripted(["AB CA", "A"])  # one character wrong in one word of u1
+    deployment = SimpleNamespace(fp32=fp32, int8=int8, not_decodable=None, rate=16000)
+    out = int8_error_rates(deployment, utterances, "test-clean", encoder())
+    # words: 1 substitution over 3 reference words; characters with the word boundary
+    # (ErrorRateStats' split_tokens): "AB_CD" + "A", 1 substitution over 6
+    assert out == {"wer_test_clean_int8": round(100 / 3, 2),
+                   "cer_test_clean_int8": round(100 / 6, 2),
+                   "int8_same_transcript_test_clean": 0.5}
+
+
+def test_int8_phoneme_error_rate_and_skips():
+    utterances = [{"id": "u1", "sig": torch.zeros(800), "phn": "A B C D"},
+                  {"id": "u2", "sig": torch.zeros(800), "phn": "A B"}]
+    deployment = SimpleNamespace(fp32=scripted(["ABCD", "AB"]), int8=scripted(["ABD", "AB"]),
+                                 not_decodable=None, rate=16000)
+    out = int8_error_rates(deployment, utterances, "test", encoder(), units="phonemes")
+    assert out == {"per_test_int8": round(100 / 6, 2), "int8_same_transcript_test": 0.5}
+    # int8_eval: False, or a model that does not decode as deployed: the keys, null
+    assert int8_error_rates(deployment, utterances, "test", encoder(), units="phonemes",
+                            enabled=False) == dict.fromkeys(out)
+    deployment.not_decodable = "early exit decodes each utterance at its own block"
+    assert int8_error_rates(deployment, utterances, "test-other", encoder()) == dict.fromkeys(
+        ["wer_test_other_int8", "cer_test_other_int8", "int8_same_transcript_test_other"])
+    assert int8_error_rates(None, utterances, "test", encoder()) == {}  # off the main process
+
+
+@pytest.fixture(scope="module")
+def ssl():
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_ssl(default_backbone(), tmp).eval()
+
+
+def test_cost_side_by_side_and_torch_fallback(ssl):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(ssl.model.config.hidden_size, 5)
+    deployment = Deployment(ssl, head)
+    cost = deployment_cost(deployment, seconds=1, repeats=1)
+    assert cost["int8_backend"] == "onnxruntime" and deployment.not_decodable is None
+    assert cost["latency_ms_1s_int8"] > 0 and cost["onnx_latency_ms_1s"] > 0
+    assert cost["rtf_int8"] == pytest.approx(cost["latency_ms_1s_int8"] / 1e3, rel=1e-2)
+    # a head on every layer (SUPERB) does not export: torch's int8, its latency still measured
+    layers = ssl.model.config.num_hidden_layers + 1
+
+    class WeightedSum(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = torch.nn.Parameter(torch.ones(layers) / layers)
+            self.out = torch.nn.Linear(ssl.model.config.hidden_size, 5)
+
+        def forward(self, feats):
+            return self.out((self.weights[:, None, None, None] * feats).sum(0))
+
+    ssl.output_all_hiddens = True
+    try:
+        deployment = Deployment(ssl, WeightedSum(), all_layers=True)
+        cost = deployment_cost(deployment, seconds=1, repeats=1)
+    finally:
+        ssl.output_all_hiddens = False
+    assert cost["int8_backend"] == "torch" and cost["latency_ms_1s_int8"] > 0
+    assert cost["onnx_latency_ms_1s"] is None and deployment.not_decodable
+
+
+def test_debug_run_reports_int8_beside_fp32(tmp_path):
+    out = tmp_path / "run"
+    proc = run_recipe("hparams/weight_ft.yaml", "--debug", "--synthetic_size=tiny",
+                      f"--output_folder={out}", "--cost_repeats=1", cwd=RECIPE)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["primary_metric"] == "wer_test_clean"
+    assert results["int8_backend"] == "onnxruntime"
+    assert results["latency_ms_10s_int8"] > 0
+    assert results["rtf_int8"] == pytest.approx(results["latency_ms_10s_int8"] / 1e4, rel=1e-2)
+    for split in ("test_clean", "test_other"):
+        for key in (f"wer_{split}_int8", f"cer_{split}_int8", f"int8_same_transcript_{split}"):
+            assert key in results["metric_keys"] and results[key] is not None, key
+        assert 0 <= results[f"int8_same_transcript_{split}"] <= 1
+    # the int8 keys come after every fp32 one
+    keys = results["metric_keys"]
+    assert keys.index("wer_test_other") < keys.index("wer_test_clean_int8")
