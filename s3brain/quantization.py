@@ -99,12 +99,30 @@ class OnnxInt8:
     backend = "onnxruntime"
 
     def __init__(self, float_model, threads=1, per_channel=True):
-        from s3brain.efficiency import onnx_session
-
         self.path = quantize_onnx_int8(float_model, Path(float_model).with_suffix(".int8.onnx"),
                                        per_channel)
-        # the session holds the model in memory: the files may be deleted afterwards
-        self.session = onnx_session(self.path, threads)
+        # kept in memory, so the files may be deleted and the session remade with other threads
+        self.model = self.path.read_bytes()
+        self.session = self.threads = None
+        self.set_threads(threads)
+
+    def set_threads(self, threads):
+        """Serve with ``threads`` intra-op threads (a new onnxruntime session, if they differ).
+
+        Arguments
+        ---------
+        threads : int
+            Intra-op threads (one inter-op thread, as ``s3brain.efficiency.onnx_session``).
+        """
+        import onnxruntime
+
+        if threads == self.threads:
+            return
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = onnxruntime.InferenceSession(self.model, options,
+                                                    providers=["CPUExecutionProvider"])
+        self.threads = threads
 
     @classmethod
     def export(cls, forward, modules, example, folder, threads=1):

@@ -369,8 +369,8 @@ def cost_report(ssl, head, strategies=(), seconds=10, repeats=3, threads=1, all_
 def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, units="chars",
                      enabled=True):
     """Error rates of the int8 deployed model on a test set: each utterance alone (batch 1, as
-    deployed, on the CPU) through the int8 model and the fp32 one, greedy CTC, scored with
-    SpeechBrain's ``ErrorRateStats`` against the reference.
+    deployed, on the CPU, with torch's number of threads) through the int8 model and the fp32
+    one, greedy CTC, scored with SpeechBrain's ``ErrorRateStats`` against the reference.
 
     Arguments
     ---------
@@ -418,6 +418,8 @@ def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, u
     if reason is not None:
         logger.info("int8 error rates on %s not measured: %s", split, reason)
         return dict.fromkeys(keys)
+    if hasattr(deployment.int8, "set_threads"):  # the cost's threads were for timing
+        deployment.int8.set_threads(torch.get_num_threads())
     stats = [ErrorRateStats(split_tokens=r == "cer") for r in rates]
     fp32_stats = ErrorRateStats()
     same = total = 0
