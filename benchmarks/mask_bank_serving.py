@@ -78,10 +78,13 @@ def serve(way, runs, folder, repeats):
     torch.set_num_threads(1)
     signals = utterances(runs)
     batch, lens = torch.stack(signals), torch.ones(len(signals))
+    from speechbrain.inference.ASR import EncoderASR
+    from speechbrain.inference.interfaces import foreign_class
+
+    import s3brain.inference  # noqa: F401 (imports are not the models' memory)
+
     before = resident_mb()
     if way == "bank":
-        from speechbrain.inference.interfaces import foreign_class
-
         asr = foreign_class(source=folder, pymodule_file="custom.py", classname="S3RouterASR",
                             savedir=tempfile.mkdtemp())
         tasks = list(asr.tasks)
@@ -90,8 +93,6 @@ def serve(way, runs, folder, repeats):
         def run():
             return asr.transcribe_batch(batch, lens, tasks)[0]
     else:
-        from speechbrain.inference.ASR import EncoderASR
-
         models = [EncoderASR.from_hparams(source=str(Path(f)), savedir=tempfile.mkdtemp())
                   for f in folder.split(",")]
         modules = [m.mods.encoder for m in models]
