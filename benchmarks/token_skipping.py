@@ -43,14 +43,15 @@ def matched_baselines(args, level, salad):
             ("skip_random.yaml", args.out / f"skip_random_{level}", common)]
     if args.merging:
         jobs.append(("token_merging.yaml", args.out / f"token_merging_{level}", {
-            "merge_ratio": matched_merge_ratio(salad["kept_share_test_clean"]),
+            "merge_after": "[0]", "merge_ratio": matched_merge_ratio(
+                salad["kept_share_test_clean"], [0]),
             "init_from": args.dense, **args.common}))
     return jobs
 
 
-def matched_merge_ratio(kept_share, merge_after=(0, 1, 2)):
-    """The merge ratio (after ``merge_after``, the yaml's default) at which the default
-    backbone's blocks compute ``kept_share`` of the token-block products."""
+def matched_merge_ratio(kept_share, merge_after):
+    """The merge ratio (after the blocks ``merge_after``) at which the default backbone's
+    blocks compute ``kept_share`` of the token-block products."""
     from transformers import AutoConfig
 
     from s3brain.backbone import default_backbone

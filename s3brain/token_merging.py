@@ -518,7 +518,7 @@ class TokenMerging(Strategy):
 
     changes_forward = True
 
-    def __init__(self, merge_ratio=0.3, merge_after=(0, 1, 2)):
+    def __init__(self, merge_ratio=0.483, merge_after=(0,)):
         if not 0.0 <= float(merge_ratio) < 1.0:
             raise ValueError(f"merge_ratio={merge_ratio}: a share of the tokens, in [0, 1)")
         self.merge_ratio = float(merge_ratio)
