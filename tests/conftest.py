@@ -10,6 +10,7 @@ import csv
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 sys.path.insert(0, str(RECIPE))
 
-INTEGRATION = Path(__file__).resolve().parent / "integration"
+TESTS = Path(__file__).resolve().parent
+INTEGRATION = TESTS / "integration"
 #: the columns of SpeechBrain's recipe-test CSVs (``tests/recipes/<Dataset>.csv``)
 RECIPE_INDEX_COLUMNS = ["Task", "Dataset", "Script_file", "Hparam_file", "Data_prep_file",
                         "Readme_file", "Result_url", "HF_repo", "test_debug_flags",
@@ -39,9 +41,15 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 
 
 def pytest_configure(config):
-    """Register the markers."""
+    """Register the markers; refuse test files of one name in two folders."""
     config.addinivalue_line("markers", "integration: runs a recipe end to end (tests/integration/)")
     config.addinivalue_line("markers", "unit: a unit test or doctest (everything else)")
+    names = Counter(p.name for folder in (TESTS, TESTS / "unit", INTEGRATION)
+                    for p in folder.glob("test_*.py"))
+    shared = sorted(name for name, count in names.items() if count > 1)
+    if shared:  # pytest's default import mode imports a test file by its name alone
+        raise pytest.UsageError(f"{', '.join(shared)}: more than one test file of this name under "
+                                "tests/; rename one (recipe runs: test_<module>_recipes.py)")
 
 
 def pytest_collection_modifyitems(config, items):
