@@ -119,7 +119,7 @@ def measure_run(folder, yaml, threads, repeats):
         head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])
         deployment = deploy(hparams["ssl"], head)
         cost = deployment_cost(deployment, seconds=10, repeats=repeats, threads=threads)
-        fp32_only = SimpleNamespace(fp32=deployment.fp32, int8=deployment.fp32, rate=16000,
+        fp32_only = SimpleNamespace(decoders=lambda: (deployment.fp32, deployment.fp32),
                                     not_decodable=None)
         print(f"{folder}: {len(tests)} test splits, {threads} thread(s), median of {repeats}")
         print(f"  latency / 10 s: torch fp32 {cost['latency_ms_10s']:.1f} ms, onnxruntime fp32 "

@@ -40,6 +40,8 @@ from s3brain.experiment import unwrapped
 from s3brain.masks import weight_sparsity
 from s3brain.quantization import OnnxInt8, torch_int8
 from s3brain.results import update_results
+from s3brain.salad import TokenDropping as TokenDropper
+from s3brain.salad import encode_with_dropping
 from s3brain.strategies import deployable, run_sparsity, task_payload
 
 logger = logging.getLogger(__name__)
@@ -120,7 +122,11 @@ class Deployment:
     The int8 model is the onnxruntime one (the ONNX export of the deployed path, its linear
     layers quantized; 1.73x faster than fp32 at wav2vec2-base size on one thread, where torch's
     int8 is 1.36x: ``benchmarks/int8_backends.py``), else, for a model whose path is not
-    exportable (token dropping, SUPERB's weighted sum of every layer), torch's.
+    exportable (token dropping, SUPERB's weighted sum of every layer), torch's. ``decoders``
+    gives both as the run decodes: the same paths, except with token dropping, where the run's
+    dropper (its detector in float) chooses the frames that the deployed copy, for the cost,
+    keeps a uniform share of. Early exit (each utterance stops at its own block) and a head on
+    every layer do not decode this way (``not_decodable`` says why).
 
     Arguments
     ---------
@@ -176,14 +182,18 @@ class Deployment:
         exportable = getattr(self.ssl, "onnx_exportable", True)
         self.exportable = (_deployed_forward(self.ssl, self.head, self.hf, all_layers)
                            if exportable else None)
+        # Token dropping's deployed copy keeps a uniform share of frames, as costly as the
+        # detector's choice; to decode, the run's dropper (a copy, in ``extra``) chooses.
+        self.dropper = next((m for m in self.extra if isinstance(m, TokenDropper)), None)
         #: Why the deployed copy does not decode as the run does (its int8 error rates are
         #: then not measured), or None.
         self.not_decodable = (
             "it reads every layer (not a CTC model)" if all_layers
             else "early exit decodes each utterance at its own block" if early_exit_of(strategies)
             else "its deployed copy keeps a uniform share of frames (for the cost only)"
-            if not exportable else None)
-        self.int8 = None
+            if not exportable and self.dropper is None else None)
+        self.int8 = self.int8_decoding = None
+        self.fp32_decoding = self._decoding(self.ssl, self.head) or self.fp32
         self.onnx_fp32 = None  # the float onnxruntime session, once quantize has exported it
 
     def quantize(self, example, threads=1):
@@ -208,7 +218,7 @@ class Deployment:
                     export_onnx(self.exportable, [self.hf, self.head, *self.extra], example,
                                 f"{tmp}/model.onnx")
                     self.onnx_fp32 = onnx_session(f"{tmp}/model.onnx", threads)
-                    self.int8 = OnnxInt8(f"{tmp}/model.onnx", threads)
+                    self.int8 = self.int8_decoding = OnnxInt8(f"{tmp}/model.onnx", threads)
                 return self.int8
             except Exception as err:  # noqa: BLE001 (a failed export must not lose the run)
                 logger.warning("ONNX export or quantization failed (%s): torch int8 instead", err)
@@ -216,7 +226,33 @@ class Deployment:
         ssl, head, *_ = torch_int8([self.ssl, self.head, *self.extra])
         self.int8 = _wrapper_forward(ssl, head, self.all_layers)
         self.int8.backend = "torch"
+        self.int8_decoding = self._decoding(ssl, head) or self.int8
         return self.int8
+
+    def _decoding(self, ssl, head):
+        """With token dropping, the path that decodes (the run's dropper choosing the frames
+        of ``ssl``'s wrapped backbone, then ``head``); else None (the cost's path decodes)."""
+        if self.dropper is None:
+            return None
+
+        def forward(wav):
+            """Head outputs on the frames the dropper keeps."""
+            return head(encode_with_dropping(ssl.ssl, wav, None, self.dropper)[0])
+
+        forward.backend = getattr(self.int8, "backend", "fp32")
+        return forward
+
+    def decoders(self):
+        """The fp32 and int8 models as the run decodes (``quantize`` runs first if it has not).
+
+        Returns
+        -------
+        tuple of callable
+            ``(fp32, int8)``, each ``wav [1, samples] -> logits [1, frames, labels]``.
+        """
+        if self.int8 is None:
+            self.quantize(torch.zeros(1, self.rate))
+        return self.fp32_decoding, self.int8_decoding
 
 
 def deploy(ssl, head, strategies=(), all_layers=False, extra=()):
@@ -410,16 +446,16 @@ def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, u
         return {}
     reason = ("int8_eval is False" if not enabled else deployment.not_decodable
               if deployment.not_decodable else None)
-    if reason is None and deployment.int8 is None:
+    if reason is None:
         try:
-            deployment.quantize(torch.zeros(1, deployment.rate))
+            models = deployment.decoders()
         except Exception as err:  # noqa: BLE001
             reason = f"no int8 model ({err})"
     if reason is not None:
         logger.info("int8 error rates on %s not measured: %s", split, reason)
         return dict.fromkeys(keys)
-    if hasattr(deployment.int8, "set_threads"):  # the cost's threads were for timing
-        deployment.int8.set_threads(torch.get_num_threads())
+    if hasattr(models[1], "set_threads"):  # the cost's threads were for timing
+        models[1].set_threads(torch.get_num_threads())
     stats = [ErrorRateStats(split_tokens=r == "cer") for r in rates]
     fp32_stats = ErrorRateStats()
     same = total = 0
@@ -428,7 +464,7 @@ def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, u
             wav = item["sig"][None].float()
             target = (item["wrd"].split(" ") if units == "chars" else item["phn"].split())
             hyps = []
-            for model in (deployment.fp32, deployment.int8):
+            for model in models:
                 logits = model(wav)
                 tokens = ctc_greedy_decode(logits, torch.ones(1), blank_id=blank_index)[0]
                 hyps.append(token_labels(tokens, label_encoder, units))
@@ -446,7 +482,7 @@ def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, u
     logger.info("%s, batch 1 on the CPU: %s %.2f in fp32, %.2f in int8 (%s); same transcript "
                 "on %d of %d utterances", split, rates[0].upper(),
                 fp32_stats.summarize("error_rate"), out[keys[0]],
-                getattr(deployment.int8, "backend", "int8"),
+                getattr(models[1], "backend", "int8"),
                 same, total)
     return out
 

@@ -138,7 +138,7 @@ def test_fine_tuned_int8_deployment_matches_fp32(fine_tuned):
     encoder.update_from_iterable(list(ALPHABET), sequence_input=False)
     data = [{"id": p.stem, "sig": read_audio(p), "wrd": transcript(p)} for p in files]
     int8 = int8_error_rates(deployment, data, "test", encoder)
-    fp32_only = SimpleNamespace(fp32=deployment.fp32, int8=deployment.fp32, rate=16000,
+    fp32_only = SimpleNamespace(decoders=lambda: (deployment.fp32, deployment.fp32),
                                 not_decodable=None)
     fp32 = int8_error_rates(fp32_only, data, "test", encoder)
     assert int8["int8_same_transcript_test"] == round(same / len(files), 4)

@@ -11,6 +11,7 @@ import torch
 from conftest import RECIPE, run_recipe
 
 from s3brain.backbone import default_backbone, load_ssl
+from s3brain.quantization import frame_agreement
 from s3brain.report import Deployment, deployment_cost, int8_error_rates
 
 ALPHABET = " ABCD"  # label i + 1; blank 0
@@ -49,7 +50,7 @@ def test_int8_error_rates_against_a_hand_computation():
                   {"id": "u2", "sig": torch.zeros(800), "wrd": "A"}]
     fp32 = scripted(["AB CD", "A"])
     int8 = scripted(["AB CA", "A"])  # one character wrong in one word of u1
-    deployment = SimpleNamespace(fp32=fp32, int8=int8, not_decodable=None, rate=16000)
+    deployment = SimpleNamespace(decoders=lambda: (fp32, int8), not_decodable=None)
     out = int8_error_rates(deployment, utterances, "test-clean", encoder())
     # words: 1 substitution over 3 reference words; characters with the word boundary
     # (ErrorRateStats' split_tokens): "AB_CD" + "A", 1 substitution over 6
@@ -61,8 +62,8 @@ def test_int8_error_rates_against_a_hand_computation():
 def test_int8_phoneme_error_rate_and_skips():
     utterances = [{"id": "u1", "sig": torch.zeros(800), "phn": "A B C D"},
                   {"id": "u2", "sig": torch.zeros(800), "phn": "A B"}]
-    deployment = SimpleNamespace(fp32=scripted(["ABCD", "AB"]), int8=scripted(["ABD", "AB"]),
-                                 not_decodable=None, rate=16000)
+    models = scripted(["ABCD", "AB"]), scripted(["ABD", "AB"])
+    deployment = SimpleNamespace(decoders=lambda: models, not_decodable=None)
     out = int8_error_rates(deployment, utterances, "test", encoder(), units="phonemes")
     assert out == {"per_test_int8": round(100 / 6, 2), "int8_same_transcript_test": 0.5}
     # int8_eval: False, or a model that does not decode as deployed: the keys, null
@@ -127,3 +128,24 @@ def test_debug_run_reports_int8_beside_fp32(tmp_path):
     # the int8 keys come after every fp32 one
     keys = results["metric_keys"]
     assert keys.index("wer_test_other") < keys.index("wer_test_clean_int8")
+
+
+def test_token_dropping_decodes_with_its_dropper(ssl):
+    from s3brain.strategies import TokenDropping
+
+    dropping = TokenDropping("uniform", drop_share=0.5)
+    dropping.deployed_kept_share = 0.5  # as measured by a test pass
+    head = torch.nn.Linear(ssl.model.config.hidden_size, 5)
+    wav = torch.randn(1, 32000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        frames = ssl(wav).shape[1]
+        # without the run's dropper, its deployed copy (a uniform share, for the cost) can not
+        # stand for the decoding
+        assert Deployment(ssl, head, [dropping]).not_decodable
+        deployment = Deployment(ssl, head, [dropping], extra=[dropping.dropper])
+        assert deployment.not_decodable is None
+        fp32, int8 = deployment.decoders()
+        assert deployment.int8.backend == "torch" == int8.backend  # it does not export
+        kept = fp32(wav).shape
+        assert int8(wav).shape == kept and kept[2] == 5 and abs(kept[1] - frames / 2) <= 1
+        assert frame_agreement(fp32(wav), int8(wav)) > 0.8
