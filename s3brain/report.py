@@ -140,7 +140,7 @@ class Deployment:
     all_layers : bool
         Whether the head reads every hidden layer.
     extra : sequence of torch.nn.Module
-        The strategies' extra modules (adapters, exit heads).
+        The strategies' extra modules (adapters, exit heads, the token dropper).
 
     Example
     -------
