@@ -137,7 +137,7 @@ def main():
                              "transformer")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    s3brain.report.onnx_latency_ms = _no_onnx
+    s3brain.report.Deployment.quantize = _no_onnx  # no ONNX export nor int8: FLOPs only
     sections = args.only or sorted({f[0] for f in FIGURES} | {"transformer"})
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

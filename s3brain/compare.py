@@ -122,6 +122,8 @@ def columns_for(rows):
     seconds = next((r["cost_seconds"] for r in rows if r.get("cost_seconds")), 10)
     cost = [f"{k}_{seconds:g}s" for k in ("flops", "latency_ms")] + ["rtf"] + [
         f"{k}_{seconds:g}s" for k in ("onnx_latency_ms", "peak_memory_mb")]
+    if any(r.get(f"latency_ms_{seconds:g}s_int8") is not None for r in rows):
+        cost += [f"latency_ms_{seconds:g}s_int8", "rtf_int8"]  # the int8 deployment beside
     where = [k for k in WHERE if any(r.get(k) is not None for r in rows)]
     return ["name", "status", "strategy", *where, "sparsity", *metrics, "params_total",
             "params_trainable", *cost, "storage_bytes_per_task", "train_seconds"]
