@@ -76,3 +76,11 @@ def test_not_a_run(tmp_path):
     with pytest.raises(inference.ExportError, match="no hyperparams.yaml"):
         inference.export_inference(tmp_path)
     assert inference.main([str(tmp_path)]) == 2
+
+
+def test_relative_output_folder_made_absolute(tmp_path):
+    text = "output_folder: results/x/1\nsave_folder: results/x/1/save\nssl_hub: /abs/model\n"
+    fixed = inference._fix_relative_output(text, tmp_path)
+    assert fixed.splitlines()[:2] == [f"output_folder: {tmp_path}", f"save_folder: {tmp_path}/save"]
+    absolute = f"output_folder: {tmp_path}\nsave_folder: {tmp_path}/save\n"
+    assert inference._fix_relative_output(absolute, "/elsewhere") == absolute
