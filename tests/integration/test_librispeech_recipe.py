@@ -28,6 +28,21 @@ def debug_run(tmp_path_factory):
     return out, json.loads((out / "results.json").read_text())
 
 
+def test_debug_run_reports_int8_beside_fp32(debug_run):
+    out, results = debug_run
+    assert results["primary_metric"] == "wer_test_clean"
+    assert results["int8_backend"] == "onnxruntime"
+    assert results["latency_ms_10s_int8"] > 0
+    assert results["rtf_int8"] == pytest.approx(results["latency_ms_10s_int8"] / 1e4, rel=1e-2)
+    for split in ("test_clean", "test_other"):
+        for key in (f"wer_{split}_int8", f"cer_{split}_int8", f"int8_same_transcript_{split}"):
+            assert key in results["metric_keys"] and results[key] is not None, key
+        assert 0 <= results[f"int8_same_transcript_{split}"] <= 1
+    # the int8 keys come after every fp32 one
+    keys = results["metric_keys"]
+    assert keys.index("wer_test_other") < keys.index("wer_test_clean_int8")
+
+
 def test_debug_run_writes_results(debug_run):
     out, results = debug_run
     assert set(RESULT_KEYS) <= set(results)

@@ -1,14 +1,13 @@
 """int8 deployment as every run reports it: the int8 error rates scored as by hand, the skips,
-the torch fallback, and the recipe's results carrying the int8 keys beside fp32's."""
+the torch fallback (the recipe's results carrying the int8 keys beside fp32's:
+tests/integration/test_librispeech_recipe.py)."""
 
-import json
 import tempfile
 from types import SimpleNamespace
 
 import pytest
 import speechbrain as sb
 import torch
-from conftest import RECIPE, run_recipe
 
 from s3brain.backbone import default_backbone, load_ssl
 from s3brain.quantization import frame_agreement
@@ -109,25 +108,6 @@ def test_cost_side_by_side_and_torch_fallback(ssl):
         ssl.output_all_hiddens = False
     assert cost["int8_backend"] == "torch" and cost["latency_ms_1s_int8"] > 0
     assert cost["onnx_latency_ms_1s"] is None and deployment.not_decodable
-
-
-def test_debug_run_reports_int8_beside_fp32(tmp_path):
-    out = tmp_path / "run"
-    proc = run_recipe("hparams/weight_ft.yaml", "--debug", "--synthetic_size=tiny",
-                      f"--output_folder={out}", "--cost_repeats=1", cwd=RECIPE)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    assert results["primary_metric"] == "wer_test_clean"
-    assert results["int8_backend"] == "onnxruntime"
-    assert results["latency_ms_10s_int8"] > 0
-    assert results["rtf_int8"] == pytest.approx(results["latency_ms_10s_int8"] / 1e4, rel=1e-2)
-    for split in ("test_clean", "test_other"):
-        for key in (f"wer_{split}_int8", f"cer_{split}_int8", f"int8_same_transcript_{split}"):
-            assert key in results["metric_keys"] and results[key] is not None, key
-        assert 0 <= results[f"int8_same_transcript_{split}"] <= 1
-    # the int8 keys come after every fp32 one
-    keys = results["metric_keys"]
-    assert keys.index("wer_test_other") < keys.index("wer_test_clean_int8")
 
 
 def test_token_dropping_decodes_with_its_dropper(ssl):
