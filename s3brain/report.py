@@ -33,6 +33,7 @@ from speechbrain.utils.metric_stats import ErrorRateStats
 from torch import nn
 
 from s3brain.audio import backbone_rate
+from s3brain.backbone import wrapper_forward
 from s3brain.ctc import early_exit_of, token_labels
 from s3brain.efficiency import (count_parameters, export_onnx, measure_cost, median_latency_ms,
                                 onnx_session, peak_memory_mb)
@@ -95,18 +96,13 @@ def _wrapper_forward(ssl, head, all_layers):
 
 def _deployed_forward(ssl, head, hf, all_layers):
     """The deployed model's path on a raw waveform, written so that it traces to ONNX with any
-    length (the wrapper's steps by hand: normalisation, transformers forward, output norm)."""
+    length (``s3brain.backbone.wrapper_forward`` with the traceable normalisation)."""
 
     def forward(wav):
         """Head outputs of the deployed model."""
         if hasattr(ssl, "before"):  # e.g. input downsampling
             wav = ssl.before(wav)
-        if ssl.normalize_wav:
-            wav = (wav - wav.mean(1, keepdim=True)) / torch.sqrt(
-                wav.var(1, unbiased=False, keepdim=True) + 1e-5)
-        feats = hf(wav).last_hidden_state
-        if ssl.output_norm:
-            feats = torch.nn.functional.layer_norm(feats, feats.shape[1:])
+        feats = wrapper_forward(ssl, wav, model=hf, every_layer=False, traceable=True)
         if hasattr(ssl, "after"):
             feats = ssl.after(feats)
         return head(feats)
