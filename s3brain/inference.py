@@ -761,6 +761,34 @@ class TaskFile:
         self.path = str(path)
 
 
+def export_after_run(run_folder):
+    """What a recipe calls at the end of a run: ``export_inference`` into
+    ``<run_folder>/inference``, or a logged line saying why this run has no inference folder
+    (a strategy without an export yet); the run's results are never lost to it.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder written, or None.
+
+    Example
+    -------
+    >>> export_after_run("/nowhere") is None
+    True
+    """
+    try:
+        folder = export_inference(run_folder)
+    except ExportError as err:
+        logger.warning("No inference folder: %s", err)
+        return None
+    return folder
+
+
 def _labels_beside(path):
     """The labels of the run a mask file was written in (``save/label_encoder.txt`` beside
     it: phonemes), or None (the bank's default labels)."""

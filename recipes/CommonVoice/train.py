@@ -30,6 +30,7 @@ from s3brain.data import synthetic  # noqa: E402
 from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
                                 setup_strategies, start_experiment)
 from s3brain.finetuning import BackboneFineTuning  # noqa: E402
+from s3brain.inference import export_after_run  # noqa: E402
 from s3brain.report import (deploy, deployment_cost, int8_error_rates,  # noqa: E402
                             split_results, write_results)
 
@@ -220,6 +221,9 @@ def main(argv):
                                     enabled=hparams["int8_eval"]))
     write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
                   hparams["model"], primary="per_test")
+    if not run_opts["debug"]:  # --debug keeps its checkpoints in a temporary folder
+        # <output_folder>/inference: EncoderASR.from_hparams(source=...) serves the run
+        run_on_main(export_after_run, args=[hparams["output_folder"]])
     return 0
 
 
