@@ -155,7 +155,8 @@ def report(args):
         if kept is None or r["strategy"] == "s6damon":
             t_saving = ""
         elif r["strategy"] == "token_merging":
-            t_saving = f"{1.0 - merged_transformer_flops_ratio(args.out / f'token_merging_{level}'):.1%}"
+            ratio = merged_transformer_flops_ratio(args.out / f"token_merging_{level}")
+            t_saving = f"{1.0 - ratio:.1%}"
         else:
             t_saving = f"{1.0 - transformer_flops_ratio(kept):.1%}"
         lines.append(f"| {name} | {level} | {'' if kept is None else f'{kept:.1%}'} | "
