@@ -23,6 +23,12 @@ Use::
 or ``python -m s3brain.inference <run folder>`` to export from the command line.
 ``S3RouterASR`` serves several S3-Router tasks (mask files) on one backbone.
 
+A SUPERB run (``recipes/SUPERB/<task>``) is exported by ``export_classifier`` (the same command
+line): the deployed backbone returning every hidden layer and the run's ``UtteranceHead``
+(``classifier.ckpt``), a label encoder per target, served by ``UtteranceClassifier`` through
+``foreign_class(source, pymodule_file="custom.py", classname="UtteranceClassifier")``;
+``classify_file("speech.wav")`` gives ``{target: label}``.
+
 Example
 -------
 >>> labels = CTCLabels(separator=" ")
@@ -57,6 +63,9 @@ logger = logging.getLogger(__name__)
 
 #: What a folder written by ``export_inference`` holds besides ``hyperparams.yaml``.
 ENCODER_FILE, TOKENIZER_FILE = "encoder.ckpt", "tokenizer.ckpt"
+#: What a folder written by ``export_classifier`` holds besides ``hyperparams.yaml``,
+#: ``custom.py`` and a ``label_encoder_<target>.ckpt`` per target.
+CLASSIFIER_FILE = "classifier.ckpt"
 
 
 class ExportError(ValueError):
@@ -168,6 +177,9 @@ class Backbone(nn.Module):
     adapters : dict, optional
         ``{"bottleneck": int, "targets": [...]}``: Houlsby adapters inside the model
         (``s3brain.adapters.Adapters``), which a deployed model keeps.
+    output_all_hiddens : bool
+        Every hidden layer, ``[layers + 1, batch, frames, hidden]``, as the wrapper returns
+        them for the SUPERB recipes' heads, instead of the last block's features.
 
     Example
     -------
@@ -182,7 +194,7 @@ class Backbone(nn.Module):
     output_all_hiddens = False
 
     def __init__(self, config, normalize_wav=False, output_norm=False, sample_rate=16000,
-                 adapters=None):
+                 adapters=None, output_all_hiddens=False):
         super().__init__()
         from transformers import AutoConfig, AutoModel
 
@@ -202,9 +214,11 @@ class Backbone(nn.Module):
             Adapters(self.model, bottleneck=adapters["bottleneck"], targets=adapters["targets"])
         self.normalize_wav, self.output_norm = bool(normalize_wav), bool(output_norm)
         self.sampling_rate = int(sample_rate)
+        self.output_all_hiddens = bool(output_all_hiddens)
 
     def forward(self, wavs, wav_lens=None):
-        """The last block's features, ``[batch, frames, hidden]``.
+        """The last block's features, ``[batch, frames, hidden]`` (every hidden layer,
+        ``[layers + 1, batch, frames, hidden]``, with ``output_all_hiddens``).
 
         Arguments
         ---------
@@ -567,20 +581,27 @@ def load_run(run_folder):
             "units": units, "key": key, "folder": run_folder}
 
 
-def deployed_encoder(run):
-    """The ``CTCEncoder`` of a loaded run (``load_run``) and the yaml that builds it.
+def deployed_backbone(run, output_all_hiddens=False, indent=8):
+    """The deployed backbone of a loaded run (``load_run`` or ``load_classifier_run``): the
+    strategies' ``deployable`` (masks folded, pruned units removed, LoRA merged) as a
+    ``Backbone`` built from its transformers config, Houlsby adapters kept; and the yaml that
+    builds it.
 
     Arguments
     ---------
     run : dict
-        What ``load_run`` returned.
+        What ``load_run`` or ``load_classifier_run`` returned.
+    output_all_hiddens : bool
+        The backbone returns every hidden layer (the SUPERB heads read them all).
+    indent : int
+        The indentation of the yaml's arguments (the backbone is a key's value).
 
     Returns
     -------
     tuple
-        ``(encoder, yaml text of the encoder's key)``; the encoder holds the run's weights.
+        ``(backbone, yaml text starting with "!new:")``; the backbone holds the run's weights.
     """
-    from s3brain.strategies import EarlyExit, TokenDropping, deployable
+    from s3brain.strategies import deployable
 
     hparams, parts = run["hparams"], run["parts"]
     ssl = deployable(parts["deploy"], copy.deepcopy(hparams["ssl"]).cpu())
@@ -596,11 +617,35 @@ def deployed_encoder(run):
     rate = backbone_rate(hparams["ssl"])
     backbone_args = {"normalize_wav": bool(ssl.normalize_wav), "output_norm": bool(ssl.output_norm),
                      "sample_rate": rate, "adapters": adapters}
+    if output_all_hiddens:
+        backbone_args["output_all_hiddens"] = True
+    text = ("!new:s3brain.inference.Backbone\n" + _yaml_block(backbone_args, indent)
+            + " " * indent + "config:\n" + _yaml_block(config, indent + 4))
+    backbone = Backbone(config, **backbone_args)
+    backbone.model.load_state_dict(hf.state_dict())
+    return backbone.cpu().eval(), text
+
+
+def deployed_encoder(run):
+    """The ``CTCEncoder`` of a loaded run (``load_run``) and the yaml that builds it.
+
+    Arguments
+    ---------
+    run : dict
+        What ``load_run`` returned.
+
+    Returns
+    -------
+    tuple
+        ``(encoder, yaml text of the encoder's key)``; the encoder holds the run's weights.
+    """
+    from s3brain.strategies import EarlyExit, TokenDropping
+
+    hparams, parts = run["hparams"], run["parts"]
+    backbone, backbone_yaml = deployed_backbone(run)
     head, ctc_lin = hparams["modules"]["head"], hparams["modules"]["ctc_lin"]
     lines = ["encoder: !new:s3brain.inference.CTCEncoder\n",
-             "    backbone: !new:s3brain.inference.Backbone\n",
-             _yaml_block(backbone_args, 8),
-             "        config:\n", _yaml_block(config, 12),
+             f"    backbone: {backbone_yaml}",
              f"    head: {_layer_yaml(head, 8)}",
              f"    ctc_lin: {_layer_yaml(ctc_lin, 8)}",
              "    blank_index: !ref <blank_index>\n"]
@@ -632,8 +677,6 @@ def deployed_encoder(run):
                                "sample_rate": down.sample_rate, "kernel_size": down.kernel_size,
                                "upsample": down.do_upsample}, 8)]
         extra["downsampler"] = copy.deepcopy(down)
-    backbone = Backbone(config, **backbone_args)
-    backbone.model.load_state_dict(hf.state_dict())
     encoder = CTCEncoder(backbone, copy.deepcopy(head), copy.deepcopy(ctc_lin),
                          blank_index=hparams["blank_index"], **extra)
     return encoder.cpu().eval(), "".join(lines)
@@ -762,9 +805,10 @@ class TaskFile:
 
 
 def export_after_run(run_folder):
-    """What a recipe calls at the end of a run: ``export_inference`` into
-    ``<run_folder>/inference``, or a logged line saying why this run has no inference folder
-    (a strategy without an export yet); the run's results are never lost to it.
+    """What a recipe calls at the end of a run: ``export_run`` (``export_inference``, or
+    ``export_classifier`` for a SUPERB run) into ``<run_folder>/inference``, or a logged line
+    saying why this run has no inference folder (a strategy without an export yet); the run's
+    results are never lost to it.
 
     Arguments
     ---------
@@ -782,11 +826,393 @@ def export_after_run(run_folder):
     True
     """
     try:
-        folder = export_inference(run_folder)
+        folder = export_run(run_folder)
     except ExportError as err:
         logger.warning("No inference folder: %s", err)
         return None
     return folder
+
+
+def is_classifier_run(run_folder):
+    """Whether a run folder is a SUPERB run (a label encoder per target,
+    ``save/label_encoder_<target>.txt``), exported by ``export_classifier``.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> is_classifier_run("/nowhere")
+    False
+    """
+    return any((Path(run_folder) / "save").glob("label_encoder_*.txt"))
+
+
+def load_classifier_run(run_folder):
+    """A finished SUPERB run as the recipe tested it: its hyperparameters, the head rebuilt
+    from the best checkpoint (lowest dev ``error``, 100 - accuracy, as the recipe's
+    ``evaluate(min_key="error")``), strategies set up on the backbone, the weights loaded, and
+    the label encoders.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder (``hyperparams.yaml``, ``save/``).
+
+    Returns
+    -------
+    dict
+        ``hparams`` (``model`` and ``modules["head"]`` the loaded head), ``strategies``,
+        ``parts``, ``head`` (``s3brain.utterance.UtteranceHead``), ``targets`` (in the
+        recipe's order), ``encoders`` (``{target: CategoricalEncoder}``), ``folder``.
+
+    Raises
+    ------
+    ExportError
+        The folder is not a finished SUPERB run, or a strategy cannot be exported.
+    """
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    from s3brain.checkpoint import Checkpointer
+    from s3brain.strategies import strategy_modules
+    from s3brain.utterance import UtteranceHead
+
+    run_folder = Path(run_folder).resolve()
+    yaml_file = run_folder / "hyperparams.yaml"
+    if not yaml_file.is_file():
+        raise ExportError(f"{run_folder}: no hyperparams.yaml: not a run's output folder")
+    if not is_classifier_run(run_folder):
+        raise ExportError(f"{run_folder}: no save/label_encoder_<target>.txt: not a SUPERB run")
+    best = Checkpointer(run_folder / "save").find_checkpoint(min_key="error")
+    if best is None or "model" not in best.paramfiles:
+        raise ExportError(f"{run_folder}: no checkpoint with a head in save/: the run has not "
+                          f"finished")
+    text = _fix_relative_output(yaml_file.read_text(encoding="utf-8"), run_folder)
+    hparams = load_hyperpyyaml(text)
+    strategies = list(hparams.get("strategies") or [])
+    parts = _strategy_parts(strategies)
+    if parts["forward"] is not None:
+        raise ExportError(f"strategy {type(parts['forward']).__name__} changes the backbone's "
+                          f"forward: a SUPERB run with it has no classifier export yet")
+    # the head as the recipe built it (build_head), sized by the checkpoint's tensors
+    state = torch.load(best.paramfiles["model"], map_location="cpu", weights_only=True)
+    targets = [k.split(".")[1] for k in state if k.startswith("classifiers.")
+               and k.endswith(".weight")]
+    classes = {t: state[f"classifiers.{t}.weight"].shape[0] for t in targets}
+    projection, input_size = state["projection.weight"].shape
+    head = UtteranceHead(state["layer_sum.weights"].numel(), input_size, classes, projection)
+    encoders = {}
+    for t in targets:
+        encoders[t] = CategoricalEncoder()
+        encoders[t].load(run_folder / "save" / f"label_encoder_{t}.txt")
+        encoders[t].expect_len(classes[t])
+    hparams["model"] = hparams["modules"]["head"] = head
+    ssl = hparams["ssl"]
+    for strategy in strategies:
+        if strategy in parts["deploy"] or strategy is parts["adapters"]:
+            strategy.setup(ssl, hparams)
+    modules = {"ssl": ssl, "model": head, **strategy_modules(strategies)}
+    Checkpointer(run_folder / "save", recoverables=modules).recover_if_possible(min_key="error")
+    for strategy in strategies:
+        strategy.before_eval(ssl)  # as at the start of the recipe's test pass
+    return {"hparams": hparams, "strategies": strategies, "parts": parts, "head": head,
+            "targets": targets, "encoders": encoders, "folder": run_folder}
+
+
+@register_checkpoint_hooks
+class UtteranceModel(nn.Module):
+    """The deployed model of a SUPERB run, waveform to logits per target: the deployed
+    backbone returning every hidden layer, then the recipe's ``UtteranceHead`` (weighted layer
+    sum, projection, mean pooling over the real frames, a linear classifier per target).
+
+    Arguments
+    ---------
+    backbone : Backbone
+        The deployed backbone, with ``output_all_hiddens``.
+    head : s3brain.utterance.UtteranceHead
+        The run's head.
+
+    Example
+    -------
+    >>> from s3brain.utterance import UtteranceHead
+    >>> backbone = Backbone({"model_type": "wav2vec2", "hidden_size": 32,
+    ...     "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+    ...     "conv_dim": [8], "conv_stride": [5], "conv_kernel": [10],
+    ...     "num_feat_extract_layers": 1, "num_conv_pos_embedding_groups": 2},
+    ...     output_all_hiddens=True)
+    >>> model = UtteranceModel(backbone, UtteranceHead(2, 32, {"label": 3}, 8)).eval()
+    >>> model(torch.randn(2, 400), torch.tensor([1.0, 0.5]))["label"].shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, backbone, head):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, wavs, wav_lens=None):
+        """Logits per target of a batch of waveforms at the backbone's rate.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (all 1.0 when None).
+
+        Returns
+        -------
+        dict
+            ``{target: [batch, classes]}``.
+        """
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        return self.head(self.backbone(wavs, wav_lens), wav_lens)
+
+    @mark_as_transfer
+    @mark_as_loader
+    def load_strict(self, path, end_of_epoch=False):
+        """Load ``classifier.ckpt``, every tensor required.
+
+        Arguments
+        ---------
+        path : str or Path
+            The file.
+        end_of_epoch : bool
+            Unused (the checkpoint loader's signature).
+        """
+        del end_of_epoch
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def export_classifier(run_folder, target=None):
+    """Write the inference folder of a finished SUPERB run (``recipes/SUPERB/<task>``):
+    ``hyperparams.yaml``, ``classifier.ckpt`` (the deployed backbone and the head),
+    ``label_encoder_<target>.ckpt`` per target, and the ``custom.py`` through which
+    ``foreign_class(source=<folder>, pymodule_file="custom.py", classname="UtteranceClassifier")``
+    loads ``UtteranceClassifier``.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+    target : str or Path, optional
+        Where to write; default ``<run_folder>/inference``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+
+    Raises
+    ------
+    ExportError
+        The run cannot be exported (one line says why).
+
+    Example
+    -------
+    >>> export_classifier("/nowhere")
+    Traceback (most recent call last):
+    ...
+    s3brain.inference.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    """
+    run = load_classifier_run(run_folder)
+    target = Path(target) if target is not None else run["folder"] / "inference"
+    backbone, backbone_yaml = deployed_backbone(run, output_all_hiddens=True)
+    head = copy.deepcopy(run["head"]).cpu().eval()
+    model = UtteranceModel(backbone, head)
+    hparams, targets = run["hparams"], run["targets"]
+    head_args = {"layers": head.layer_sum.weights.numel(),
+                 "input_size": head.projection.in_features,
+                 "classes": {t: head.classifiers[t].out_features for t in targets},
+                 "projection": head.projection.out_features}
+    text = (
+        f"# The deployed model of the s3brain SUPERB run {run['folder']}\n"
+        f"# (task {hparams.get('task', '?')}, strategy {hparams.get('strategy', '?')}), "
+        f"written by s3brain.inference.export_classifier:\n"
+        f"#   from speechbrain.inference.interfaces import foreign_class\n"
+        f"#   classifier = foreign_class(source=\"{target}\", pymodule_file=\"custom.py\",\n"
+        f"#       classname=\"UtteranceClassifier\", savedir=\"classifier\")\n"
+        f"#   classifier.classify_file(\"speech.wav\")\n\n"
+        f"sample_rate: {backbone.sampling_rate}\n\n"
+        f"classifier: !new:s3brain.inference.UtteranceModel\n"
+        f"    backbone: {backbone_yaml}"
+        f"    head: !new:s3brain.utterance.UtteranceHead\n{_yaml_block(head_args, 8)}\n"
+        + "".join(f"label_encoder_{t}: !new:speechbrain.dataio.encoder.CategoricalEncoder\n"
+                  for t in targets)
+        + "label_encoders:\n"
+        + "".join(f"    {t}: !ref <label_encoder_{t}>\n" for t in targets)
+        + "\n# any rate and channel count, read as the recipe reads audio\n"
+          "audio_normalizer: !new:s3brain.inference.AudioNormalizer\n"
+          "    sample_rate: !ref <sample_rate>\n\n"
+          "modules:\n    classifier: !ref <classifier>\n\n"
+          "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+          "    loadables:\n        classifier: !ref <classifier>\n"
+        + "".join(f"        label_encoder_{t}: !ref <label_encoder_{t}>\n" for t in targets))
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), target / CLASSIFIER_FILE)
+    for t in targets:
+        run["encoders"][t].save(target / f"label_encoder_{t}.ckpt")
+    (target / "custom.py").write_text(
+        '"""The interface of this inference folder, for speechbrain.inference.interfaces.'
+        'foreign_class (pymodule_file="custom.py", classname="UtteranceClassifier")."""\n\n'
+        "from s3brain.inference import UtteranceClassifier  # noqa: F401\n", encoding="utf-8")
+    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    logger.info("Inference folder written: %s", target)
+    return target
+
+
+class UtteranceClassifier(Pretrained):
+    """A SUPERB run's classifier through SpeechBrain's inference interface: a folder written by
+    ``export_classifier`` loads with ``foreign_class(source, pymodule_file="custom.py",
+    classname="UtteranceClassifier")``.
+
+    ``classify_file(path)`` gives ``{target: label}`` (``{"label": ...}`` for keyword
+    spotting, speaker identification and prosody; ``action``, ``object`` and ``location`` for
+    intent); ``classify_batch(wavs, wav_lens)`` one such dict per utterance, with the
+    log-probabilities. SpeechBrain's ``EncoderClassifier`` does not fit: it needs features, a
+    normalisation, an embedding model and one classifier with one label encoder, where the
+    SUPERB head reads every hidden layer of the backbone and has a classifier per target.
+
+    Arguments
+    ---------
+    *args : tuple
+        ``Pretrained``'s (modules, hparams, run options).
+    **kwargs : dict
+        ``Pretrained``'s.
+
+    Example
+    -------
+    >>> UtteranceClassifier.MODULES_NEEDED
+    ['classifier']
+    """
+
+    HPARAMS_NEEDED = ["label_encoders", "sample_rate"]
+    MODULES_NEEDED = ["classifier"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        classifiers = self.mods.classifier.head.classifiers
+        for name, encoder in self.hparams.label_encoders.items():
+            encoder.expect_len(classifiers[name].out_features)  # a head fits its labels
+
+    @property
+    def targets(self):
+        """The targets, in the recipe's order."""
+        return list(self.hparams.label_encoders)
+
+    def encode_batch(self, wavs, wav_lens=None):
+        """Log-probabilities per target of a batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` at the backbone's rate.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (all 1.0 when None).
+
+        Returns
+        -------
+        dict
+            ``{target: [batch, classes]}``.
+        """
+        wavs = wavs.float().to(self.device)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        with torch.no_grad():
+            logits = self.mods.classifier(wavs, wav_lens.to(self.device))
+        return {t: logits[t].log_softmax(-1) for t in self.targets}
+
+    def classify_batch(self, wavs, wav_lens=None):
+        """The most likely label of each target for each utterance of a batch.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` at the backbone's rate.
+        wav_lens : torch.Tensor, optional
+            Relative lengths (all 1.0 when None).
+
+        Returns
+        -------
+        tuple
+            ``(labels, log-probabilities)``: ``[{target: label}]``, one dict per utterance in
+            the batch's order, and ``{target: [batch, classes]}``.
+        """
+        log_probs = self.encode_batch(wavs, wav_lens)
+        ids = {t: lp.argmax(-1).tolist() for t, lp in log_probs.items()}
+        encoders = self.hparams.label_encoders
+        labels = [{t: encoders[t].ind2lab[ids[t][i]] for t in self.targets}
+                  for i in range(wavs.shape[0])]
+        return labels, log_probs
+
+    def classify_file(self, path):
+        """Classify one file (any rate, container and channels, read as the recipes read it).
+
+        Arguments
+        ---------
+        path : str or Path
+            The audio file.
+
+        Returns
+        -------
+        dict
+            ``{target: label}``.
+        """
+        from s3brain.audio import read_audio
+
+        signal = read_audio(str(path), int(self.hparams.sample_rate))
+        labels, _ = self.classify_batch(signal[None], torch.ones(1))
+        return labels[0]
+
+    def forward(self, wavs, wav_lens=None):
+        """Log-probabilities per target (see ``encode_batch``).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        dict
+        """
+        return self.encode_batch(wavs, wav_lens)
+
+
+def export_run(run_folder, target=None):
+    """Write a finished run's inference folder: ``export_classifier`` for a SUPERB run,
+    ``export_inference`` for a LibriSpeech or CommonVoice CTC run.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+    target : str or Path, optional
+        Where to write; default ``<run_folder>/inference``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+
+    Example
+    -------
+    >>> export_run("/nowhere")
+    Traceback (most recent call last):
+    ...
+    s3brain.inference.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    """
+    if is_classifier_run(run_folder):
+        return export_classifier(run_folder, target)
+    return export_inference(run_folder, target)
 
 
 def _labels_beside(path):
@@ -1131,8 +1557,9 @@ def main(argv=None):
     """
     parser = argparse.ArgumentParser(
         prog="python -m s3brain.inference",
-        description="Write the SpeechBrain inference folder (EncoderASR) of a finished run, or "
-                    "the mask bank (S3RouterASR) of several S3-Router runs.")
+        description="Write the SpeechBrain inference folder of a finished run (EncoderASR; "
+                    "UtteranceClassifier for a SUPERB run), or the mask bank (S3RouterASR) of "
+                    "several S3-Router runs.")
     parser.add_argument("run_folders", nargs="+", help="the run's output folder")
     parser.add_argument("--target", default=None, help="default: <run_folder>/inference")
     parser.add_argument("--mask-bank", default=None, metavar="DIR",
@@ -1145,7 +1572,7 @@ def main(argv=None):
         elif len(args.run_folders) > 1:
             raise ExportError("one run at a time (or --mask-bank DIR for several S3-Router runs)")
         else:
-            print(export_inference(args.run_folders[0], args.target))
+            print(export_run(args.run_folders[0], args.target))
     except (ExportError, FileNotFoundError) as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return 2

@@ -295,8 +295,9 @@ class ClassificationStats:
         self.targets, self.slot_targets, self.encoders = tuple(targets), slot_targets, encoders
         self.predicted = {t: [] for t in self.targets}
         self.truth = {t: [] for t in self.targets}
+        self.ids = []
 
-    def append(self, logits, truth):
+    def append(self, logits, truth, ids=None):
         """Add a batch's predictions (the most likely class of each target).
 
         Arguments
@@ -305,10 +306,52 @@ class ClassificationStats:
             ``{target: [B, classes]}``.
         truth : dict
             ``{target: LongTensor [B]}`` (``target_ids``).
+        ids : list of str, optional
+            The utterances' IDs (``batch.id``), for ``write_predictions``.
         """
         for t in self.targets:
             self.predicted[t] += logits[t].argmax(-1).tolist()
             self.truth[t] += truth[t].tolist()
+        n = len(truth[self.targets[0]])
+        self.ids += list(ids) if ids is not None else [str(len(self.ids) + i) for i in range(n)]
+
+    def write_predictions(self, filestream, encoders=None):
+        """Write one CSV row per utterance: ``ID``, then ``<target>_predicted`` and
+        ``<target>_true`` per target, as labels (as SpeechBrain's ``ErrorRateStats.write_stats``
+        writes each utterance's alignment).
+
+        Arguments
+        ---------
+        filestream : file
+            An open text file.
+        encoders : dict, optional
+            ``{target: CategoricalEncoder}`` (default: the ones given at construction).
+
+        Example
+        -------
+        >>> import io
+        >>> from speechbrain.dataio.encoder import CategoricalEncoder
+        >>> encoder = CategoricalEncoder()
+        >>> encoder.update_from_iterable(["no", "yes"])
+        >>> stats = ClassificationStats(["label"])
+        >>> stats.append({"label": torch.tensor([[2.0, 0.0], [2.0, 0.0]])},
+        ...              {"label": torch.tensor([0, 1])}, ids=["a", "b"])
+        >>> out = io.StringIO()
+        >>> stats.write_predictions(out, {"label": encoder})
+        >>> print(out.getvalue(), end="")
+        ID,label_predicted,label_true
+        a,no,no
+        b,no,yes
+        """
+        import csv
+
+        decode = {t: (encoders or self.encoders)[t].ind2lab for t in self.targets}
+        writer = csv.writer(filestream, lineterminator="\n")
+        writer.writerow(["ID", *(f"{t}_{kind}" for t in self.targets
+                                 for kind in ("predicted", "true"))])
+        for i, uid in enumerate(self.ids):
+            writer.writerow([uid, *(decode[t][getattr(self, kind)[t][i]] for t in self.targets
+                                    for kind in ("predicted", "truth"))])
 
     def summarize(self):
         """The pass's metrics (``classification_metrics``).

@@ -20,12 +20,14 @@ RECIPE_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(RECIPE_DIR))
 
 import speechbrain as sb  # noqa: E402
+from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 from prosody_prepare import prepare_prosody  # noqa: E402
 
 from s3brain.audio import backbone_rate  # noqa: E402
 from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
                                 setup_strategies, start_experiment)
 from s3brain.finetuning import BackboneFineTuning  # noqa: E402
+from s3brain.inference import export_after_run  # noqa: E402
 from s3brain.report import cost_report, split_results, write_results  # noqa: E402
 from s3brain.utterance import (ClassificationStats, build_head, dataio_prepare,  # noqa: E402
                                prepare_task, summed_cross_entropy, target_ids)
@@ -38,6 +40,8 @@ class ProsodyClassification(BackboneFineTuning):
     """Backbone (every hidden layer, as the strategies run it) -> SUPERB's head -> cross
     entropy; accuracy. ``BackboneFineTuning`` holds the strategies' hooks."""
 
+    label_encoders = None  # {target: CategoricalEncoder}, to write the predictions
+
     def compute_forward(self, batch, stage):
         """Logits per target of the head over the backbone's hidden layers."""
         batch = batch.to(self.device)
@@ -49,7 +53,7 @@ class ProsodyClassification(BackboneFineTuning):
         truth = target_ids(batch, TARGETS)
         loss = self.strategies_loss(summed_cross_entropy(logits, truth), logits, batch, stage)
         if stage != sb.Stage.TRAIN:
-            self.classification_stats.append(logits, truth)
+            self.classification_stats.append(logits, truth, batch.id)
         return loss
 
     def init_optimizers(self):
@@ -84,6 +88,10 @@ class ProsodyClassification(BackboneFineTuning):
             self.hparams.train_logger.log_stats(
                 stats_meta={"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats)
             self.test_stats = stats
+            if if_main_process():  # each test utterance's predicted and true labels
+                with open(Path(self.hparams.output_folder) / "predictions_test.csv", "w",
+                          encoding="utf-8") as w:
+                    self.classification_stats.write_predictions(w, self.label_encoders)
 
 
 def main(argv):
@@ -117,6 +125,7 @@ def main(argv):
 
     brain = ProsodyClassification(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,
                                   checkpointer=hparams["checkpointer"])
+    brain.label_encoders = encoders
     brain.fit(hparams["epoch_counter"], train, valid,
               train_loader_kwargs=seeded_loader_options(hparams["train_dataloader_opts"],
                                                         hparams["seed"]),
@@ -133,6 +142,9 @@ def main(argv):
     write_results(results, split_results(brain.test_stats, "test"), cost, strategies,
                   hparams["output_folder"], hparams["ssl"], head, primary="accuracy_test",
                   higher_is_better=True, info_keys=("task",))
+    if not run_opts["debug"]:  # --debug keeps its checkpoints in a temporary folder
+        # <output_folder>/inference: the UtteranceClassifier interface serves the run
+        run_on_main(export_after_run, args=[hparams["output_folder"]])
     return 0
 
 
