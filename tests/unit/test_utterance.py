@@ -97,3 +97,37 @@ def test_synthetic_task_plan():
         assert j["amplitude"] == superb.PROSODY[j["label"]][2]
     fsc = {(j["text"], j["action"], j["object"], j["location"]) for j in by_task["fluent_speech_commands"]}
     assert fsc <= set(superb.FSC_COMMANDS)
+
+
+def test_predictions_file_lists_each_utterance_with_its_labels():
+    """``write_predictions``: one row per utterance over several batches, in order, each
+    target's predicted and true label decoded by its encoder."""
+    import csv
+    import io
+
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    encoders = {}
+    for target, labels in (("action", ["activate", "bring"]),
+                           ("object", ["lights", "socks", "juice"])):
+        encoders[target] = CategoricalEncoder()
+        encoders[target].update_from_iterable(labels)
+    stats = utterance.ClassificationStats(["action", "object"], encoders=encoders)
+    stats.append({"action": torch.tensor([[0.0, 1.0]]),
+                  "object": torch.tensor([[0.0, 0.0, 5.0]])},
+                 {"action": torch.tensor([1]), "object": torch.tensor([1])}, ids=["u1"])
+    stats.append({"action": torch.tensor([[3.0, 1.0], [0.0, 2.0]]),
+                  "object": torch.tensor([[9.0, 0.0, 0.0], [0.0, 1.0, 0.0]])},
+                 {"action": torch.tensor([0, 0]), "object": torch.tensor([0, 1])},
+                 ids=["u2", "u3"])
+    out = io.StringIO()
+    stats.write_predictions(out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert rows == [
+        {"ID": "u1", "action_predicted": "bring", "action_true": "bring",
+         "object_predicted": "juice", "object_true": "socks"},
+        {"ID": "u2", "action_predicted": "activate", "action_true": "activate",
+         "object_predicted": "lights", "object_true": "lights"},
+        {"ID": "u3", "action_predicted": "bring", "action_true": "activate",
+         "object_predicted": "socks", "object_true": "socks"}]
+    assert stats.summarize()["accuracy"] == pytest.approx(100 / 3)
