@@ -4,6 +4,13 @@ The recipe (``recipes/LibriSpeech/pretrain/train.py``) draws the masked time ste
 negatives for each batch here, normalises the audio the way ``Wav2Vec2FeatureExtractor`` does, and
 exports the trained encoder as a plain HF model folder that ``AutoModel.from_pretrained`` reads.
 
+Why not SpeechBrain's own wav2vec 2.0 pretraining (``speechbrain.lobes.models.wav2vec``:
+``W2VLatentExtractor``, ``w2v_mask``, ``sample_negatives``): it trains SpeechBrain's own encoder,
+whose checkpoint transformers cannot load, and the point of this recipe is a backbone in the
+Hugging Face format every recipe (and every user) loads like ``facebook/wav2vec2-base``. So the
+masking and the negatives are transformers' (``_compute_mask_indices``,
+``_sample_negative_indices``), matched to the model they train.
+
 Example
 -------
 >>> import torch
@@ -21,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from speechbrain.dataio.dataio import length_to_mask
 from transformers import AutoConfig, Wav2Vec2ForPreTraining
 from transformers.models.wav2vec2.modeling_wav2vec2 import (_compute_mask_indices,
                                                             _sample_negative_indices)
@@ -34,7 +42,7 @@ def new_pretraining_model(config_dir, **config_overrides):
 
 def normalize_audio(wavs, lengths):
     """Zero mean, unit variance per utterance over its real samples; padding stays zero."""
-    mask = (torch.arange(wavs.shape[1], device=wavs.device)[None, :] < lengths[:, None]).float()
+    mask = length_to_mask(lengths, wavs.shape[1], dtype=wavs.dtype, device=wavs.device)
     count = mask.sum(1, keepdim=True).clamp(min=1)
     mean = (wavs * mask).sum(1, keepdim=True) / count
     var = (((wavs - mean) * mask) ** 2).sum(1, keepdim=True) / count
@@ -49,7 +57,7 @@ def pretraining_step(model, wavs, rel_lens, mask_prob, mask_length, num_negative
     """
     batch, samples = wavs.shape
     lengths = torch.round(rel_lens * samples).long()
-    attention_mask = (torch.arange(samples, device=wavs.device)[None, :] < lengths[:, None]).long()
+    attention_mask = length_to_mask(lengths, samples, dtype=torch.long, device=wavs.device)
     wavs = normalize_audio(wavs, lengths)
     frames = int(model._get_feat_extract_output_lengths(samples))
     frame_mask = model._get_feature_vector_attention_mask(frames, attention_mask)
