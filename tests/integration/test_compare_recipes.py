@@ -8,7 +8,8 @@ from conftest import RECIPE
 
 from s3brain import compare
 
-TINY = ["--synthetic_size=tiny", "--number_of_epochs=1", "--cost_repeats=1", "--lm_decoding=False"]
+TINY = ["--synthetic_size=tiny", "--number_of_epochs=1", "--cost_repeats=1", "--lm_decoding=False",
+        "--int8_eval=False"]
 
 
 def test_two_strategies_then_reuse_and_a_failure(tiny_corpus, tmp_path):
@@ -51,7 +52,7 @@ def test_common_voice_runs_are_collected_like_librispeech_ones(tmp_path):
     out = tmp_path / "cv"
     code = compare.main([str(recipe), "weight_ft.yaml", "s3router.yaml", "--out", str(out),
                          "--threads", "1", "--", "--synthetic_size=tiny", "--language=de",
-                         "--number_of_epochs=1", "--cost_repeats=1"])
+                         "--number_of_epochs=1", "--cost_repeats=1", "--int8_eval=False"])
     assert code == 0
     with open(out / "comparison.csv") as f:
         table = {row["name"]: row for row in csv.DictReader(f)}

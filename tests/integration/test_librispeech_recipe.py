@@ -23,7 +23,7 @@ def debug_run(tmp_path_factory):
     """One --debug run of the default yaml, started from the recipe folder with a relative path."""
     out = tmp_path_factory.mktemp("debug") / "run"
     proc = run_recipe("hparams/weight_ft.yaml", "--debug", f"--output_folder={out}", *TINY,
-                      cwd=RECIPE)
+                      "--int8_eval=True", cwd=RECIPE)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return out, json.loads((out / "results.json").read_text())
 
