@@ -187,7 +187,8 @@ class Deployment:
             "it reads every layer (not a CTC model)" if all_layers
             else "early exit decodes each utterance at its own block" if early_exit_of(strategies)
             else "its deployed copy keeps a uniform share of frames (for the cost only)"
-            if not exportable and self.dropper is None else None)
+            if not exportable and self.dropper is None
+            and not getattr(self.ssl, "decodes_as_run", False) else None)
         self.int8 = self.int8_decoding = None
         self.fp32_decoding = self._decoding(self.ssl, self.head) or self.fp32
         self.onnx_fp32 = None  # the float onnxruntime session, once quantize has exported it

@@ -606,6 +606,9 @@ class MergedTokensBackbone(nn.Module):
     """
 
     onnx_exportable = False
+    #: The merge is deterministic: the deployed copy decodes as the run does (its int8 error
+    #: rates are measured, through torch's int8 since it does not export).
+    decodes_as_run = True
 
     def __init__(self, ssl, merge_after, merge_ratio):
         super().__init__()
