@@ -9,7 +9,8 @@ seed and epochs; a run whose ``results.json`` holds its metric is reused, so an 
 sweep continues and runs of ``s3brain.compare`` in the same folder are picked up.
 
     ./s3env python benchmarks/per_task_storage.py --splits train-10m --jobs 2
-    ./s3env python benchmarks/per_task_storage.py --splits train-1h --lora-ranks 4 --adapters 32
+    ./s3env python benchmarks/per_task_storage.py --splits train-1h --epochs 5 --lora-ranks 2 \
+        --adapters 16 --top-blocks --jobs 1
     ./s3env python benchmarks/per_task_storage.py --report-only
 """
 
@@ -42,6 +43,8 @@ def jobs_for(args):
     jobs = []
     for split in args.splits:
         base = {"train_splits": f"[{split}]", "seed": args.seed}
+        if args.epochs:  # the same number of epochs for every row of the split
+            base["number_of_epochs"] = args.epochs
         root = args.out / split
         jobs.append((f"{split}/weight_ft", root / "weight_ft", "weight_ft.yaml", base))
         for sparsity in args.s3router_sparsities:
@@ -189,6 +192,9 @@ def main():
                         help="Houlsby bottleneck widths")
     parser.add_argument("--top-blocks", nargs="*", type=int, default=[1],
                         help="partial fine-tuning: blocks trained from the top")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="number_of_epochs for every run (default: each yaml's own, 30); "
+                             "train-1h at 5 covers about as many updates as train-10m at 30")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
