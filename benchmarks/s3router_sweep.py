@@ -12,60 +12,178 @@ Runs go ``--jobs`` at a time, one CPU thread each.
     ./s3env python benchmarks/s3router_sweep.py --splits train-10m --pruning --inits \\
         --pruning-sparsities 0.3 0.6
     ./s3env python benchmarks/s3router_sweep.py --report-only                 # table and plot
+
+Seeds, the score learning rate and PARP's prune interval (the settings behind the papers'
+claims):
+
+    # every cell once per seed: mean +- std, and the paired bootstrap 95 % interval of the WER
+    # difference against the split's weight fine-tuning, over the test utterances of all seeds
+    ./s3env python benchmarks/s3router_sweep.py --splits train-10m --seeds 1986 1987 1988
+    # where does the init matter, and which score learning rate is best (sparsity 0.1)
+    ./s3env python benchmarks/s3router_sweep.py --splits train-10m --sparsities 0.1 \\
+        --inits ori ri wmi --score-lrs 5e-5 1e-4 1e-3 1e-2 --seeds 1986 1987 1988
+    # PARP re-pruning every step against every 50 steps
+    ./s3env python benchmarks/s3router_sweep.py --splits train-10m --inits --pruning \\
+        --structured --prune-intervals 1 50 --seeds 1986 1987 1988
+
+- ``--seeds S ...``: each run once per seed (``--seed=S``). The seed the yamls default to (1986)
+  keeps the folder a run without ``--seeds`` has (``<out>/<split>/<cell>``), so runs made before
+  are reused as that seed; every other seed runs in ``<out>/<split>/seed<S>/<cell>``. The pooled
+  table ``sweep_seeds.md`` (and ``.csv``, ``sweep_seeds.png`` with error bars) gives each WER as
+  mean +- std over the seeds and ``d_wer_test_clean`` / ``d_wer_test_other``: the difference
+  against weight fine-tuning of the same split and seeds with its paired bootstrap 95 % interval
+  over the test utterances pooled over the seeds (``s3brain.stats``), ``*`` where it excludes 0.
+  Without ``--seeds`` the folders and tables are exactly those of a single run.
+- ``--score-lrs LR ...``: also S3-Router at ``--score-lr-sparsity`` (0.1) for every init and
+  every learning rate of the mask scores (the yaml's ``lr_ssl``: the backbone optimizer holds
+  only the scores, the weights are frozen), in ``s3router_<init>_<sparsity>_lr<LR>``; the
+  yaml's own value (0.01) is the plain ``s3router_<init>_<sparsity>`` run. ``score_lr.md`` has
+  one row per (lr, init) and says, for each lr, whether the inits' intervals overlap and how
+  each init compares with ORI (paired intervals), and which lr is best per init.
+- ``--prune-intervals N ...``: PARP and structured PARP re-prune every N steps
+  (``prune_interval_steps``; the yaml's 50 is the plain folder, others ``<method>_<sp>_pi<N>``).
+- ``--executor local|slurm`` (and ``--slurm-partition``, ``--timeout-min``): each run goes to
+  submitit (``s3brain.compare.SubmititLauncher``), ``--jobs`` in flight at once.
 """
 
 import argparse
+import collections
 import concurrent.futures
 import csv
 import json
 import time
 from pathlib import Path
 
-from s3brain.compare import markdown_table, run_strategy
+from s3brain.compare import (SubmititLauncher, finished_results, markdown_table,
+                             pooled_over_seeds, row_for, run_strategy)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 PRUNING = ("s3router_p", "omp", "imp", "parp")
 STRUCTURED = ("safari", "omp_structured", "parp_structured")
+#: the methods with a prune interval (``prune_interval_steps``)
+INTERVAL_METHODS = ("parp", "parp_structured")
+#: the keys of the S3-Router scores' learning rate and of PARP's prune interval
+SCORE_LR_KEY, INTERVAL_KEY = "lr_ssl", "prune_interval_steps"
+#: one run of the sweep: ``name`` for messages, ``folder``, ``yaml``, ``overrides`` (hparams
+#: keys and values), the ``split``, the ``cell`` (the run's folder name, the same for every
+#: seed) and the ``seed`` (None: the yaml's)
+Job = collections.namedtuple("Job", "name folder yaml overrides split cell seed")
 
 
-def run(job):
+def yaml_default(yaml, key):
+    """The value of a top-level ``key`` in a LibriSpeech hparams file, as text (None if absent).
+
+    Example
+    -------
+    >>> yaml_default("s3router.yaml", "lr_ssl"), yaml_default("weight_ft.yaml", "seed")
+    ('0.01', '1986')
+    """
+    for line in (RECIPE / "hparams" / yaml).read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return line.split(":", 1)[1].split("#")[0].strip()
+    return None
+
+
+def is_default(value, yaml, key):
+    """Whether ``value`` is the yaml's own value of ``key`` (compared as numbers)."""
+    default = yaml_default(yaml, key)
+    return default is not None and float(value) == float(default)
+
+
+DEFAULT_SEED = yaml_default("weight_ft.yaml", "seed")
+
+
+def seed_root(root, seed):
+    """Where a split's runs of ``seed`` live: the split's folder for no seed and for the yamls'
+    own seed (so runs made without ``--seeds`` are reused as that seed), else ``seed<S>/``."""
+    if seed is None or str(seed) == DEFAULT_SEED:
+        return Path(root)
+    return Path(root) / f"seed{seed}"
+
+
+def run(job, launcher=None):
     """Run one recipe job unless it is done; return (name, results or None, seconds)."""
-    name, folder, yaml, overrides = job
     start = time.time()
-    results, status = run_strategy(RECIPE, yaml, folder, [f"--{k}={v}" for k, v in overrides.items()],
-                                   threads=1, log_name="sweep.log")
+    results, status = run_strategy(RECIPE, job.yaml, job.folder,
+                                   [f"--{k}={v}" for k, v in job.overrides.items()],
+                                   threads=1, log_name="sweep.log", launcher=launcher)
     if results is None:
-        print(f"{name}: {status}", flush=True)
-    return name, results, 0.0 if status == "ok (reused)" else time.time() - start
+        print(f"{job.name}: {status}", flush=True)
+    return job.name, results, 0.0 if status == "ok (reused)" else time.time() - start
 
 
 def jobs_for(args):
+    """Every run of the sweep (``Job``), seed by seed within each split; the weight fine-tuning
+    run of a split and seed first, the runs that start from it (``init_from``) after it."""
     extra = {}
     for item in args.set:
         split, _, kv = item.partition(":")
         key, _, value = kv.partition("=")
         extra.setdefault(split, {})[key] = value
+    seeds = getattr(args, "seeds", None) or [None]
+    score_lrs = getattr(args, "score_lrs", None) or []
+    intervals = getattr(args, "prune_intervals", None) or [None]
     jobs = []
     for split in args.splits:
-        base = {"train_splits": f"[{split}]", **extra.get(split, {})}
-        root = args.out / split
-        if args.baseline:
-            jobs.append((f"{split}/weight_ft", root / "weight_ft", "weight_ft.yaml", base))
-        for init in args.inits:
-            for sparsity in args.sparsities:
-                jobs.append((f"{split}/s3router {init} {sparsity}", root / f"s3router_{init}_{sparsity}",
-                             "s3router.yaml", {**base, "mask_init": init, "sparsity": sparsity}))
-        groups = [(PRUNING, args.pruning_sparsities)] if args.pruning else []
-        if args.structured:
-            groups.append((STRUCTURED, args.structured_sparsities))
-        for methods, sparsities in groups:
-            for method in methods:
-                for sparsity in sparsities:
-                    jobs.append((f"{split}/{method} {sparsity}", root / f"{method}_{sparsity}",
-                                 f"{method}.yaml", {**base, "sparsity": sparsity,
-                                                    "init_from": root / "weight_ft"}))
+        for seed in seeds:
+            base = {"train_splits": f"[{split}]", **extra.get(split, {})}
+            if seed is not None:
+                base["seed"] = seed
+            root = seed_root(args.out / split, seed)
+            tag = "" if seed is None else f" (seed {seed})"
+
+            def add(name, cell, yaml, overrides):
+                jobs.append(Job(f"{split}/{name}{tag}", root / cell, yaml, overrides, split,
+                                cell, seed))
+
+            if args.baseline:
+                add("weight_ft", "weight_ft", "weight_ft.yaml", base)
+            cells = [(init, sparsity, None) for init in args.inits for sparsity in args.sparsities]
+            cells += [(init, getattr(args, "score_lr_sparsity", "0.1"), lr)
+                      for lr in score_lrs for init in args.inits]
+            seen = set()
+            for init, sparsity, lr in cells:
+                cell, name = f"s3router_{init}_{sparsity}", f"s3router {init} {sparsity}"
+                overrides = {**base, "mask_init": init, "sparsity": sparsity}
+                if lr is not None and not is_default(lr, "s3router.yaml", SCORE_LR_KEY):
+                    cell, name = f"{cell}_lr{lr}", f"{name} score lr {lr}"
+                    overrides[SCORE_LR_KEY] = lr
+                if cell not in seen:
+                    seen.add(cell)
+                    add(name, cell, "s3router.yaml", overrides)
+            groups = [(PRUNING, args.pruning_sparsities)] if args.pruning else []
+            if args.structured:
+                groups.append((STRUCTURED, args.structured_sparsities))
+            for methods, sparsities in groups:
+                for method in methods:
+                    for sparsity in sparsities:
+                        for interval in intervals if method in INTERVAL_METHODS else [None]:
+                            cell, name = f"{method}_{sparsity}", f"{method} {sparsity}"
+                            overrides = {**base, "sparsity": sparsity,
+                                         "init_from": root / "weight_ft"}
+                            if interval is not None and not is_default(
+                                    interval, f"{method}.yaml", INTERVAL_KEY):
+                                cell, name = f"{cell}_pi{interval}", f"{name} every {interval}"
+                                overrides[INTERVAL_KEY] = interval
+                            add(name, cell, f"{method}.yaml", overrides)
     return jobs
+
+
+def describe(cell):
+    """The mask init, score learning rate and prune interval a run's folder name gives (None
+    where it is not an axis of that run, or the yaml's value).
+
+    Example
+    -------
+    >>> describe("s3router_wmi_0.1_lr1e-3"), describe("parp_0.5_pi1"), describe("s3router_p_0.5")
+    (('wmi', '1e-3', None), ('', None, '1'), ('', None, None))
+    """
+    s3router = cell.startswith("s3router_") and not cell.startswith("s3router_p_")
+    init = cell.split("_")[1] if s3router else ""
+    score_lr = cell.rsplit("_lr", 1)[1] if s3router and "_lr" in cell else None
+    interval = cell.rsplit("_pi", 1)[1] if "_pi" in cell else None
+    return init, score_lr, interval
 
 
 def collect(out):
@@ -74,18 +192,30 @@ def collect(out):
         results = json.loads(path.read_text())
         if results.get("wer_test_clean") is None:
             continue
-        folder = path.parent.name
-        init = folder.split("_")[1] if folder.startswith("s3router_") and "_p_" not in folder \
-            else ""
+        init, score_lr, interval = describe(path.parent.name)
         rows.append({"split": path.parent.parent.name, "strategy": results["strategy"],
-                     "init": init, **{k: results.get(k) for k in (
+                     "init": init, "score_lr": score_lr, "prune_interval": interval,
+                     **{k: results.get(k) for k in (
                          "sparsity", "sparsity_linear", "wer_test_clean", "wer_test_other",
                          "wer_test_clean_lm", "wer_test_other_lm", "cer_test_clean",
                          "params_trainable", "params_total", "flops_10s", "latency_ms_10s",
                          "storage_bytes_per_task", "train_seconds")}})
     rows.sort(key=lambda r: (r["split"], r["strategy"] != "weight_ft", r["strategy"], r["init"],
-                             r["sparsity"] or 0))
+                             r["sparsity"] or 0, float(r["score_lr"] or 0),
+                             float(r["prune_interval"] or 0)))
     return rows
+
+
+def axis_columns(rows):
+    """The axes (``score_lr``, ``prune_interval``) some row has; none for a plain sweep, whose
+    tables then stay as they were before the axes existed."""
+    return [k for k in ("score_lr", "prune_interval") if any(r.get(k) is not None for r in rows)]
+
+
+def method_label(r):
+    """A pruning method's name, with its prune interval when that is not the yaml's."""
+    interval = r.get("prune_interval")
+    return r["strategy"] + (f" (every {interval} steps)" if interval is not None else "")
 
 
 def write_report(out):
@@ -93,12 +223,13 @@ def write_report(out):
     if not rows:
         print("no finished runs yet")
         return
-    columns = list(rows[0])
+    axes = axis_columns(rows)
+    columns = [c for c in rows[0] if c not in ("score_lr", "prune_interval") or c in axes]
     with open(out / "sweep.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    shown = ["split", "strategy", "init", "sparsity", "wer_test_clean", "wer_test_other",
+    shown = ["split", "strategy", "init", *axes, "sparsity", "wer_test_clean", "wer_test_other",
              "wer_test_clean_lm", "wer_test_other_lm", "storage_bytes_per_task"]
     table = markdown_table(rows, shown)
     (out / "sweep.md").write_text(table + "\n")
@@ -125,7 +256,8 @@ def structured_table(rows):
         for r in mine:
             saved = f"{1 - r['flops_10s'] / dense['flops_10s']:.1%}" if dense else ""
             lines.append(
-                f"| {split} | {r['strategy']} | {r['sparsity'] or 0:g} | {r['flops_10s'] / 1e9:.2f} "
+                f"| {split} | {method_label(r)} | {r['sparsity'] or 0:g} "
+                f"| {r['flops_10s'] / 1e9:.2f} "
                 f"| {saved} | {r['params_total'] / 1e6:.2f} M | {r['latency_ms_10s']:.0f} "
                 f"| {r['wer_test_clean']} / {r['wer_test_other']} "
                 f"| {r['wer_test_clean_lm']} / {r['wer_test_other_lm']} |")
@@ -146,15 +278,17 @@ def plot_flops(rows, path):
             if r["strategy"] == "weight_ft":
                 ax.scatter(r["flops_10s"] / 1e9, r["wer_test_clean"], color="k", marker="*",
                            s=120, label="weight fine-tuning (dense)", zorder=3)
-        for method in STRUCTURED:
-            points = sorted((r for r in mine if r["strategy"] == method),
-                            key=lambda r: r["flops_10s"])
-            if points:
-                ax.plot([p["flops_10s"] / 1e9 for p in points],
-                        [p["wer_test_clean"] for p in points], marker="o", label=method)
-                for p in points:
-                    ax.annotate(f"{p['sparsity']:g}", (p["flops_10s"] / 1e9, p["wer_test_clean"]),
-                                fontsize=7, xytext=(3, 3), textcoords="offset points")
+        series = {}
+        for r in mine:
+            if r["strategy"] in STRUCTURED:
+                series.setdefault(method_label(r), []).append(r)
+        for label, points in sorted(series.items()):
+            points.sort(key=lambda r: r["flops_10s"])
+            ax.plot([p["flops_10s"] / 1e9 for p in points],
+                    [p["wer_test_clean"] for p in points], marker="o", label=label)
+            for p in points:
+                ax.annotate(f"{p['sparsity']:g}", (p["flops_10s"] / 1e9, p["wer_test_clean"]),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_title(f"{split}: structured pruning (labels: sparsity)")
         ax.set_xlabel("GFLOPs for 10 s of audio (shrunk model)")
         ax.set_ylabel("test-clean WER % (greedy)")
@@ -167,14 +301,15 @@ def plot_flops(rows, path):
 
 def pivot_table(rows):
     """Per split: one row per mask init, one column per sparsity; cells are test-clean /
-    test-other WER, greedy then with the LM; weight fine-tuning above the table."""
+    test-other WER, greedy then with the LM; weight fine-tuning above the table (S3-Router at
+    the yaml's score learning rate: the other rates are in ``score_lr.md``)."""
     def cell(r):
         return (f"{r['wer_test_clean']} / {r['wer_test_other']}<br>"
                 f"LM {r['wer_test_clean_lm']} / {r['wer_test_other_lm']}")
 
     lines = []
     for split in sorted({r["split"] for r in rows}):
-        mine = [r for r in rows if r["split"] == split]
+        mine = [r for r in rows if r["split"] == split and r.get("score_lr") is None]
         sparsities = sorted({r["sparsity"] for r in mine if r["strategy"] == "s3router"})
         lines += [f"**{split}** (WER test-clean / test-other; greedy, then 4-gram LM)", ""]
         for r in mine:
@@ -193,6 +328,9 @@ def pivot_table(rows):
 
 
 def plot(rows, path):
+    """WER against sparsity per split (greedy left, LM right): S3-Router per init at the yaml's
+    score learning rate, the pruning methods, weight fine-tuning as a line; error bars (and a
+    band for weight fine-tuning) when the rows are pooled over seeds (``<key>_std``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,31 +342,229 @@ def plot(rows, path):
     # one row per split: greedy on the left, the LM on the right
     fig, axes = plt.subplots(len(splits), 2, figsize=(10, 4 * len(splits)), squeeze=False)
     for ax, (split, key, label) in zip(axes.flat, panels):
-        mine = [r for r in rows if r["split"] == split and r[key] is not None]
+        mine = [r for r in rows if r["split"] == split and r.get(key) is not None]
         for r in mine:
             if r["strategy"] == "weight_ft":
                 ax.axhline(r[key], color="k", ls="--", label="weight fine-tuning")
+                if r.get(f"{key}_std"):
+                    ax.axhspan(r[key] - r[f"{key}_std"], r[key] + r[f"{key}_std"], color="k",
+                               alpha=0.1)
         series = {}
         for r in mine:
-            if r["strategy"] == "s3router":
+            if r["strategy"] == "s3router" and r.get("score_lr") is None:
                 series.setdefault(f"S3-Router {r['init'].upper()}", []).append(r)
             elif r["strategy"] in PRUNING:
-                series.setdefault(r["strategy"], []).append(r)
+                series.setdefault(method_label(r), []).append(r)
         for name, points in sorted(series.items()):
             points.sort(key=lambda r: r["sparsity"])
-            ax.plot([p["sparsity"] for p in points], [p[key] for p in points],
-                    marker="o", ls=":" if name in PRUNING else "-", label=name)
+            ax.errorbar([p["sparsity"] for p in points], [p[key] for p in points],
+                        yerr=[p.get(f"{key}_std") or 0 for p in points], capsize=3,
+                        marker="o", ls="-" if name.startswith("S3-Router") else ":", label=name)
         ax.set_title(f"{split}: test-clean WER, {label}")
         ax.set_xlabel("sparsity (share of masked weights removed)")
         ax.set_ylabel("WER %")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
     print(f"plot: {path}")
 
 
-def main():
+def pooled(jobs, out, seeds):
+    """One row per (split, run folder) of ``jobs`` from its runs over ``seeds``
+    (``s3brain.compare.pooled_over_seeds``): each WER as the mean with ``<key>_std`` (no std for
+    a single seed), ``status`` (seeds finished), and ``d_wer_test_clean`` / ``d_wer_test_other``:
+    the paired bootstrap interval of the WER difference against the split's ``weight_ft`` runs
+    of the same seeds, over the test utterances of all seeds (None for weight fine-tuning itself
+    and where no pair of runs has finished).
+
+    Arguments
+    ---------
+    jobs : list of Job
+        The sweep (``jobs_for``).
+    out : Path
+        The sweep's folder.
+    seeds : list
+        The seeds (``[None]``: the runs without ``--seeds``).
+
+    Returns
+    -------
+    list of dict
+    """
+    rows = []
+    for split in dict.fromkeys(j.split for j in jobs):
+        cells = {}
+        for job in jobs:
+            if job.split == split:
+                cells.setdefault(job.cell, job)
+
+        def folder_of(seed, cell, split=split):
+            return seed_root(Path(out) / split, seed) / cell
+
+        per_seed = {}
+        for seed in seeds:
+            per_seed[seed] = []
+            for cell in cells:
+                results = finished_results(folder_of(seed, cell))
+                per_seed[seed].append(row_for(cell, results, "ok" if results else "not finished"))
+        for row, (cell, job) in zip(
+                pooled_over_seeds(per_seed, Path(out) / split, "weight_ft",
+                                  ("test-clean", "test-other"), folder_of), cells.items()):
+            init, score_lr, interval = describe(cell)
+            row.update(split=split, strategy=job.yaml.removesuffix(".yaml"), init=init,
+                       score_lr=score_lr, prune_interval=interval,
+                       sparsity=float(job.overrides.get("sparsity", 0.0)),
+                       folders=[folder_of(seed, cell) for seed in seeds])
+            for key in [k for k in row if k.endswith("_std")]:
+                if len(seeds) == 1 or not key.startswith(("wer_", "cer_")):
+                    del row[key]  # one seed has no spread; counts do not vary
+            rows.append(row)
+    return rows
+
+
+SEED_COLUMNS = ["split", "strategy", "init", "sparsity", "status", "wer_test_clean",
+                "d_wer_test_clean", "wer_test_other", "d_wer_test_other", "wer_test_clean_lm",
+                "wer_test_other_lm", "storage_bytes_per_task"]
+
+
+def write_seeds_report(rows, out, seeds):
+    """``sweep_seeds.md`` / ``.csv`` and ``sweep_seeds.png`` from the pooled rows."""
+    from s3brain.compare import write_tables
+
+    axes = axis_columns(rows)
+    columns = SEED_COLUMNS[:3] + axes + SEED_COLUMNS[3:]
+    write_tables([{k: v for k, v in r.items() if k != "folders"} for r in rows], out,
+                 "sweep_seeds", columns)
+    plot(rows, out / "sweep_seeds.png")
+    text = markdown_table(rows, columns) + (
+        f"\n\n+- : std over seeds {' '.join(map(str, seeds))}; d_wer: WER difference against "
+        "weight fine-tuning of the same split, paired bootstrap 95 % interval over the test "
+        "utterances of every seed; * = the interval excludes 0.")
+    (out / "sweep_seeds.md").write_text(text + "\n")
+    print(text)
+
+
+def intervals_overlap(intervals):
+    """Whether every two of the intervals overlap (on a line: the largest low is at most the
+    smallest high).
+
+    Example
+    -------
+    >>> intervals_overlap([{"low": -1, "high": 2}, {"low": 1.5, "high": 3}])
+    True
+    >>> intervals_overlap([{"low": -1, "high": 1}, {"low": 1.5, "high": 3}])
+    False
+    """
+    return max(i["low"] for i in intervals) <= min(i["high"] for i in intervals)
+
+
+def score_lr_rows(rows, sparsity):
+    """The S3-Router rows at ``sparsity`` (every init and score learning rate), the yaml's own
+    rate filled in, sorted by rate then init."""
+    default = yaml_default("s3router.yaml", SCORE_LR_KEY)
+    order = {"ori": 0, "ri": 1, "wmi": 2}
+    mine = [{**r, "score_lr": r["score_lr"] or default} for r in rows
+            if r["strategy"] == "s3router" and r["sparsity"] == float(sparsity)]
+    return sorted(mine, key=lambda r: (r["split"], float(r["score_lr"]),
+                                       order.get(r["init"], 3), r["init"]))
+
+
+def score_lr_findings(rows, split="test-clean"):
+    """For each score learning rate: do the inits' intervals (against weight fine-tuning)
+    overlap, and each init against ORI (paired over the same utterances and seeds); per init,
+    the rate with the lowest mean WER. ``rows``: ``score_lr_rows`` of one split."""
+    from s3brain.compare import interval_text
+    from s3brain.stats import paired_bootstrap_files
+
+    key, tag = f"wer_{split.replace('-', '_')}", f"d_wer_{split.replace('-', '_')}"
+    lines = []
+    for lr in dict.fromkeys(r["score_lr"] for r in rows):
+        at = [r for r in rows if r["score_lr"] == lr]
+        shown = [r for r in at if r.get(tag)]
+        if len(shown) < 2:
+            lines.append(f"- score lr {lr}: fewer than two inits finished")
+            continue
+        overlap = intervals_overlap([r[tag] for r in shown])
+        line = (f"- score lr {lr}: the inits' intervals against weight fine-tuning "
+                f"{'overlap' if overlap else 'do not overlap'} (" + ", ".join(
+                    f"{r['init'].upper()} {interval_text(r[tag])}" for r in shown) + ")")
+        ori = next((r for r in at if r["init"] == "ori"), None)
+        against = []
+        for r in at:
+            if ori is None or r is ori:
+                continue
+            paired = paired_bootstrap_files(
+                [(a / f"wer_{split}.txt", b / f"wer_{split}.txt")
+                 for a, b in zip(ori["folders"], r["folders"])])
+            if paired:
+                against.append(f"{r['init'].upper()} - ORI {interval_text(paired)}")
+        lines.append(line + ("; paired: " + ", ".join(against) if against else ""))
+    for init in dict.fromkeys(r["init"] for r in rows):
+        done = [r for r in rows if r["init"] == init and r.get(key) is not None]
+        if done:
+            best = min(done, key=lambda r: r[key])
+            lines.append(f"- {init.upper()}: lowest mean {key} at score lr {best['score_lr']} "
+                         f"({best[key]:.2f})")
+    return lines
+
+
+def write_score_lr_report(rows, out, sparsity, seeds):
+    """``score_lr.md`` (one row per score learning rate and init, and the findings) and
+    ``score_lr.png`` (WER against the rate per init, error bars over seeds)."""
+    mine = score_lr_rows(rows, sparsity)
+    if not mine:
+        return
+    columns = ["split", "score_lr", "init", "status", "wer_test_clean", "d_wer_test_clean",
+               "wer_test_other", "d_wer_test_other", "wer_test_clean_lm"]
+    text = [f"S3-Router at sparsity {sparsity}: test WER (mean +- std over seeds "
+            f"{' '.join(str(s) for s in seeds if s is not None) or DEFAULT_SEED}) and its "
+            "difference from weight fine-tuning (paired bootstrap 95 % interval over the test "
+            "utterances of every seed; * = excludes 0).", "", markdown_table(mine, columns)]
+    for split in dict.fromkeys(r["split"] for r in mine):
+        text += ["", f"**{split}** (test-clean)"]
+        text += score_lr_findings([r for r in mine if r["split"] == split])
+    (out / "score_lr.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+    plot_score_lr(mine, [r for r in rows if r["strategy"] == "weight_ft"], out / "score_lr.png")
+
+
+def plot_score_lr(rows, dense, path):
+    """Test-clean WER against the score learning rate (log axis), one line per init."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = list(dict.fromkeys(r["split"] for r in rows))
+    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        for r in dense:
+            if r["split"] == split and r.get("wer_test_clean") is not None:
+                ax.axhline(r["wer_test_clean"], color="k", ls="--", label="weight fine-tuning")
+        for init in dict.fromkeys(r["init"] for r in rows):
+            points = [r for r in rows if r["split"] == split and r["init"] == init
+                      and r.get("wer_test_clean") is not None]
+            if points:
+                ax.errorbar([float(p["score_lr"]) for p in points],
+                            [p["wer_test_clean"] for p in points],
+                            yerr=[p.get("wer_test_clean_std") or 0 for p in points], capsize=3,
+                            marker="o", label=f"S3-Router {init.upper()}")
+        ax.set_xscale("log")
+        ax.set_title(f"{split}: S3-Router, test-clean WER")
+        ax.set_xlabel("learning rate of the mask scores")
+        ax.set_ylabel("WER % (greedy)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot: {path}")
+
+
+def parse_args(argv=None):
+    """The command line (see the module's docstring); ``sys.argv[1:]`` when None."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "s3router_sweep")
     parser.add_argument("--splits", nargs="*", default=["train-10m"])
@@ -242,29 +578,61 @@ def main():
     parser.add_argument("--structured", action="store_true",
                         help="also SAFARI and structured OMP / PARP from the weight_ft run")
     parser.add_argument("--structured-sparsities", nargs="*", default=["0.2", "0.3", "0.5"])
+    parser.add_argument("--seeds", nargs="+", default=None, metavar="SEED",
+                        help="every run once per seed; mean +- std and paired bootstrap "
+                             "intervals against weight fine-tuning (sweep_seeds.md)")
+    parser.add_argument("--score-lrs", nargs="+", default=None, metavar="LR",
+                        help=f"also S3-Router at --score-lr-sparsity for every init and each "
+                             f"learning rate of the mask scores ({SCORE_LR_KEY}; score_lr.md)")
+    parser.add_argument("--score-lr-sparsity", default="0.1")
+    parser.add_argument("--prune-intervals", nargs="+", default=None, metavar="STEPS",
+                        help=f"PARP and structured PARP once per prune interval ({INTERVAL_KEY})")
     parser.add_argument("--set", action="append", default=[], metavar="SPLIT:KEY=VALUE",
                         help="an hparams override for one split's runs")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--executor", choices=["subprocess", "local", "slurm"],
+                        default="subprocess",
+                        help="run here (subprocess), or hand each run to submitit's local or "
+                             "Slurm executor (s3brain.compare.SubmititLauncher)")
+    parser.add_argument("--slurm-partition", default=None)
+    parser.add_argument("--timeout-min", type=int, default=None, help="per run, for submitit")
+    parser.add_argument("--report-only", action="store_true",
+                        help="tables and plots only (give the grid's options, --seeds too)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    jobs = jobs_for(args)
     if not args.report_only:
-        jobs = jobs_for(args)
+        launcher = None
+        if args.executor != "subprocess":
+            launcher = SubmititLauncher(args.out / "submitit", args.executor,
+                                        timeout_min=args.timeout_min,
+                                        slurm_partition=args.slurm_partition, cpus_per_task=1)
         # The pruning runs start from the weight fine-tuning run: it goes first, they go last
-        # and wait for it.
-        pruning = [j for j in jobs if j[2].removesuffix(".yaml") in PRUNING + STRUCTURED]
+        # and wait for it. Each run is a child process (or a submitit job): threads suffice.
+        pruning = [j for j in jobs if j.yaml.removesuffix(".yaml") in PRUNING + STRUCTURED]
         plain = [j for j in jobs if j not in pruning]
-        with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(run, job): job for job in plain}
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            futures = {pool.submit(run, job, launcher): job for job in plain}
             if pruning:
-                concurrent.futures.wait([f for f, j in futures.items() if j[2] == "weight_ft.yaml"])
-                futures.update({pool.submit(run, job): job for job in pruning})
+                concurrent.futures.wait([f for f, j in futures.items()
+                                         if j.yaml == "weight_ft.yaml"])
+                futures.update({pool.submit(run, job, launcher): job for job in pruning})
             for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 name, results, seconds = future.result()
                 wer = results and (results["wer_test_clean"], results["wer_test_other"])
                 print(f"[{done}/{len(futures)}] {name}: WER clean/other {wer} "
                       f"({seconds / 60:.1f} min)", flush=True)
     write_report(args.out)
+    if args.seeds or args.score_lrs:
+        rows = pooled(jobs, args.out, args.seeds or [None])
+        if args.seeds:
+            write_seeds_report(rows, args.out, args.seeds)
+        if args.score_lrs:
+            write_score_lr_report(rows, args.out, args.score_lr_sparsity, args.seeds or [None])
 
 
 if __name__ == "__main__":

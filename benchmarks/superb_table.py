@@ -11,6 +11,20 @@ with that task switched in: the scores must equal the task's own run.
     ./s3env python benchmarks/superb_table.py                         # all tasks, the grid
     ./s3env python benchmarks/superb_table.py --tasks KS IC --sparsities 0.05 0.1
     ./s3env python benchmarks/superb_table.py --report-only
+    ./s3env python benchmarks/superb_table.py --seeds 1986 1987 1988    # three seeds a run
+
+- ``--seeds S ...``: every run once per seed (``--seed=S``). The yamls' own seed (1986) keeps
+  the folder a run without ``--seeds`` has (``<out>/<task>/<run>``), so earlier runs are reused
+  as that seed; every other seed runs in ``<out>/<task>/seed<S>/<run>``. Besides the table of
+  the yamls' seed (``superb_table.md``, unchanged), ``superb_table_seeds.md`` gives per task the
+  test accuracy as mean +- std over the seeds for weight fine-tuning and for S3-Router at the
+  sparsity with the best mean dev accuracy, and the accuracy difference S3-Router - weight
+  fine-tuning with its paired bootstrap 95 % interval over the test utterances of every seed
+  (from each run's ``predictions_test.csv``: an utterance counts as right when every target is,
+  ``s3brain.stats.prediction_errors``), ``*`` where it excludes 0; then the same per sparsity.
+  Give ``--seeds`` with ``--report-only`` too.
+- ``--executor local|slurm`` (``--slurm-partition``, ``--timeout-min``): each run goes to
+  submitit (``s3brain.compare.SubmititLauncher``), ``--jobs`` in flight at once.
 """
 
 import argparse
@@ -23,11 +37,15 @@ import torch
 
 from s3brain.audio import backbone_rate
 from s3brain.backbone import default_backbone, load_ssl
-from s3brain.compare import run_strategy
+from s3brain.compare import SubmititLauncher, interval_text, run_strategy
 from s3brain.mask_bank import MaskBank
+from s3brain.stats import mean_std, paired_bootstrap_files, prediction_errors
 from s3brain.utterance import build_head, classification_metrics, dataio_prepare
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SEED = next(line.split(":", 1)[1].strip() for line in (
+    REPO / "recipes" / "SUPERB" / "KS" / "hparams" / "weight_ft.yaml").read_text().splitlines()
+    if line.startswith("seed:"))
 TASKS = {  # recipe folder: (name, targets, slot targets, metric shown)
     "KS": ("Keyword spotting", ("label",), (), "Acc"),
     "SID": ("Speaker identification", ("label",), (), "Acc"),
@@ -45,10 +63,18 @@ def finished(folder):
     return results if results.get("accuracy_test") is not None else None
 
 
-def run(task, yaml, folder, overrides):
+def seed_root(root, seed):
+    """Where a task's runs of ``seed`` live: the task's folder for no seed and for the yamls'
+    own seed (runs made without ``--seeds`` are reused as that seed), else ``seed<S>/``."""
+    if seed is None or str(seed) == DEFAULT_SEED:
+        return Path(root)
+    return Path(root) / f"seed{seed}"
+
+
+def run(task, yaml, folder, overrides, launcher=None):
     results, status = run_strategy(REPO / "recipes" / "SUPERB" / task, yaml, folder,
                                    [f"--{k}={v}" for k, v in overrides.items()], threads=1,
-                                   log_name="superb.log")
+                                   log_name="superb.log", launcher=launcher)
     if finished(folder) is None:
         print(f"{task} {folder.name}: {status}", flush=True)
     else:
@@ -56,13 +82,17 @@ def run(task, yaml, folder, overrides):
 
 
 def jobs_for(args):
+    """The runs not finished yet: ``(task, yaml, folder, overrides)``, seed by seed."""
     common = dict(item.split("=", 1) for item in args.set)
     jobs = []
     for task in args.tasks:
-        root = args.out / task
-        jobs.append((task, "weight_ft.yaml", root / "weight_ft", common))
-        for sp in args.sparsities:
-            jobs.append((task, "s3router.yaml", root / f"s3router_{sp}", {**common, "sparsity": sp}))
+        for seed in getattr(args, "seeds", None) or [None]:
+            root = seed_root(args.out / task, seed)
+            base = common if seed is None else {**common, "seed": seed}
+            jobs.append((task, "weight_ft.yaml", root / "weight_ft", base))
+            for sp in args.sparsities:
+                jobs.append((task, "s3router.yaml", root / f"s3router_{sp}",
+                             {**base, "sparsity": sp}))
     return [j for j in jobs if finished(j[2]) is None]
 
 
@@ -168,7 +198,94 @@ def report(args):
     print(text)
 
 
-def main():
+def over_seeds(folders, key):
+    """``(mean, std, finished)`` of ``key`` in the finished runs among ``folders`` (None for the
+    mean when none finished; std 0 for one).
+
+    Example
+    -------
+    >>> over_seeds([], "accuracy_test")
+    (None, None, 0)
+    """
+    values = [r[key] for r in map(finished, folders) if r is not None and r.get(key) is not None]
+    if not values:
+        return None, None, 0
+    return (*mean_std(values), len(values))
+
+
+def accuracy_interval(reference, system):
+    """The paired bootstrap interval of the test accuracy difference ``system - reference``
+    over the utterances of every seed where both runs finished (None if none did).
+
+    Arguments
+    ---------
+    reference, system : list of Path
+        One run folder per seed, in the same seed order.
+    """
+    pairs = [(a / "predictions_test.csv", b / "predictions_test.csv")
+             for a, b in zip(reference, system) if finished(a) and finished(b)]
+    return paired_bootstrap_files(pairs, read=prediction_errors, accuracy=True)
+
+
+def spread_text(mean, std, count, seeds):
+    """``mean ± std`` (and ``(k/n seeds)`` when some did not finish); empty for none."""
+    if mean is None:
+        return ""
+    missing = f" ({count}/{len(seeds)} seeds)" if count < len(seeds) else ""
+    return f"{mean:.2f} ± {std:.2f}{missing}"
+
+
+def report_seeds(args):
+    """``superb_table_seeds.md``: weight fine-tuning against S3-Router at its best sparsity
+    (best mean dev accuracy over the seeds), test accuracy mean +- std over ``args.seeds`` and
+    the paired bootstrap interval of the accuracy difference; then every sparsity."""
+    seeds = args.seeds
+
+    def folders(task, run_name):
+        return [seed_root(args.out / task, seed) / run_name for seed in seeds]
+
+    lines = [f"Test accuracy (%), mean ± std over seeds {' '.join(map(str, seeds))}; "
+             "Δ: S3-Router - weight fine-tuning, paired bootstrap 95 % interval over the test "
+             "utterances of every seed (* = excludes 0). S3-Router's sparsity is the one with "
+             "the best mean dev accuracy.", "",
+             "| task | metric | weight fine-tuning | S3-Router | best sparsity | Δ (95 % CI) |",
+             "|---" * 6 + "|"]
+    for task in args.tasks:
+        name, targets, slots, _ = TASKS[task]
+        dense = folders(task, "weight_ft")
+        candidates = []
+        for sp in args.sparsities:
+            done = [f for f in folders(task, f"s3router_{sp}") if finished(f)]
+            if done:
+                dev = sum(dev_accuracy(f) for f in done) / len(done)
+                candidates.append((dev, -float(sp), sp))
+        best = max(candidates)[2] if candidates else None
+        chosen = folders(task, f"s3router_{best}") if best else []
+        interval = accuracy_interval(dense, chosen) if best else None
+        keys = [("accuracy_test", "Acc %")] + ([("slot_f1_test", "Slot F1 %")] if slots else [])
+        for key, label in keys:
+            delta = interval_text(interval) if interval and key == "accuracy_test" else ""
+            lines.append(f"| {name} | {label} | {spread_text(*over_seeds(dense, key), seeds)} "
+                         f"| {spread_text(*over_seeds(chosen, key), seeds)} | {best or ''} "
+                         f"| {delta} |")
+    lines += ["", "S3-Router test accuracy at each sparsity, and Δ against weight fine-tuning:",
+              "", "| task | " + " | ".join(f"sparsity {s}" for s in args.sparsities) + " |",
+              "|---" * (len(args.sparsities) + 1) + "|"]
+    for task in args.tasks:
+        dense, cells = folders(task, "weight_ft"), []
+        for sp in args.sparsities:
+            runs = folders(task, f"s3router_{sp}")
+            interval = accuracy_interval(dense, runs)
+            cells.append(spread_text(*over_seeds(runs, "accuracy_test"), seeds) +
+                         (f"<br>Δ {interval_text(interval)}" if interval else ""))
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    (args.out / "superb_table_seeds.md").write_text(text + "\n")
+    print(text)
+    return text
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "SUPERB_table")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
@@ -176,14 +293,30 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an hparams override for every run")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--seeds", nargs="+", default=None, metavar="SEED",
+                        help="every run once per seed; mean +- std and paired bootstrap "
+                             "intervals of the accuracy difference (superb_table_seeds.md)")
+    parser.add_argument("--executor", choices=["subprocess", "local", "slurm"],
+                        default="subprocess",
+                        help="run here (subprocess), or hand each run to submitit's local or "
+                             "Slurm executor (s3brain.compare.SubmititLauncher)")
+    parser.add_argument("--slurm-partition", default=None)
+    parser.add_argument("--timeout-min", type=int, default=None, help="per run, for submitit")
     parser.add_argument("--no-bank", action="store_true", help="skip the mask-bank check")
     parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
+        launcher = None
+        if args.executor != "subprocess":
+            launcher = SubmititLauncher(args.out / "submitit", args.executor,
+                                        timeout_min=args.timeout_min,
+                                        slurm_partition=args.slurm_partition, cpus_per_task=1)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: run(*job), jobs_for(args)))
+            list(pool.map(lambda job: run(*job, launcher), jobs_for(args)))
     report(args)
+    if args.seeds:
+        report_seeds(args)
 
 
 if __name__ == "__main__":

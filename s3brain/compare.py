@@ -496,7 +496,7 @@ def error_files(folder, metric):
             if not p.stem.startswith(f"{prefix}_lm_")}
 
 
-def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None):
+def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=None):
     """One row per strategy from its runs over several seeds.
 
     Arguments
@@ -510,6 +510,9 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None):
         The yaml (or its stem) every row is compared with.
     splits : tuple of str, optional
         Test splits to compare (default: every split with an error file in the reference run).
+    folder_of : callable, optional
+        ``(seed, name) -> folder`` of a run, for another layout than ``out/seed<s>/<name>``
+        (the sweeps keep the yamls' own seed in the folder a run without seeds has).
 
     Returns
     -------
@@ -523,6 +526,10 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None):
 
     seeds = list(per_seed)
     reference = Path(reference).stem
+    if folder_of is None:
+        def folder_of(seed, name):
+            """``out/seed<s>/<name>``: where ``compare_seeds`` puts a run."""
+            return Path(out) / f"seed{seed}" / name
     rows = []
     for index, first in enumerate(per_seed[seeds[0]]):
         name = first["name"]
@@ -538,12 +545,12 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None):
                 row[key], row[f"{key}_std"] = mean_std(values)
         metric = primary_metric(first)
         prefix = metric.split("_")[0]
-        seed0 = out / f"seed{seeds[0]}" / reference
+        seed0 = folder_of(seeds[0], reference)
         for split in splits or error_files(seed0, metric):
             tag = f"d_{prefix}_{split.replace('-', '_')}"
             row[tag] = None
-            files = [(out / f"seed{s}" / reference / f"{prefix}_{split}.txt",
-                      out / f"seed{s}" / name / f"{prefix}_{split}.txt") for s, _ in ok]
+            files = [(folder_of(s, reference) / f"{prefix}_{split}.txt",
+                      folder_of(s, name) / f"{prefix}_{split}.txt") for s, _ in ok]
             files = [(a, b) for a, b in files if a.exists() and b.exists()]
             if name != reference and files:
                 row[tag] = paired_bootstrap([utterance_errors(a) for a, _ in files],

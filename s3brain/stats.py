@@ -5,6 +5,12 @@
 - ``paired_bootstrap``: the 95 % interval of the corpus-level WER difference between a system and
   a reference, over the same test utterances, pooled over seeds (each seed's pair of runs is
   paired utterance by utterance; the utterances of every seed are resampled together).
+- ``prediction_errors``: a 0/1 error per utterance from a classification run's
+  ``predictions_test.csv`` (wrong when any target is), so that ``paired_bootstrap`` gives the
+  interval of the error-rate difference, and ``paired_bootstrap_accuracy`` that of the accuracy
+  difference (its negative).
+- ``paired_bootstrap_files``: ``paired_bootstrap`` over seeds from pairs of such files, pairs
+  with a missing file left out.
 - ``mean_std``: mean and sample standard deviation over seeds.
 
 Example
@@ -16,10 +22,16 @@ Example
 (-10.0, True)
 >>> mean_std([80.0, 82.0, 84.0])
 (82.0, 2.0)
+>>> ref = [{"a": (1, 1), "b": (0, 1), "c": (1, 1), "d": (0, 1)}]  # accuracy 50 %
+>>> sys_ = [{"a": (0, 1), "b": (0, 1), "c": (0, 1), "d": (0, 1)}]  # accuracy 100 %
+>>> paired_bootstrap_accuracy(ref, sys_, resamples=200)["difference"]
+50.0
 """
 
+import csv
 import re
 import statistics
+from pathlib import Path
 
 import numpy as np
 
@@ -116,3 +128,72 @@ def mean_std(values):
     """
     values = [float(v) for v in values]
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def prediction_errors(path):
+    """``{utterance ID: (0 or 1, 1)}`` from a classification run's ``predictions_test.csv``
+    (``ID``, then ``<target>_predicted`` and ``<target>_true`` per target, as
+    ``s3brain.utterance.ClassificationStats.write_predictions`` writes it): 1 when any target's
+    prediction is wrong, as the recipes' accuracy counts an utterance. With one "word" per
+    utterance, ``paired_bootstrap`` on these gives the error-rate (100 - accuracy) difference.
+
+    Arguments
+    ---------
+    path : str or Path
+        The predictions file.
+
+    Returns
+    -------
+    dict
+        A 0/1 error and a length of 1 per utterance.
+    """
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    targets = [c[:-len("_predicted")] for c in (rows[0] if rows else {})
+               if c.endswith("_predicted")]
+    if not targets:
+        raise ValueError(f"{path}: no predictions (is it the predictions_test.csv of a run?)")
+    return {row["ID"]: (int(any(row[f"{t}_predicted"] != row[f"{t}_true"] for t in targets)), 1)
+            for row in rows}
+
+
+def paired_bootstrap_accuracy(reference, system, resamples=1000, confidence=0.95, seed=0):
+    """Paired bootstrap interval of ``accuracy(system) - accuracy(reference)`` in points: the
+    negative of ``paired_bootstrap`` on ``prediction_errors`` (same arguments and keys).
+
+    Returns
+    -------
+    dict
+        ``difference``, ``low``, ``high``, ``excludes_zero``, ``utterances``.
+    """
+    errors = paired_bootstrap(reference, system, resamples, confidence, seed)
+    return {**errors, "difference": 0.0 - errors["difference"], "low": 0.0 - errors["high"],
+            "high": 0.0 - errors["low"]}
+
+
+def paired_bootstrap_files(pairs, read=utterance_errors, accuracy=False, **options):
+    """``paired_bootstrap`` (``paired_bootstrap_accuracy`` with ``accuracy``) over the seeds
+    whose two per-utterance files both exist.
+
+    Arguments
+    ---------
+    pairs : list of tuple
+        ``(reference file, system file)`` per seed (``wer_test-clean.txt``, or
+        ``predictions_test.csv`` with ``read=prediction_errors``).
+    read : callable
+        ``path -> {ID: (errors, length)}``.
+    accuracy : bool
+        Give the accuracy difference (system - reference) instead of the error-rate one.
+    **options
+        ``resamples``, ``confidence``, ``seed``.
+
+    Returns
+    -------
+    dict or None
+        The interval (``paired_bootstrap``), None when no pair is complete.
+    """
+    pairs = [(a, b) for a, b in pairs if Path(a).exists() and Path(b).exists()]
+    if not pairs:
+        return None
+    bootstrap = paired_bootstrap_accuracy if accuracy else paired_bootstrap
+    return bootstrap([read(a) for a, _ in pairs], [read(b) for _, b in pairs], **options)

@@ -67,3 +67,35 @@ def test_mean_std():
     assert mean_std([3.0]) == (3.0, 0.0)
     mean, std = mean_std([1.0, 2.0, 3.0, 4.0])
     assert mean == 2.5 and abs(std - np.std([1, 2, 3, 4], ddof=1)) < 1e-12
+
+
+def test_accuracy_interval_is_the_negated_error_rate_interval(tmp_path):
+    """0/1 errors per utterance (one "word" each): the accuracy difference is minus the
+    error-rate difference, its interval the mirror image; seeds with a missing file are left
+    out of the pooled interval."""
+    from s3brain.stats import paired_bootstrap_accuracy, paired_bootstrap_files, prediction_errors
+
+    rng = np.random.default_rng(3)
+    ref = {f"u{i}": (int(rng.random() < 0.4), 1) for i in range(50)}
+    sys_ = {f"u{i}": (int(rng.random() < 0.2), 1) for i in range(50)}
+    errors = paired_bootstrap([ref], [sys_], resamples=400)
+    accuracy = paired_bootstrap_accuracy([ref], [sys_], resamples=400)
+    acc = lambda run: 100.0 * (1 - sum(e for e, _ in run.values()) / len(run))  # noqa: E731
+    assert accuracy["difference"] == pytest.approx(acc(sys_) - acc(ref))
+    assert (accuracy["low"], accuracy["high"]) == (-errors["high"], -errors["low"])
+    assert accuracy["excludes_zero"] == errors["excludes_zero"]
+
+    def write(path, run):
+        lines = ["ID,label_predicted,label_true"]
+        lines += [f"{uid},{'no' if wrong else 'yes'},yes" for uid, (wrong, _) in run.items()]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    a, b = write(tmp_path / "a.csv", ref), write(tmp_path / "b.csv", sys_)
+    assert prediction_errors(a) == ref
+    pooled = paired_bootstrap_files([(a, b), (a, tmp_path / "missing.csv")],
+                                    read=prediction_errors, accuracy=True, resamples=400)
+    assert pooled == accuracy  # the seed with a missing run is left out
+    assert paired_bootstrap_files([(a, tmp_path / "missing.csv")]) is None
+    with pytest.raises(ValueError, match="no predictions"):
+        prediction_errors(write(tmp_path / "empty.csv", {}))

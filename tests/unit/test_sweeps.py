@@ -1,0 +1,462 @@
+"""The benchmark sweeps (``benchmarks/s3router_sweep.py``, ``benchmarks/superb_table.py``) on
+finished runs written by the test in the recipes' formats (``results.json``, SpeechBrain's
+``wer_<split>.txt``, ``predictions_test.csv``): seeds pooled into mean +- std and paired bootstrap
+intervals, the score-learning-rate x init grid, and, without ``--seeds``, the folders and tables
+of a single-seed sweep exactly as before."""
+
+import csv
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from s3brain.stats import paired_bootstrap, prediction_errors, utterance_errors
+
+REPO = Path(__file__).resolve().parents[2]
+WORDS = 9  # words of every test sentence
+REFS = {f"u{i:02d}": "the cat sat on the mat by the door" for i in range(30)}
+
+
+def load(name):
+    """A benchmark script as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep = load("s3router_sweep")
+
+
+def wer_run(folder, wrong, **results):
+    """A finished LibriSpeech run: ``wrong[ID]`` words wrong in utterance ``ID`` (the same on
+    test-clean and test-other), its ``wer_*.txt`` as ``ErrorRateStats.write_stats`` writes them
+    and its ``results.json``; returns the WER."""
+    from speechbrain.utils.metric_stats import ErrorRateStats
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stats = ErrorRateStats()
+    stats.append(list(REFS), [["x"] * wrong[k] + r.split()[wrong[k]:] for k, r in REFS.items()],
+                 [r.split() for r in REFS.values()])
+    for split in ("test-clean", "test-other"):
+        with open(folder / f"wer_{split}.txt", "w") as f:
+            stats.write_stats(f)
+    wer = round(stats.summarize("error_rate"), 2)
+    full = {"strategy": "weight_ft", "primary_metric": "wer_test_clean", "sparsity": 0.0,
+            "sparsity_linear": 0.0, "wer_test_clean": wer, "wer_test_other": wer,
+            "wer_test_clean_lm": round(wer / 2, 2), "wer_test_other_lm": round(wer / 2, 2),
+            "cer_test_clean": round(wer / 3, 2), "params_trainable": 1000,
+            "params_total": 2000000, "flops_10s": 3.5e9, "latency_ms_10s": 120.0,
+            "storage_bytes_per_task": 8254068, "train_seconds": 60.0, **results}
+    (folder / "results.json").write_text(json.dumps(full))
+    return wer
+
+
+def every(n):
+    return {k: n for k in REFS}
+
+
+def single_seed_sweep(out):
+    """The folders of a sweep run without --seeds (the layout before seeds existed)."""
+    root = out / "train-10m"
+    wer_run(root / "weight_ft", every(3))
+    for folder, wrong, sparsity in (("s3router_ori_0.1", 4, 0.1), ("s3router_ri_0.1", 5, 0.1),
+                                    ("s3router_ori_0.2", 6, 0.2)):
+        wer_run(root / folder, every(wrong), strategy="s3router", sparsity=sparsity,
+                storage_bytes_per_task=70000)
+    wer_run(root / "omp_0.5", every(2), strategy="omp", sparsity=0.5)
+
+
+LABELS = [f"u{i:02d}" for i in range(40)]
+
+
+def superb_run(folder, wrong, dev, **results):
+    """A finished SUPERB keyword-spotting run: ``predictions_test.csv`` (as
+    ``ClassificationStats.write_predictions`` writes it) wrong on the utterances in ``wrong``,
+    its ``results.json``, and its best checkpoint with ``dev`` as dev accuracy (the sweep chooses
+    the sparsity on it); returns the test accuracy."""
+    import speechbrain as sb
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "predictions_test.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["ID", "label_predicted", "label_true"])
+        for uid in LABELS:
+            writer.writerow([uid, "no" if uid in wrong else "yes", "yes"])
+    accuracy = 100.0 * (len(LABELS) - len(wrong)) / len(LABELS)
+    full = {"strategy": "weight_ft", "primary_metric": "accuracy_test",
+            "accuracy_test": accuracy, "sparsity": 0.0, "storage_bytes_per_task": 8000000,
+            "storage_share_of_backbone": 1.0, **results}
+    (folder / "results.json").write_text(json.dumps(full))
+    sb.utils.checkpoints.Checkpointer(folder / "save").save_checkpoint(
+        meta={"error": 100.0 - dev, "dev_accuracy": dev})
+    return accuracy
+
+
+def superb_sweep(out, seeds):
+    """KS runs: weight fine-tuning wrong on 8 + seed-th utterances; S3-Router at 0.05 right on
+    every utterance but worse on dev, at 0.1 best on dev and wrong on 10 (0.1 is chosen: the test
+    does not choose); the yamls' seed in the plain folders, the others in seed<S>/."""
+    accuracies = {}
+    for index, seed in enumerate(seeds):
+        root = out / "KS" if seed == 1986 else out / "KS" / f"seed{seed}"
+        accuracies.setdefault("weight_ft", []).append(
+            superb_run(root / "weight_ft", set(LABELS[:8 + index]), 80.0))
+        accuracies.setdefault("0.05", []).append(superb_run(
+            root / "s3router_0.05", set(), 70.0, strategy="s3router", sparsity=0.05,
+            storage_bytes_per_task=9000, storage_share_of_backbone=0.0011))
+        accuracies.setdefault("0.1", []).append(superb_run(
+            root / "s3router_0.1", set(LABELS[-10:]), 90.0, strategy="s3router", sparsity=0.1,
+            storage_bytes_per_task=9000, storage_share_of_backbone=0.0011))
+    return accuracies
+
+
+def sweep_args(out, *argv):
+    """The sweep's parsed options, for ``jobs_for``."""
+    return sweep.parse_args(["--out", str(out), *argv])
+
+
+# ---------------------------------------------------------------- the S3-Router sweep
+
+
+SWEEP_MD = """\
+| split | strategy | init | sparsity | wer_test_clean | wer_test_other | wer_test_clean_lm | wer_test_other_lm | storage_bytes_per_task |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| train-10m | weight_ft |  | 0.0 | 33.33 | 33.33 | 16.66 | 16.66 | 8.25 M |
+| train-10m | omp |  | 0.5 | 22.22 | 22.22 | 11.11 | 11.11 | 8.25 M |
+| train-10m | s3router | ori | 0.1 | 44.44 | 44.44 | 22.22 | 22.22 | 70.00 k |
+| train-10m | s3router | ori | 0.2 | 66.67 | 66.67 | 33.34 | 33.34 | 70.00 k |
+| train-10m | s3router | ri | 0.1 | 55.56 | 55.56 | 27.78 | 27.78 | 70.00 k |
+"""
+SWEEP_CSV_HEADER = ("split,strategy,init,sparsity,sparsity_linear,wer_test_clean,wer_test_other,"
+                    "wer_test_clean_lm,wer_test_other_lm,cer_test_clean,params_trainable,"
+                    "params_total,flops_10s,latency_ms_10s,storage_bytes_per_task,train_seconds")
+SWEEP_PIVOT = """\
+**train-10m** (WER test-clean / test-other; greedy, then 4-gram LM)
+
+Weight fine-tuning: 33.33 / 33.33, LM 16.66 / 16.66
+
+| | sparsity 0.1 | sparsity 0.2 |
+|---|---|---|
+| S3-Router ORI | 44.44 / 44.44<br>LM 22.22 / 22.22 | 66.67 / 66.67<br>LM 33.34 / 33.34 |
+| S3-Router RI | 55.56 / 55.56<br>LM 27.78 / 27.78 |  |
+
+"""
+
+
+def test_without_seeds_the_sweep_tables_are_those_of_before(tmp_path):
+    """A sweep's finished single-seed runs give the tables the sweep wrote before seeds and
+    axes existed (written by that version on the same runs), and no pooled tables."""
+    single_seed_sweep(tmp_path)
+    sweep.main(["--out", str(tmp_path), "--inits", "ori", "ri", "--sparsities", "0.1", "0.2",
+                "--report-only"])
+    assert (tmp_path / "sweep.md").read_text() == SWEEP_MD
+    lines = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert lines[0] == SWEEP_CSV_HEADER and len(lines) == 6
+    assert lines[1] == ("train-10m,weight_ft,,0.0,0.0,33.33,33.33,16.66,16.66,11.11,1000,2000000,"
+                        "3500000000.0,120.0,8254068,60.0")
+    assert (tmp_path / "sweep_pivot.md").read_text() == SWEEP_PIVOT
+    assert not (tmp_path / "sweep_seeds.md").exists() and not (tmp_path / "score_lr.md").exists()
+
+
+def test_without_seeds_the_jobs_are_those_of_before(tmp_path):
+    """Folders and overrides of a sweep without --seeds, --score-lrs or --prune-intervals: the
+    runs made before are found again (the pruning ones start from the split's weight_ft)."""
+    args = sweep_args(tmp_path, "--splits", "train-10m", "--inits", "ori", "wmi",
+                      "--sparsities", "0.1", "--pruning", "--structured",
+                      "--structured-sparsities", "0.3", "--set", "train-10m:number_of_epochs=6")
+    jobs = sweep.jobs_for(args)
+    root = tmp_path / "train-10m"
+    base = {"train_splits": "[train-10m]", "number_of_epochs": "6"}
+    assert [(j.folder, j.yaml) for j in jobs] == [
+        (root / "weight_ft", "weight_ft.yaml"),
+        (root / "s3router_ori_0.1", "s3router.yaml"), (root / "s3router_wmi_0.1", "s3router.yaml"),
+        *((root / f"{m}_0.5", f"{m}.yaml") for m in ("s3router_p", "omp", "imp", "parp")),
+        *((root / f"{m}_0.3", f"{m}.yaml") for m in ("safari", "omp_structured",
+                                                    "parp_structured"))]
+    assert jobs[0].overrides == base
+    assert jobs[1].overrides == {**base, "mask_init": "ori", "sparsity": "0.1"}
+    assert jobs[-1].overrides == {**base, "sparsity": "0.3", "init_from": root / "weight_ft"}
+    assert all(j.seed is None and j.cell == j.folder.name for j in jobs)
+
+
+def test_score_lr_and_prune_interval_grid_per_seed(tmp_path):
+    """--score-lrs x --inits at --score-lr-sparsity, per seed: the yaml's own rate (0.01) is the
+    plain run, the others set lr_ssl in their own folder; --prune-intervals sets PARP's
+    prune_interval_steps (the yaml's 50 is the plain run); each seed but the yamls' (1986) in its
+    own folder, its pruning runs starting from that seed's weight_ft."""
+    args = sweep_args(tmp_path, "--splits", "train-10m", "--inits", "ori", "ri", "wmi",
+                      "--sparsities", "0.05", "0.1", "--score-lrs", "5e-5", "1e-4", "1e-3",
+                      "1e-2", "--pruning", "--prune-intervals", "1", "50",
+                      "--seeds", "1986", "1987")
+    jobs = sweep.jobs_for(args)
+    by_folder = {j.folder.relative_to(tmp_path).as_posix(): j for j in jobs}
+    # per seed: weight_ft, 3 inits x 2 sparsities, 3 inits x 3 new rates, 4 pruning + 1 interval
+    assert len(jobs) == len(by_folder) == 2 * (1 + 6 + 9 + 5)
+    for seed, root in (("1986", "train-10m"), ("1987", "train-10m/seed1987")):
+        base = {"train_splits": "[train-10m]", "seed": seed}
+        assert by_folder[f"{root}/weight_ft"].overrides == base
+        assert by_folder[f"{root}/s3router_wmi_0.1"].overrides == {
+            **base, "mask_init": "wmi", "sparsity": "0.1"}
+        for lr in ("5e-5", "1e-4", "1e-3"):
+            for init in ("ori", "ri", "wmi"):
+                job = by_folder[f"{root}/s3router_{init}_0.1_lr{lr}"]
+                assert job.overrides == {**base, "mask_init": init, "sparsity": "0.1",
+                                         "lr_ssl": lr}
+                assert job.seed == seed and sweep.describe(job.cell) == (init, lr, None)
+        assert not any("_lr" in f and "0.05" in f for f in by_folder)  # the rates at 0.1 only
+        assert not any(f.endswith("_lr1e-2") for f in by_folder)  # 1e-2 is the yaml's own
+        parp = by_folder[f"{root}/parp_0.5_pi1"]
+        assert parp.overrides == {**base, "sparsity": "0.5", "prune_interval_steps": "1",
+                                  "init_from": tmp_path / root / "weight_ft"}
+        assert "prune_interval_steps" not in by_folder[f"{root}/parp_0.5"].overrides
+        assert f"{root}/omp_0.5" in by_folder and f"{root}/omp_0.5_pi1" not in by_folder
+    assert sweep.yaml_default("s3router.yaml", "lr_ssl") == "0.01"
+    assert sweep.yaml_default("parp.yaml", "prune_interval_steps") == "50"
+
+
+STAND_IN = """\
+import json, pathlib, sys
+args = dict(a[2:].split('=', 1) for a in sys.argv[2:])
+out = pathlib.Path(args['output_folder'])
+wrong = {'weight_ft.yaml': 2, 's3router.yaml': 4}[pathlib.Path(sys.argv[1]).name]
+wrong += int(args.get('seed', 1986)) - 1986 + (args.get('lr_ssl') == '1e-3')
+for split in ('test-clean', 'test-other'):
+    (out / f'wer_{split}.txt').write_text(''.join(
+        f'u{i}, %WER 0.00 [ {wrong} / 9, 0 ins, 0 del, {wrong} sub ]\\n' for i in range(20)))
+wer = round(100 * wrong / 9, 2)
+(out / 'results.json').write_text(json.dumps({
+    'strategy': pathlib.Path(sys.argv[1]).stem, 'sparsity': float(args.get('sparsity', 0)),
+    'wer_test_clean': wer, 'wer_test_other': wer, 'args': args}))
+"""
+
+
+def test_the_sweep_runs_every_seed_through_submitit(tmp_path, monkeypatch):
+    """A stand-in recipe (writes what a finished run writes, its WER from its overrides) run by
+    the sweep through submitit's local executor: each seed's runs get ``--seed``, the yamls'
+    seed the plain folders, the score learning rate ``--lr_ssl``; finished runs are reused."""
+    recipe = tmp_path / "recipe"
+    (recipe / "hparams").mkdir(parents=True)
+    (recipe / "train.py").write_text(STAND_IN)
+    for yaml in ("weight_ft", "s3router"):
+        (recipe / "hparams" / f"{yaml}.yaml").write_text(f"seed: 1986\nlr_ssl: 0.01\n")
+    monkeypatch.setattr(sweep, "RECIPE", recipe)
+    out = tmp_path / "sweep"
+    argv = ["--out", str(out), "--inits", "ori", "--sparsities", "0.1", "--score-lrs", "1e-3",
+            "--seeds", "1986", "1987", "--executor", "local", "--jobs", "3"]
+    sweep.main(argv)
+    runs = {p.parent.relative_to(out).as_posix(): json.loads(p.read_text())["args"]
+            for p in out.glob("**/results.json")}
+    assert sorted(runs) == sorted(f"train-10m/{seed}{cell}" for seed in ("", "seed1987/")
+                                  for cell in ("weight_ft", "s3router_ori_0.1",
+                                               "s3router_ori_0.1_lr1e-3"))
+    assert runs["train-10m/seed1987/s3router_ori_0.1_lr1e-3"]["seed"] == "1987"
+    assert runs["train-10m/seed1987/s3router_ori_0.1_lr1e-3"]["lr_ssl"] == "1e-3"
+    assert "lr_ssl" not in runs["train-10m/s3router_ori_0.1"]
+    assert any((out / "submitit").iterdir())
+    with open(out / "sweep_seeds.csv") as f:
+        table = {r["score_lr"] or "0.01": r for r in csv.DictReader(f) if r["init"] == "ori"}
+    # seeds 1986 and 1987: 4 and 5 words wrong of 9 (one more at 1e-3); weight_ft 2 and 3
+    assert float(table["0.01"]["wer_test_clean"]) == pytest.approx((44.44 + 55.56) / 2)
+    assert table["1e-3"]["d_wer_test_clean"] == "+33.33 [+33.33, +33.33] *"
+    stamp = (out / "train-10m" / "weight_ft" / "results.json").stat().st_mtime_ns
+    sweep.main(argv)  # everything finished: reused, not rerun
+    assert (out / "train-10m" / "weight_ft" / "results.json").stat().st_mtime_ns == stamp
+
+
+def seeded_sweep(out):
+    """Three seeds of weight fine-tuning, S3-Router ORI (two more words wrong in every
+    utterance: its interval excludes 0) and RI (one word more or less, alternately: the same
+    WER, an interval around 0); the yamls' seed in the plain folders. Returns the WERs."""
+    wers = {}
+    for seed in (1986, 1987, 1988):
+        root = out / "train-10m" if seed == 1986 else out / "train-10m" / f"seed{seed}"
+        dense = 3 + seed % 2
+        wers.setdefault("weight_ft", []).append(wer_run(root / "weight_ft", every(dense)))
+        wers.setdefault("ori", []).append(wer_run(
+            root / "s3router_ori_0.1", every(dense + 2), strategy="s3router", sparsity=0.1))
+        wers.setdefault("ri", []).append(wer_run(
+            root / "s3router_ri_0.1", {k: dense + (1 if i % 2 else -1) for i, k in enumerate(REFS)},
+            strategy="s3router", sparsity=0.1))
+    return wers
+
+
+def test_seeds_pool_mean_std_and_mark_the_intervals_excluding_zero(tmp_path):
+    wers = seeded_sweep(tmp_path)
+    sweep.main(["--out", str(tmp_path), "--inits", "ori", "ri", "--sparsities", "0.1",
+                "--seeds", "1986", "1987", "1988", "--report-only"])
+    with open(tmp_path / "sweep_seeds.csv") as f:
+        table = {(r["strategy"], r["init"]): r for r in csv.DictReader(f)}
+    assert len(table) == 3
+    for key, name in ((("weight_ft", ""), "weight_ft"), (("s3router", "ori"), "ori"),
+                      (("s3router", "ri"), "ri")):
+        row = table[key]
+        assert row["status"] == "3/3 seeds ok"
+        assert float(row["wer_test_clean"]) == pytest.approx(statistics.fmean(wers[name]))
+        assert float(row["wer_test_clean_std"]) == pytest.approx(statistics.stdev(wers[name]))
+    assert table["weight_ft", ""]["d_wer_test_clean"] == ""
+    # the same words per utterance in every seed: the pooled difference is that of the means
+    ori = table["s3router", "ori"]["d_wer_test_clean"]
+    expected = statistics.fmean(wers["ori"]) - statistics.fmean(wers["weight_ft"])
+    assert float(ori.split(" [")[0]) == pytest.approx(expected, abs=0.02)  # WERs are rounded
+    assert ori == f"{200 / WORDS:+.2f} [{200 / WORDS:+.2f}, {200 / WORDS:+.2f}] *"  # 2 of 9 words
+    ri = table["s3router", "ri"]["d_wer_test_other"]
+    assert ri.startswith("+0.00 [-") and not ri.endswith("*")
+    # the pooled interval is stats' paired bootstrap over the utterances of the three seeds
+    folders = [tmp_path / "train-10m"] + [tmp_path / "train-10m" / f"seed{s}" for s in (1987, 1988)]
+    direct = paired_bootstrap(
+        [utterance_errors(f / "weight_ft" / "wer_test-clean.txt") for f in folders],
+        [utterance_errors(f / "s3router_ori_0.1" / "wer_test-clean.txt") for f in folders])
+    assert direct["utterances"] == 90
+    assert ori == f"{direct['difference']:+.2f} [{direct['low']:+.2f}, {direct['high']:+.2f}] *"
+    md = (tmp_path / "sweep_seeds.md").read_text()
+    assert "±" in md and "d_wer_test_clean" in md and "] * |" in md
+    assert (tmp_path / "sweep_seeds.png").read_bytes()[:4] == b"\x89PNG"
+    # the plain tables are those of the yamls' seed alone
+    plain = (tmp_path / "sweep.md").read_text()
+    assert f"| {wers['weight_ft'][0]} |" in plain and "±" not in plain
+
+
+def test_missing_seeds_are_counted_and_left_out_of_the_interval(tmp_path):
+    wers = seeded_sweep(tmp_path)
+    (tmp_path / "train-10m" / "seed1988" / "s3router_ori_0.1" / "results.json").unlink()
+    rows = sweep.pooled(sweep.jobs_for(sweep_args(
+        tmp_path, "--inits", "ori", "--sparsities", "0.1", "--seeds", "1986", "1987", "1988")),
+        tmp_path, ["1986", "1987", "1988"])
+    ori = next(r for r in rows if r["init"] == "ori")
+    assert ori["status"] == "2/3 seeds ok"
+    assert ori["wer_test_clean"] == pytest.approx(statistics.fmean(wers["ori"][:2]))
+    assert ori["d_wer_test_clean"]["utterances"] == 60
+
+
+def test_score_lr_report_says_where_the_inits_intervals_overlap(tmp_path):
+    """At the yaml's rate ORI and RI are equally worse than weight fine-tuning (their intervals
+    overlap); at 1e-3 ORI matches weight fine-tuning and RI is far worse (they do not overlap,
+    and RI - ORI excludes 0); the best rate is 1e-3 for ORI and 0.01 for RI."""
+    root = tmp_path / "train-10m"
+    wer_run(root / "weight_ft", every(3))
+    alternate = {k: 3 + (1 if i % 2 else -1) for i, k in enumerate(REFS)}
+    for folder, wrong in (("s3router_ori_0.1", every(5)), ("s3router_ri_0.1", every(5)),
+                          ("s3router_ori_0.1_lr1e-3", alternate),
+                          ("s3router_ri_0.1_lr1e-3", every(7))):
+        wer_run(root / folder, wrong, strategy="s3router", sparsity=0.1)
+    sweep.main(["--out", str(tmp_path), "--inits", "ori", "ri", "--sparsities", "0.1",
+                "--score-lrs", "1e-3", "1e-2", "--report-only"])
+    text = (tmp_path / "score_lr.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| train-10m")]
+    assert [line.split(" | ")[1:3] for line in rows] == [["1e-3", "ori"], ["1e-3", "ri"],
+                                                         ["0.01", "ori"], ["0.01", "ri"]]
+    findings = {line.split(":")[0]: line for line in text.splitlines() if line.startswith("- ")}
+    assert "do not overlap" in findings["- score lr 1e-3"]
+    assert "RI - ORI +44.44 [" in findings["- score lr 1e-3"]
+    assert findings["- score lr 1e-3"].endswith("*")
+    assert " overlap (" in findings["- score lr 0.01"]
+    assert "RI - ORI +0.00 [+0.00, +0.00]" in findings["- score lr 0.01"]
+    assert "score lr 1e-3" in findings["- ORI"] and "score lr 0.01" in findings["- RI"]
+    assert "±" not in text  # one seed: no spread shown
+    assert (tmp_path / "score_lr.png").read_bytes()[:4] == b"\x89PNG"
+    # the plain sweep table gains the axis column, the pivot keeps the yaml's rate only
+    assert "| score_lr |" in (tmp_path / "sweep.md").read_text()
+    assert "44.44 / 44.44" not in (tmp_path / "sweep_pivot.md").read_text()
+
+
+# ---------------------------------------------------------------- the SUPERB table
+
+SUPERB_MD = (
+    "| | Keyword spotting |\n|---|---|\n| Metric | Acc % |\n| Weight fine-tuning | 80.00 |\n"
+    "| S3-Router | 75.00 |\n| Best sparsity | 0.1 |\n| Storage per task (S3-Router) | "
+    "9,000 B (0.1%) |\n\nS3-Router test accuracy at each sparsity (the best is chosen on dev):\n"
+    "\n| task | sparsity 0.05 | sparsity 0.1 |\n|---|---|---|\n| KS | 100.00 | 75.00 |\n")
+
+
+def test_superb_seeds_give_accuracy_mean_std_and_a_paired_interval(tmp_path):
+    superb = load("superb_table")
+    accuracies = superb_sweep(tmp_path, [1986, 1987])
+    superb.main(["--out", str(tmp_path), "--tasks", "KS", "--sparsities", "0.05", "0.1",
+                 "--seeds", "1986", "1987", "--report-only", "--no-bank"])
+    # the table of the yamls' seed is the one written before seeds existed
+    assert (tmp_path / "superb_table.md").read_text() == SUPERB_MD
+    text = (tmp_path / "superb_table_seeds.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| Keyword spotting"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    dense, chosen = accuracies["weight_ft"], accuracies["0.1"]
+    assert cells[2] == f"{statistics.fmean(dense):.2f} ± {statistics.stdev(dense):.2f}"
+    assert cells[3] == "75.00 ± 0.00" and cells[4] == "0.1"  # best mean dev, not best test
+    # 80 utterances: weight fine-tuning wrong on 8 + 9, S3-Router on 10 + 10
+    delta = statistics.fmean(chosen) - statistics.fmean(dense)
+    assert cells[5].startswith(f"{delta:+.2f} [") and not cells[5].endswith("*")
+    sweep_row = next(line for line in text.splitlines() if line.startswith("| KS |"))
+    perfect = statistics.fmean(accuracies["0.05"]) - statistics.fmean(dense)
+    assert f"100.00 ± 0.00<br>Δ {perfect:+.2f} [" in sweep_row
+    assert sweep_row.split(" | ")[1].endswith("*")  # right everywhere: excludes 0
+
+
+def test_superb_seed_missing_for_one_run_is_counted(tmp_path):
+    superb = load("superb_table")
+    superb_sweep(tmp_path, [1986, 1987])
+    (tmp_path / "KS" / "seed1987" / "weight_ft" / "results.json").unlink()
+    superb.main(["--out", str(tmp_path), "--tasks", "KS", "--sparsities", "0.1",
+                 "--seeds", "1986", "1987", "--report-only", "--no-bank"])
+    row = next(line for line in (tmp_path / "superb_table_seeds.md").read_text().splitlines()
+               if line.startswith("| Keyword spotting"))
+    assert "80.00 ± 0.00 (1/2 seeds)" in row
+    # the interval pools only the seed where both runs finished: 40 utterances, -5 points
+    assert "| -5.00 [" in row
+
+
+def test_superb_jobs_per_seed(tmp_path):
+    superb = load("superb_table")
+    import argparse
+
+    args = argparse.Namespace(out=tmp_path, tasks=["KS", "IC"], sparsities=["0.1"],
+                              set=["number_of_epochs=3"], seeds=["1986", "1988"])
+    jobs = superb.jobs_for(args)
+    assert [(t, y, f.relative_to(tmp_path).as_posix(), o) for t, y, f, o in jobs][:4] == [
+        ("KS", "weight_ft.yaml", "KS/weight_ft", {"number_of_epochs": "3", "seed": "1986"}),
+        ("KS", "s3router.yaml", "KS/s3router_0.1",
+         {"number_of_epochs": "3", "seed": "1986", "sparsity": "0.1"}),
+        ("KS", "weight_ft.yaml", "KS/seed1988/weight_ft", {"number_of_epochs": "3",
+                                                           "seed": "1988"}),
+        ("KS", "s3router.yaml", "KS/seed1988/s3router_0.1",
+         {"number_of_epochs": "3", "seed": "1988", "sparsity": "0.1"})]
+    superb_sweep(tmp_path, [1986])  # finished runs are not run again
+    left = [f.relative_to(tmp_path).as_posix() for _, _, f, _ in superb.jobs_for(args)]
+    assert left[:2] == ["KS/seed1988/weight_ft", "KS/seed1988/s3router_0.1"] and len(left) == 6
+    args.seeds = None
+    assert [f.relative_to(tmp_path).as_posix() for _, _, f, _ in superb.jobs_for(args)] == [
+        "IC/weight_ft", "IC/s3router_0.1"]
+    assert all("seed" not in o for *_, o in superb.jobs_for(args))
+
+
+def test_prediction_errors_count_an_utterance_wrong_when_any_target_is(tmp_path):
+    """Intent classification's three targets, written by the recipes' own writer."""
+    import io
+
+    import torch
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    from s3brain.utterance import ClassificationStats
+
+    encoders = {}
+    for target, labels in (("action", ["on", "off"]), ("object", ["lamp", "music"])):
+        encoders[target] = CategoricalEncoder()
+        encoders[target].update_from_iterable(labels)
+    stats = ClassificationStats(["action", "object"], encoders=encoders)
+    hot = torch.eye(2)
+    stats.append({"action": hot[[0, 0, 1]], "object": hot[[0, 1, 1]]},
+                 {"action": torch.tensor([0, 0, 0]), "object": torch.tensor([0, 0, 1])},
+                 ids=["a", "b", "c"])
+    out = io.StringIO()
+    stats.write_predictions(out)
+    path = tmp_path / "predictions_test.csv"
+    path.write_text(out.getvalue())
+    errors = prediction_errors(path)
+    assert errors == {"a": (0, 1), "b": (1, 1), "c": (1, 1)}
+    assert 100 * (1 - sum(e for e, _ in errors.values()) / 3) == pytest.approx(
+        stats.summarize()["accuracy"])
