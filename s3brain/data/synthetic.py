@@ -10,6 +10,16 @@
 * ``CommonVoice/<lang>/clips/*.mp3`` with ``train.tsv``, ``dev.tsv`` and ``test.tsv`` in the
   CommonVoice columns, plus a ``phonemes`` column (IPA from espeak-ng, space separated).
 
+The sizes ``default`` and ``tiny`` speak sentences of the closed grammar of
+``s3brain.data.lexicon`` (386 English words). The sizes ``realtext`` and ``realtext-tiny`` write
+only the LibriSpeech part and speak real English: the usage examples of WordNet 3.0
+(``s3brain.data.realtext``; WordNet 3.0 licence, Princeton University), shuffled with the seed and
+cut into disjoint splits, so that no dev or test sentence is ever a training sentence. ``realtext``
+has 1,000 utterances in each of dev-clean, test-clean and test-other, about 6,400 distinct words
+in their text and 11,700 in the whole corpus; train-10m and train-1h last about as long as the
+default's (11 and 62 minutes). The recipes' n-gram LM, estimated from the training transcripts,
+never sees an evaluation sentence (17% of the test words are not in it).
+
 Speakers are espeak-ng voice variants at a given pitch and speed. Everything is drawn from
 ``random.Random(seed)``: the same seed gives the same corpus, another seed other speakers and
 sentences. Finished parts are marked and skipped, so a second call returns at once.
@@ -51,6 +61,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from s3brain.data import realtext
 from s3brain.data.lexicon import SentenceGrammar
 
 logger = logging.getLogger(__name__)
@@ -84,6 +95,21 @@ SIZES = {
         "commonvoice": {"langs": ["en", "de", "nl", "es"], "train": 12, "dev": 4, "test": 4},
         "per_speaker": 4,
     },
+    # WordNet's example sentences (s3brain.data.realtext), LibriSpeech only. They are shorter than
+    # the grammar's (2.7 s against 3.6 s on average): the training splits hold more of them, to
+    # last as long as the default's.
+    "realtext": {
+        "librispeech": {"train-10m": 260, "train-1h": 1420, "train-pool": 3180,
+                        "dev-clean": 1000, "test-clean": 1000, "test-other": 1000},
+        "text": "wordnet",
+        "per_speaker": 20,
+    },
+    "realtext-tiny": {
+        "librispeech": {"train-10m": 8, "train-1h": 16, "train-pool": 8,
+                        "dev-clean": 4, "test-clean": 4, "test-other": 4},
+        "text": "wordnet",
+        "per_speaker": 4,
+    },
 }
 
 
@@ -99,10 +125,18 @@ def corpus_dir(seed=0, size="default", root=None):
 
 
 def corpus_spec(seed=0, size="default"):
-    """Everything that determines the corpus; its hash names the finished marks."""
+    """Everything that determines the corpus; its hash names the finished marks.
+
+    For the WordNet sizes that includes a hash of the usable sentences, so another WordNet text
+    makes another corpus.
+    """
     if size not in SIZES:
         raise ValueError(f"Unknown corpus size {size!r}; choose from {sorted(SIZES)}")
-    return {"version": FORMAT_VERSION, "seed": seed, "size": size, **SIZES[size]}
+    spec = {"version": FORMAT_VERSION, "seed": seed, "size": size, **SIZES[size]}
+    if spec.get("text") == "wordnet":
+        text = "\n".join(s.transcript for s in realtext.sentences())
+        spec["text_sha1"] = hashlib.sha1(text.encode()).hexdigest()
+    return spec
 
 
 def _speaker(rng, split, index, lang="en"):
@@ -129,14 +163,31 @@ def _librispeech_utterances(rng, texts, split, first_speaker, per_spk):
 
 
 def plan_jobs(spec):
-    """One dict per utterance to synthesise: text, voice settings and output path (relative)."""
+    """One dict per utterance to synthesise: text, voice settings and output path (relative).
+
+    With WordNet text (``spec["text"]``) a job also has ``speak``, the sentence in its original
+    case for espeak-ng (which spells upper-case words such as ``US`` letter by letter).
+    """
     rng = random.Random(spec["seed"])
     per_spk = spec["per_speaker"]
     jobs, used = [], set()
     grammar = SentenceGrammar.for_language("en")
+    if spec.get("text") == "wordnet":
+        # the seed shuffles the sentences once; each split takes the next ones, so no two share one
+        unused = realtext.sentences()
+        rng.shuffle(unused)
 
     def utterances(split, count, first_speaker):
         """``count`` LibriSpeech utterances of sentences no earlier split used."""
+        if spec.get("text") == "wordnet":
+            if count > len(unused):
+                raise RuntimeError(f"WordNet gave too few sentences for {split}: {len(unused)} left"
+                                   f" of the {count} needed")
+            chosen = [unused.pop() for _ in range(count)]
+            spoken = {s.transcript: s.spoken for s in chosen}
+            texts = [s.transcript for s in chosen]
+            return [{**utt, "speak": spoken[utt["text"]]} for utt in
+                    _librispeech_utterances(rng, texts, split, first_speaker, per_spk)]
         texts = grammar.sentences(count, rng, exclude=used)
         used.update(texts)
         return list(_librispeech_utterances(rng, texts, split, first_speaker, per_spk))
@@ -157,7 +208,7 @@ def plan_jobs(spec):
     for utt in utterances("train-10m", sizes["train-10m"], 10):
         jobs += [job(utt, "train-10m"), job(utt, "train-1h")]
 
-    cv = spec["commonvoice"]
+    cv = spec.get("commonvoice", {"langs": []})
     for lang in cv["langs"]:
         grammar = SentenceGrammar.for_language(lang)
         lang_used = set()
@@ -183,7 +234,8 @@ def synthesize(job, root):
     """
     voice = f"{job['lang']}+{job['voice']}"
     speak = ["espeak-ng", "-v", voice, "-s", str(job["speed"]), "-p", str(job["pitch"]),
-             "-g", str(job["gap"]), "-a", str(job.get("amplitude", 100)), "--stdout", job["text"]]
+             "-g", str(job["gap"]), "-a", str(job.get("amplitude", 100)), "--stdout",
+             job.get("speak", job["text"])]
     rate = job.get("rate", SAMPLE_RATE)
     resample = ["sox", "-t", "wav", "-", "-t", "wav", "-r", str(rate), "-c", "1", "-b", "16", "-"]
     tts = subprocess.run(speak, capture_output=True, check=True)
@@ -260,7 +312,9 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
     seed : int
         Seed of speakers and sentences.
     size : str
-        ``"default"`` (about 1.3 h labelled, 2 h pool, 6 languages) or ``"tiny"`` (tests).
+        ``"default"`` (about 1.3 h labelled, 2 h pool, 6 languages), ``"tiny"`` (tests),
+        ``"realtext"`` (WordNet's sentences, 1,000 utterances per evaluation split, LibriSpeech
+        only) or ``"realtext-tiny"`` (tests).
     workers : int, optional
         Processes for synthesis (default: all cores).
     progress : bool

@@ -69,3 +69,37 @@ def test_bad_audio_is_skipped_with_its_id(tiny_corpus, tmp_path, caplog):
         assert bad.stem not in ids
         assert bad.stem in caplog.text
     assert len(ids) == len(flacs) - 3
+
+
+def _lm_text_splits():
+    """The recipe's ``lm_text_splits``, as its yaml gives them."""
+    import json
+    import re
+
+    from conftest import RECIPE
+
+    text = (RECIPE / "hparams" / "weight_ft.yaml").read_text()
+    return json.loads(re.search(r"^lm_text_splits: (\[.*\])", text, re.M).group(1))
+
+
+def test_lm_text_of_the_realtext_corpus_holds_no_evaluation_sentence(tmp_path):
+    """The recipe estimates its n-gram from ``transcripts(root, lm_text_splits)``: training
+    transcripts only, for the WordNet corpus too."""
+    from librispeech_prepare import transcripts
+
+    from s3brain.data.synthetic import corpus_spec, generate, plan_jobs
+
+    splits = _lm_text_splits()
+    assert set(splits) <= {"train-10m", "train-1h", "train-pool"}
+    corpus = generate(root=tmp_path, size="realtext-tiny", progress=False)
+    lm_text = transcripts(corpus, splits)
+    evaluation = transcripts(corpus, ["dev-clean", "test-clean", "test-other"])
+    assert lm_text and len(evaluation) == 12 and not set(lm_text) & set(evaluation)
+    # the full size, as planned: no dev or test sentence among the training transcripts
+    spec = corpus_spec(size="realtext")
+    jobs = plan_jobs(spec)
+    lm_full = {j["text"] for j in jobs if j["split"] in splits}
+    tests = {j["text"] for j in jobs if j["split"] in ("dev-clean", "test-clean", "test-other")}
+    sizes = spec["librispeech"]
+    assert len(lm_full) == sizes["train-1h"] + sizes["train-pool"] and len(tests) == 3000
+    assert not lm_full & tests

@@ -3,10 +3,12 @@
 import csv
 import time
 
+import pytest
 import soundfile as sf
 
+from s3brain.data import realtext
 from s3brain.data.synthetic import (HELD_OUT_VOICES, OTHER_PITCH, TRAIN_PITCH, TRAIN_SPEED,
-                                    corpus_spec, generate, plan_jobs)
+                                    corpus_dir, corpus_spec, generate, plan_jobs)
 
 
 def test_librispeech_layout(tiny_corpus):
@@ -127,3 +129,86 @@ def test_generation_lock_lets_one_writer_in_at_a_time(tmp_path):
     with generation_lock(folder):
         assert log.read_text() == "start\nend\n"  # the holder had finished before we got in
     assert holder.wait(timeout=60) == 0
+
+
+# Fingerprints of the old sizes, computed by the code before the WordNet sizes were added: their
+# corpora (and the README's numbers measured on them) must stay exactly as they were.
+OLD_SIZES = {  # size: (sha1 of corpus_spec(0, size), sha1 of plan_jobs(corpus_spec(0, size)))
+    "default": ("ba7c1ce532eba5a2fbc0d5df9837465c63261f18",
+                "09dc6412163cb30f54929c4cd00260d7fb677976"),
+    "tiny": ("99313576c0ad35ddc3ddd5ea759b213bf20cf0b6",
+             "69ebc086084bdad7e05eaed91dad736c2d500299"),
+}
+
+
+def _sha1(value):
+    import hashlib
+    import json
+
+    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("size", sorted(OLD_SIZES))
+def test_grammar_sizes_are_unchanged(size):
+    spec = corpus_spec(seed=0, size=size)
+    assert (_sha1(spec), _sha1(plan_jobs(spec))) == OLD_SIZES[size]
+    assert _sha1(plan_jobs(corpus_spec(seed=3, size="tiny"))) == \
+        "452e215e6bb60e1119521bc7e27e9f659e422949"
+
+
+def _split_texts(jobs):
+    texts = {}
+    for job in jobs:
+        texts.setdefault(job["split"], []).append(job["text"])
+    return texts
+
+
+def test_realtext_splits_sizes_disjointness_and_vocabulary():
+    spec = corpus_spec(seed=0, size="realtext")
+    jobs = plan_jobs(spec)
+    texts = _split_texts(jobs)
+    assert {split: len(t) for split, t in texts.items()} == spec["librispeech"]  # no CommonVoice
+    for split in ("dev-clean", "test-clean", "test-other"):
+        assert len(texts[split]) >= 1000
+    evaluation = {t for s in ("dev-clean", "test-clean", "test-other") for t in texts[s]}
+    training = {t for s in ("train-10m", "train-1h", "train-pool") for t in texts[s]}
+    assert len(evaluation) == 3000 and not evaluation & training
+    assert set(texts["train-10m"]) <= set(texts["train-1h"])
+    assert len({w for t in evaluation | training for w in t.split()}) >= 5000
+    assert len({w for t in evaluation for w in t.split()}) >= 5000
+    real = {s.transcript for s in realtext.sentences()}
+    assert evaluation | training <= real
+    for job in jobs:  # spoken as written (espeak-ng spells upper-case US or IT)
+        assert job["speak"].upper() == job["text"] and job["speak"] != job["text"]
+    other = [j for j in jobs if j["split"] == "test-other"]
+    assert {j["voice"] for j in other} <= set(HELD_OUT_VOICES)
+    heard = {j["voice"] for j in jobs if j["split"] != "test-other"}
+    assert not {j["voice"] for j in other} & heard
+
+
+def test_realtext_split_depends_on_the_seed_only():
+    a = plan_jobs(corpus_spec(seed=0, size="realtext-tiny"))
+    assert a == plan_jobs(corpus_spec(seed=0, size="realtext-tiny"))
+    b = plan_jobs(corpus_spec(seed=1, size="realtext-tiny"))
+    assert [j["text"] for j in a] != [j["text"] for j in b]
+    # the tiny size is the full size's split with fewer utterances: the same shuffle
+    full = _split_texts(plan_jobs(corpus_spec(seed=0, size="realtext")))
+    assert _split_texts(a)["test-other"] == full["test-other"][:4]
+    text_hash = corpus_spec(size="realtext")["text_sha1"]
+    assert text_hash == corpus_spec(size="realtext-tiny")["text_sha1"]
+
+
+def test_realtext_corpus_has_its_own_folder_and_layout(tmp_path):
+    out = generate(root=tmp_path, seed=0, size="realtext-tiny", progress=False)
+    assert out == corpus_dir(0, "realtext-tiny", tmp_path) and out.name == "realtext-tiny-seed0"
+    assert not (out / "CommonVoice").exists()
+    spec = corpus_spec(size="realtext-tiny")
+    planned = _split_texts(plan_jobs(spec))
+    for split, count in spec["librispeech"].items():
+        written = _transcripts(out, split)
+        assert sorted(written.values()) == sorted(planned[split]) and len(written) == count
+        for uid, text in written.items():
+            flac = next((out / "LibriSpeech" / split).glob(f"*/*/{uid}.flac"))
+            info = sf.info(str(flac))
+            assert info.samplerate == 16000
+            assert 0.15 < info.duration / len(text.split()) < 1.0, (uid, info.duration)
