@@ -2,18 +2,27 @@
 """The deployment ladder: how much faster each way of deploying a wav2vec2-base sized model runs
 on the CPU, for the whole model (waveform in, last hidden state out), side by side in one run.
 
-Rungs: dense fp32; dense int8; input downsampling x2 (the signal resampled to 8 kHz before the
-model, SpeechBrain's ``Downsampler`` family); SAFARI at sparsity 0.3 (physically shrunk); SAFARI
-0.3 + int8; S6-DAMON (SAFARI 0.3 on the share of frames SALAD keeps, the detector's own cost
-included); S6-DAMON + int8; token merging (``s3brain.token_merging``, the yaml's schedule). The
-model has random weights: timing and FLOPs do not depend on them. int8 is dynamic quantization of
-the linear layers: onnxruntime where the path exports to ONNX (1.73x against torch's 1.36x at this
-size, ``benchmarks/int8_backends.py``), torch's where it does not (token dropping). Each rung is
-timed at 1 and 2 threads, batch 1, 10 s of audio, the median of ``--repeats``; the rungs are
-timed in rounds, one repeat of every rung per round, so a load change on the machine touches
-every rung alike. FLOPs count attention (``s3brain.efficiency.count_flops``); int8 keeps its
-float counterpart's FLOPs. The word error rates of the rungs are the tiny backbone's, from runs
-given with ``--wer RUNG=results.json`` (printed beside the timings).
+Rungs: dense fp32 (torch, the reference); dense fp32 in onnxruntime (the runtime alone); dense
+int8; dense int8 with the CNN in int8 too; input downsampling x2 (the signal resampled to 8 kHz
+before the model, SpeechBrain's ``Downsampler`` family); SAFARI at sparsity 0.3 (physically
+shrunk); SAFARI 0.3 + int8; S6-DAMON (SAFARI 0.3 on the share of frames SALAD keeps, the
+detector's own cost included); S6-DAMON + int8; S6-DAMON + int8 with the CNN in int8 too; token
+merging (``s3brain.token_merging``, the yaml's schedule). The model has random weights: timing
+and FLOPs do not depend on them.
+
+int8 is dynamic quantization of the linear layers in onnxruntime (``s3brain.quantization``;
+1.73x against torch's 1.36x at this size, ``benchmarks/int8_backends.py``): the whole path
+exported as one graph, or for S6-DAMON, whose frame choice depends on the data,
+``SplitInt8``: the CNN and the transformer exported apart with the choice between them in torch.
+"CNN int8" rungs add static int8 convolutions in the CNN feature encoder (onnxruntime's QDQ,
+activation scales calibrated beforehand; here on noise, which does not change the time; their
+effect on WER is measured on a trained run with ``int8_backends.py --run RUN --cnn-int8 32``).
+Each rung is timed at 1 and 2 threads, batch 1, 10 s of audio, the median of ``--repeats``; the
+rungs are timed in rounds, one repeat of every rung per round, so a load change on the machine
+touches every rung alike. FLOPs count attention (``s3brain.efficiency.count_flops``); int8 and
+onnxruntime keep their float torch counterpart's FLOPs. The word error rates of the rungs are
+the tiny backbone's, from runs given with ``--wer RUNG=results.json`` (printed beside the
+timings).
 
     ./s3env python benchmarks/deployment_ladder.py
     ./s3env python benchmarks/deployment_ladder.py --threads 1 --repeats 5 --only dense "dense int8"
@@ -32,13 +41,15 @@ from transformers import AutoModel, Wav2Vec2Config
 
 from s3brain.downsampling import InputDownsampling
 from s3brain.efficiency import count_flops
-from s3brain.quantization import OnnxInt8, torch_int8
+from s3brain.efficiency import export_onnx, onnx_session
+from s3brain.quantization import OnnxInt8, SplitInt8
 from s3brain.salad import SaladDetector, forward_with_dropping, uniform_keep
 from s3brain.structured import Safari, shrink
 from s3brain.token_merging import forward_with_merging
 
-RUNGS = ("dense", "dense int8", "downsampling x2", "SAFARI 0.3", "SAFARI 0.3 int8", "S6-DAMON",
-         "S6-DAMON int8", "token merging")
+RUNGS = ("dense", "dense onnxruntime", "dense int8", "dense int8 + CNN int8", "downsampling x2",
+         "SAFARI 0.3", "SAFARI 0.3 int8", "S6-DAMON", "S6-DAMON int8", "S6-DAMON int8 + CNN int8",
+         "token merging")
 
 
 def last_hidden(model):
@@ -56,9 +67,33 @@ def last_hidden(model):
     return lambda wav: model(wav).last_hidden_state
 
 
+def salad_keep(detector, kept):
+    """SALAD's frame choice as deployed: the detector runs on the CNN features (its cost
+    counts), then ``kept`` of the frames are kept (which ones does not change the cost).
+
+    Arguments
+    ---------
+    detector : s3brain.salad.SaladDetector
+        The detector whose cost counts.
+    kept : float
+        Share of the CNN frames kept.
+
+    Returns
+    -------
+    callable
+        ``(CNN features, frame lengths) -> keep``.
+    """
+    def keep(cnn, lengths):
+        """The detector's cost, then a uniform choice of ``kept`` of the frames."""
+        detector(cnn)
+        return uniform_keep(lengths, cnn.shape[1], 1.0 - kept)
+
+    return keep
+
+
 def dropping(model, detector, kept):
     """``wav -> last hidden state`` with SALAD's token dropping keeping ``kept`` of the frames
-    (the detector runs on the CNN features; which frames it keeps does not change the cost).
+    (``salad_keep``).
 
     Arguments
     ---------
@@ -73,10 +108,7 @@ def dropping(model, detector, kept):
     -------
     callable
     """
-    def keep(cnn, lengths):
-        """The detector's cost, then a uniform choice of ``kept`` of the frames."""
-        detector(cnn)
-        return uniform_keep(lengths, cnn.shape[1], 1.0 - kept)
+    keep = salad_keep(detector, kept)
 
     def forward(wav):
         """The last hidden state of the kept frames."""
@@ -84,6 +116,29 @@ def dropping(model, detector, kept):
         return forward_with_dropping(model, wav, lengths, keep)[0]
 
     return forward
+
+
+class OnnxFloat:
+    """A float ONNX file served by onnxruntime as a ``wav -> output`` callable (the runtime
+    without int8).
+
+    Arguments
+    ---------
+    path : Path
+        The ONNX file (input ``wav``); read into memory.
+    """
+
+    def __init__(self, path):
+        self.model = Path(path).read_bytes()
+        self.set_threads(1)
+
+    def set_threads(self, threads):
+        """Serve with ``threads`` intra-op threads (a new session)."""
+        self.session = onnx_session(self.model, threads)
+
+    def __call__(self, wav):
+        """The output for ``wav``."""
+        return torch.from_numpy(self.session.run(None, {"wav": wav.numpy()})[0])
 
 
 def build(args, folder):
@@ -124,13 +179,21 @@ def build(args, folder):
     with torch.no_grad():
         for name, (forward, modules) in rungs.items():
             out[name] = (forward, count_flops(lambda f=forward: f(wav)))
+        export_onnx(last_hidden(dense), [dense], wav, folder / "dense.onnx")
+        out["dense onnxruntime"] = (OnnxFloat(folder / "dense.onnx"), out["dense"][1])
         for name, source in (("dense int8", "dense"), ("SAFARI 0.3 int8", "SAFARI 0.3")):
             forward, modules = rungs[source]
             int8 = OnnxInt8.export(forward, modules, wav, folder / name.replace(" ", "_"))
             out[name] = (int8, out[source][1])
-        shrunk8, detector8 = torch_int8([safari, detector])  # token dropping does not export
-        out["S6-DAMON int8"] = (dropping(shrunk8, detector8, args.kept_share),
-                                out["S6-DAMON"][1])
+        noise = [torch.randn(1, wav.shape[1]) for _ in range(4)]  # scales only: time is the same
+        out["dense int8 + CNN int8"] = (SplitInt8.export(
+            dense, None, wav, folder / "dense_split", calibration=noise), out["dense"][1])
+        keep = salad_keep(detector, args.kept_share)
+        out["S6-DAMON int8"] = (SplitInt8.export(safari, None, wav, folder / "s6damon_split",
+                                                 keep_fn=keep), out["S6-DAMON"][1])
+        out["S6-DAMON int8 + CNN int8"] = (SplitInt8.export(
+            safari, None, wav, folder / "s6damon_split_cnn", keep_fn=keep, calibration=noise),
+            out["S6-DAMON"][1])
     return {k: out[k] for k in RUNGS if k in out and (not args.only or k in args.only)}, wav
 
 
@@ -155,7 +218,7 @@ def time_rungs(rungs, wav, threads, repeats):
     """
     torch.set_num_threads(threads)
     for forward, _ in rungs.values():
-        if isinstance(forward, OnnxInt8):
+        if hasattr(forward, "set_threads"):
             forward.set_threads(threads)
     times = {name: [] for name in rungs}
     with torch.no_grad():

@@ -17,6 +17,12 @@ model's fp32 and int8 latency (``s3brain.report.deployment_cost``) and test erro
 on the CPU (``s3brain.report.int8_error_rates``; fp32 scored by the same function).
 
     ./s3env python benchmarks/int8_backends.py --run results/weight_ft/1986
+
+With ``--cnn-int8 N`` as well, the int8 model is ``s3brain.quantization.SplitInt8``: the CNN
+feature encoder in static int8 too, calibrated on N training utterances of the run (evenly
+spread over its training manifest), the transformer's linear layers in dynamic int8.
+
+    ./s3env python benchmarks/int8_backends.py --run results/weight_ft/1986 --cnn-int8 32
 """
 
 import argparse
@@ -43,9 +49,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--run", type=Path, help="a finished LibriSpeech run's output folder")
     parser.add_argument("--hparams", default="weight_ft.yaml", help="its yaml (with --run)")
+    parser.add_argument("--cnn-int8", type=int, default=0, metavar="N",
+                        help="with --run: the CNN in static int8 too, calibrated on N training "
+                             "utterances")
     args = parser.parse_args(argv)
     if args.run is not None:
-        return measure_run(args.run, args.hparams, args.threads[0], args.repeats)
+        return measure_run(args.run, args.hparams, args.threads[0], args.repeats, args.cnn_int8)
     torch.manual_seed(0)
     hf = (AutoModel.from_config(Wav2Vec2Config()) if args.model == "base"
           else AutoModel.from_pretrained(default_backbone())).eval()
@@ -94,7 +103,7 @@ def main(argv=None):
                 print(f"{name:20s} {threads:7d} {ms:9.1f} {base / ms:8.2f}x {diff} {agree}")
 
 
-def measure_run(folder, yaml, threads, repeats):
+def measure_run(folder, yaml, threads, repeats, cnn_int8=0):
     """fp32 against int8 for a finished LibriSpeech run (see the module doc); nothing is
     written into ``folder``."""
     from hyperpyyaml import load_hyperpyyaml
@@ -114,11 +123,23 @@ def measure_run(folder, yaml, threads, repeats):
         manifests = {"train": folder / "train.csv",
                      **{s: folder / f"{s}.csv" for s in hparams["dev_splits"]
                         + hparams["test_splits"]}}
-        _, _, tests = recipe.dataio_prepare(hparams, manifests, label_encoder)
+        train, _, tests = recipe.dataio_prepare(hparams, manifests, label_encoder)
         load_finetuned(folder, {"ssl": hparams["ssl"], "model": hparams["model"]})
         head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])
         deployment = deploy(hparams["ssl"], head)
         cost = deployment_cost(deployment, seconds=10, repeats=repeats, threads=threads)
+        if cnn_int8:
+            from s3brain.quantization import SplitInt8
+
+            step = max(1, len(train) // cnn_int8)
+            calibration = [train[i]["sig"][None].float() for i in range(0, len(train), step)]
+            split = SplitInt8.export(deployment.hf, deployment.head, calibration[0], tmp,
+                                     normalize=deployment.ssl.normalize_wav,
+                                     output_norm=deployment.ssl.output_norm,
+                                     calibration=calibration[:cnn_int8])
+            deployment.int8 = deployment.int8_decoding = split
+            print(f"  int8: the CNN in static int8 too, calibrated on {len(calibration[:cnn_int8])}"
+                  f" training utterances")
         fp32_only = SimpleNamespace(decoders=lambda: (deployment.fp32, deployment.fp32),
                                     not_decodable=None)
         print(f"{folder}: {len(tests)} test splits, {threads} thread(s), median of {repeats}")

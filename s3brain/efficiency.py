@@ -202,8 +202,8 @@ def onnx_session(path, threads=1):
 
     Arguments
     ---------
-    path : str or Path
-        The ONNX file.
+    path : str or Path or bytes
+        The ONNX file, or its contents.
     threads : int
         Intra-op threads (one inter-op thread).
 
@@ -217,7 +217,8 @@ def onnx_session(path, threads=1):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def onnx_latency_ms(forward, modules, wav, repeats=5, threads=1):

@@ -217,3 +217,206 @@ def frame_agreement(reference, other):
     0.5
     """
     return float((reference.argmax(-1) == other.argmax(-1)).float().mean())
+
+
+def quantize_onnx_static_int8(source, target, calibration):
+    """Write ``target``: the ONNX model ``source`` with its convolutions in static int8 (int8
+    weights, one scale per output channel; uint8 activations at scales fixed beforehand from
+    ``calibration``, onnxruntime's QDQ format). For the CNN feature encoder, which dynamic
+    quantization does not speed up (onnxruntime's ``ConvInteger`` ran 2.1x slower than float
+    at wav2vec2-base size; static int8 convolutions 2.1x faster, ``benchmarks/deployment_ladder.py``).
+
+    Arguments
+    ---------
+    source, target : str or Path
+        The float ONNX file (input ``wav``) and the quantized one to write.
+    calibration : iterable of torch.Tensor
+        Inputs like the ones served (for a CNN: real waveforms ``[1, samples]``, a few dozen
+        utterances); the activation ranges are their minimum and maximum.
+
+    Returns
+    -------
+    Path
+        ``target``.
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        """The calibration inputs, one at a time."""
+
+        def __init__(self):
+            self.inputs = iter(calibration)
+
+        def get_next(self):
+            """The next input, or None at the end."""
+            wav = next(self.inputs, None)
+            return None if wav is None else {"wav": wav.detach().cpu().numpy()}
+
+    prepared = Path(target).with_suffix(".prepared.onnx")
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["Conv"], per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(previous)
+    prepared.unlink()
+    return Path(target)
+
+
+class SplitInt8:
+    """A backbone (and head) served by onnxruntime in two graphs with the frame choice between
+    them, in torch: the CNN feature encoder (float, or static int8 with ``calibration``), then
+    whichever CNN frames ``keep_fn`` keeps, then the transformer and head on those frames with
+    their linear layers in dynamic int8. Token dropping's choice depends on the data, so the
+    whole path does not export as one graph; split, every part but the choice runs in
+    onnxruntime. Batch 1 (a served utterance).
+
+    Arguments
+    ---------
+    cnn : str or Path
+        The CNN's float ONNX file (``wav -> features [1, frames, channels]``).
+    encoder : str or Path
+        The transformer's and head's float ONNX file (``features -> outputs``; the input is
+        named ``wav`` too, see ``s3brain.efficiency.export_onnx``).
+    keep_fn : callable, optional
+        ``(features, frame lengths) -> keep [1, frames]`` bool, e.g. a ``TokenDropping`` or
+        SALAD's detector; None keeps every frame.
+    threads : int
+        onnxruntime intra-op threads.
+    calibration : iterable of torch.Tensor, optional
+        Waveforms: the CNN in static int8, calibrated on them; None: the CNN in float.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from transformers import Wav2Vec2Config, Wav2Vec2Model
+    >>> model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8), conv_stride=(5, 2),
+    ...     conv_kernel=(10, 3), num_feat_extract_layers=2)).eval()
+    >>> half = lambda features, lengths: torch.arange(features.shape[1])[None] % 2 == 0
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     split = SplitInt8.export(model, None, torch.randn(1, 1600), tmp, keep_fn=half)
+    >>> split(torch.randn(1, 3200)).shape
+    torch.Size([1, 160, 32])
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, cnn, encoder, keep_fn=None, threads=1, calibration=None):
+        from s3brain.efficiency import onnx_session
+
+        self.keep_fn, self.cnn_int8 = keep_fn, calibration is not None
+        if self.cnn_int8:
+            cnn = quantize_onnx_static_int8(cnn, Path(cnn).with_suffix(".int8.onnx"),
+                                            calibration)
+        self.cnn_model = Path(cnn).read_bytes()
+        self.encoder = OnnxInt8(encoder, threads)
+        self.cnn, self.threads = onnx_session(self.cnn_model, threads), threads
+
+    @classmethod
+    def export(cls, model, head, example, folder, keep_fn=None, normalize=False,
+               output_norm=False, threads=1, calibration=None):
+        """Export the two graphs of ``model`` (a transformers model of a family of
+        ``s3brain.families.FAMILIES``, deployable: shrunk, merged) and ``head`` to ``folder``.
+
+        Arguments
+        ---------
+        model : torch.nn.Module
+            The transformers model (or a SpeechBrain wrapper of one).
+        head : torch.nn.Module or None
+            What reads the last hidden state; None: the hidden state is the output.
+        example : torch.Tensor
+            An example waveform ``[1, samples]``.
+        folder : str or Path
+            Where the ONNX files go.
+        keep_fn, threads, calibration
+            As for ``SplitInt8``.
+        normalize, output_norm : bool
+            The SpeechBrain wrapper's input normalisation and ``output_norm``
+            (``s3brain.backbone.normalized_input``, ``output_normalized``), in the graphs.
+
+        Returns
+        -------
+        SplitInt8
+        """
+        from s3brain.backbone import normalized_input, output_normalized
+        from s3brain.efficiency import export_onnx
+        from s3brain.families import hf_model, run_blocks
+
+        model = hf_model(model)
+        flags = type("Flags", (), {"normalize_wav": normalize, "output_norm": output_norm})
+
+        def cnn(wav):
+            """CNN features ``[1, frames, channels]`` of the waveform."""
+            wav = normalized_input(flags, wav, traceable=True)
+            return model.feature_extractor(wav).transpose(1, 2)
+
+        def encoder(features):
+            """Outputs on the (kept) CNN frames."""
+            hidden = model.feature_projection(features)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # HuBERT: no tuple
+            hidden = output_normalized(flags, run_blocks(model, hidden))
+            return hidden if head is None else head(hidden)
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        modules = [model] + ([head] if head is not None else [])
+        with torch.no_grad():
+            export_onnx(cnn, [model], example, folder / "cnn.onnx")
+            export_onnx(encoder, modules, cnn(example), folder / "encoder.onnx")
+        return cls(folder / "cnn.onnx", folder / "encoder.onnx", keep_fn, threads, calibration)
+
+    def set_threads(self, threads):
+        """Serve with ``threads`` intra-op threads (new sessions, if they differ).
+
+        Arguments
+        ---------
+        threads : int
+            Intra-op threads.
+        """
+        from s3brain.efficiency import onnx_session
+
+        if threads != self.threads:
+            self.cnn, self.threads = onnx_session(self.cnn_model, threads), threads
+            self.encoder.set_threads(threads)
+
+    def features(self, wav):
+        """The CNN features ``[1, frames, channels]`` of ``wav [1, samples]`` (a tensor)."""
+        return torch.from_numpy(self.cnn.run(None, {"wav": wav.cpu().numpy()})[0])
+
+    def with_keep(self, keep_fn):
+        """The same graphs with another frame choice (e.g. the cost's uniform share and the
+        run's detector), sharing the sessions.
+
+        Arguments
+        ---------
+        keep_fn : callable or None
+            As for ``SplitInt8``.
+
+        Returns
+        -------
+        SplitInt8
+        """
+        other = copy.copy(self)
+        other.keep_fn = keep_fn
+        return other
+
+    def __call__(self, wav):
+        """Outputs for ``wav [1, samples]``, as a tensor."""
+        if wav.shape[0] != 1:
+            raise ValueError(f"SplitInt8 serves one utterance at a time, got a batch of "
+                             f"{wav.shape[0]}")
+        features = self.features(wav)
+        if self.keep_fn is not None:
+            frames = features.shape[1]
+            with torch.no_grad():
+                keep = self.keep_fn(features, torch.tensor([frames]))[0]
+            if not bool(keep.any()):
+                keep[0] = True  # as the run: an utterance keeps at least one frame
+            features = features[:, keep]
+        return self.encoder(features)

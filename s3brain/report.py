@@ -39,7 +39,7 @@ from s3brain.efficiency import (count_parameters, export_onnx, measure_cost, med
                                 onnx_session, peak_memory_mb)
 from s3brain.experiment import unwrapped
 from s3brain.masks import weight_sparsity
-from s3brain.quantization import OnnxInt8, torch_int8
+from s3brain.quantization import OnnxInt8, SplitInt8, torch_int8
 from s3brain.results import update_results
 from s3brain.salad import TokenDropping as TokenDropper
 from s3brain.salad import encode_with_dropping
@@ -117,8 +117,10 @@ class Deployment:
 
     The int8 model is the onnxruntime one (the ONNX export of the deployed path, its linear
     layers quantized; 1.73x faster than fp32 at wav2vec2-base size on one thread, where torch's
-    int8 is 1.36x: ``benchmarks/int8_backends.py``), else, for a model whose path is not
-    exportable (token dropping, SUPERB's weighted sum of every layer), torch's. ``decoders``
+    int8 is 1.36x: ``benchmarks/int8_backends.py``); with token dropping, whose frame choice
+    does not export, ``s3brain.quantization.SplitInt8`` (the CNN and the transformer exported
+    apart, the choice between them in torch); else, for a model whose path is not exportable
+    (SUPERB's weighted sum of every layer, token merging), torch's. ``decoders``
     gives both as the run decodes: the same paths, except with token dropping, where the run's
     dropper (its detector in float) chooses the frames that the deployed copy, for the cost,
     keeps a uniform share of. Early exit (each utterance stops at its own block) and a head on
@@ -220,6 +222,20 @@ class Deployment:
             except Exception as err:  # noqa: BLE001 (a failed export must not lose the run)
                 logger.warning("ONNX export or quantization failed (%s): torch int8 instead", err)
                 self.onnx_fp32 = None
+        elif hasattr(self.ssl, "keep") and not self.all_layers:
+            # token dropping: CNN and transformer exported apart, the frame choice between
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    split = SplitInt8.export(self.hf, self.head, example, tmp,
+                                             normalize=self.ssl.normalize_wav,
+                                             output_norm=self.ssl.output_norm, threads=threads)
+                self.int8 = split.with_keep(self.ssl.keep)
+                self.int8_decoding = (split.with_keep(self.dropper) if self.dropper is not None
+                                      else self.int8)
+                return self.int8
+            except Exception as err:  # noqa: BLE001
+                logger.warning("split ONNX export or quantization failed (%s): torch int8 "
+                               "instead", err)
         ssl, head, *_ = torch_int8([self.ssl, self.head, *self.extra])
         self.int8 = _wrapper_forward(ssl, head, self.all_layers)
         self.int8.backend = "torch"

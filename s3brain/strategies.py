@@ -510,17 +510,20 @@ class DroppedFramesBackbone(nn.Module):
         self.model = ssl.model
         self.normalize_wav, self.output_norm = ssl.normalize_wav, ssl.output_norm
 
+    def keep(self, features, lengths):
+        """Frames kept: the detector runs (its cost counts), then a uniform share is kept
+        (which frames does not change the cost)."""
+        from s3brain.salad import uniform_keep
+
+        if self._detector[0] is not None:
+            self._detector[0](features)
+        return uniform_keep(lengths, features.shape[1], 1.0 - self.kept_share)
+
     def forward(self, wavs, wav_lens=None):
         """Features of the frames kept, ``[batch, kept frames, hidden]``."""
-        from s3brain.salad import encode_with_dropping, uniform_keep
+        from s3brain.salad import encode_with_dropping
 
-        def keep(features, lengths):
-            """Frames kept: a uniform share (which frames does not change the cost)."""
-            if self._detector[0] is not None:
-                self._detector[0](features)
-            return uniform_keep(lengths, features.shape[1], 1.0 - self.kept_share)
-
-        return encode_with_dropping(self.ssl, wavs, wav_lens, keep)[0]
+        return encode_with_dropping(self.ssl, wavs, wav_lens, self.keep)[0]
 
 
 class Distillation(Strategy):

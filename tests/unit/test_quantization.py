@@ -150,3 +150,43 @@ def test_fine_tuned_int8_deployment_matches_fp32(fine_tuned):
 def greedy(logits):
     """The greedy CTC label sequence of one utterance's logits."""
     return sb.decoders.ctc_greedy_decode(logits, torch.ones(1), blank_id=0)[0]
+
+
+@pytest.mark.parametrize("cnn_int8", [False, True])
+def test_split_int8_equals_the_dropping_forward_on_real_speech(deployed, cnn_int8, tiny_corpus,
+                                                                tmp_path):
+    """Token dropping served in two onnxruntime graphs (``SplitInt8``) gives what torch's
+    dropping forward gives on the same frames, within int8's error; the CNN in static int8
+    too, calibrated on other utterances than the ones checked."""
+    from s3brain.quantization import SplitInt8
+    from s3brain.salad import forward_with_dropping
+
+    hf, head = deployed
+    files = sorted((tiny_corpus / "LibriSpeech" / "test-clean").rglob("*.flac"))
+    calibration = [read_audio(path)[None] for path in files[4:8]] if cnn_int8 else None
+
+    def every_third(features, lengths):  # data-independent, so both paths keep the same frames
+        return (torch.arange(features.shape[1]) % 3 == 0)[None]
+
+    with torch.no_grad():
+        split = SplitInt8.export(hf, head, read_audio(files[0])[None], tmp_path,
+                                 keep_fn=every_third, calibration=calibration)
+        assert split.cnn_int8 == cnn_int8
+        for path in files[:4]:
+            wav = read_audio(path)[None]
+            hidden = forward_with_dropping(hf, wav, None, every_third)[0]
+            reference, quantized = head(hidden), split(wav)
+            assert quantized.shape == reference.shape
+            assert reference.shape[1] == -(-split.features(wav).shape[1] // 3)
+            features = hf.feature_extractor(wav).transpose(1, 2)
+            error = float((split.features(wav) - features).abs().mean() / features.std())
+            assert error < (0.08 if cnn_int8 else 1e-4), (path.name, error)
+            # int8 convolutions move the outputs more than int8 linears alone (a random head)
+            relative = float((quantized - reference).abs().mean() / reference.std())
+            assert relative < (0.3 if cnn_int8 else 0.05), (path.name, relative)
+            assert frame_agreement(reference, quantized) >= (0.6 if cnn_int8 else 0.9)
+        # another choice of frames shares the graphs
+        everything = split.with_keep(None)
+        assert everything.cnn is split.cnn
+        wav = read_audio(files[0])[None]
+        assert everything(wav).shape[1] == split.features(wav).shape[1]

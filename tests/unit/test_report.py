@@ -10,7 +10,7 @@ import speechbrain as sb
 import torch
 
 from s3brain.backbone import default_backbone, load_ssl
-from s3brain.quantization import frame_agreement
+from s3brain.quantization import SplitInt8, frame_agreement
 from s3brain.report import Deployment, deployment_cost, int8_error_rates
 
 ALPHABET = " ABCD"  # label i + 1; blank 0
@@ -125,7 +125,12 @@ def test_token_dropping_decodes_with_its_dropper(ssl):
         deployment = Deployment(ssl, head, [dropping], extra=[dropping.dropper])
         assert deployment.not_decodable is None
         fp32, int8 = deployment.decoders()
-        assert deployment.int8.backend == "torch" == int8.backend  # it does not export
+        # its frame choice does not export: CNN and transformer are exported apart
+        assert isinstance(int8, SplitInt8) and int8.backend == "onnxruntime"
+        assert deployment.int8.keep_fn == deployment.ssl.keep  # the cost's uniform share
+        assert int8.keep_fn is deployment.dropper and int8.cnn is deployment.int8.cnn
         kept = fp32(wav).shape
         assert int8(wav).shape == kept and kept[2] == 5 and abs(kept[1] - frames / 2) <= 1
         assert frame_agreement(fp32(wav), int8(wav)) > 0.8
+        cost = deployment_cost(deployment, seconds=1, repeats=1)
+        assert cost["int8_backend"] == "onnxruntime" and cost["latency_ms_1s_int8"] > 0
