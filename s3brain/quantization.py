@@ -23,7 +23,9 @@ Example
 (torch.Size([2, 8]), True)
 """
 
+import contextlib
 import copy
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -219,12 +221,19 @@ def frame_agreement(reference, other):
     return float((reference.argmax(-1) == other.argmax(-1)).float().mean())
 
 
-def quantize_onnx_static_int8(source, target, calibration):
+def quantize_onnx_static_int8(source, target, calibration, chunk=32000, percentile=99.5):
     """Write ``target``: the ONNX model ``source`` with its convolutions in static int8 (int8
     weights, one scale per output channel; uint8 activations at scales fixed beforehand from
     ``calibration``, onnxruntime's QDQ format). For the CNN feature encoder, which dynamic
     quantization does not speed up (onnxruntime's ``ConvInteger`` ran 2.1x slower than float
-    at wav2vec2-base size; static int8 convolutions 2.1x faster, ``benchmarks/deployment_ladder.py``).
+    at wav2vec2-base size; static int8 convolutions 2.1x faster,
+    ``benchmarks/deployment_ladder.py``).
+
+    The activation ranges are percentiles of the calibration activations' histograms: on a
+    fine-tuned w2v2-tiny (100 test-clean utterances, greedy), the CNN in int8 moved the WER
+    from 82.82 to 91.41 with minimum-maximum ranges (to 91.41 with entropy ranges), to 87.20 at
+    the 99.9th percentile, 86.55 at 99.5 and 85.58 at 99.0 (CER 33.80 -> 35.85 at 99.5, 36.85
+    at 99.0); leaving the first convolution in float changed nothing that counts.
 
     Arguments
     ---------
@@ -232,22 +241,32 @@ def quantize_onnx_static_int8(source, target, calibration):
         The float ONNX file (input ``wav``) and the quantized one to write.
     calibration : iterable of torch.Tensor
         Inputs like the ones served (for a CNN: real waveforms ``[1, samples]``, a few dozen
-        utterances); the activation ranges are their minimum and maximum.
+        utterances); cut into chunks of ``chunk`` samples (the histograms need one shape),
+        remainders dropped.
+    chunk : int
+        Samples per calibration chunk (at most 64 chunks are used).
+    percentile : float
+        The activation ranges cover this percentile of the calibration values.
 
     Returns
     -------
     Path
         ``target``.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
+                                          QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    chunks = [wav[..., start:start + chunk] for wav in calibration
+              for start in range(0, wav.shape[-1] - chunk + 1, chunk)][:64]
+    if not chunks:
+        raise ValueError(f"static int8 calibration needs inputs of at least {chunk} samples")
+
     class Reader(CalibrationDataReader):
-        """The calibration inputs, one at a time."""
+        """The calibration chunks, one at a time."""
 
         def __init__(self):
-            self.inputs = iter(calibration)
+            self.inputs = iter(chunks)
 
         def get_next(self):
             """The next input, or None at the end."""
@@ -259,9 +278,12 @@ def quantize_onnx_static_int8(source, target, calibration):
     logging.disable(logging.INFO)
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["Conv"], per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its progress
+            quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=["Conv"], per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.Percentile,
+                            extra_options={"CalibPercentile": percentile})
     finally:
         logging.disable(previous)
     prepared.unlink()

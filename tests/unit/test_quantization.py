@@ -180,7 +180,7 @@ def test_split_int8_equals_the_dropping_forward_on_real_speech(deployed, cnn_int
             assert reference.shape[1] == -(-split.features(wav).shape[1] // 3)
             features = hf.feature_extractor(wav).transpose(1, 2)
             error = float((split.features(wav) - features).abs().mean() / features.std())
-            assert error < (0.08 if cnn_int8 else 1e-4), (path.name, error)
+            assert error < (0.15 if cnn_int8 else 1e-4), (path.name, error)
             # int8 convolutions move the outputs more than int8 linears alone (a random head)
             relative = float((quantized - reference).abs().mean() / reference.std())
             assert relative < (0.3 if cnn_int8 else 0.05), (path.name, relative)
