@@ -74,8 +74,9 @@ def test_superb_runs_are_collected_like_librispeech_ones(tmp_path):
     task's own audio length (1 s clips for keyword spotting), mask file against whole model."""
     recipe = RECIPE.parent / "SUPERB" / "KS"
     out = tmp_path / "ks"
-    code = compare.main([str(recipe), "--all", "--out", str(out), "--threads", "1", "--",
-                         "--synthetic_size=tiny", "--number_of_epochs=1", "--cost_repeats=1"])
+    code = compare.main([str(recipe), "weight_ft.yaml", "s3router.yaml", "--out", str(out),
+                         "--threads", "1", "--", "--synthetic_size=tiny", "--number_of_epochs=1",
+                         "--cost_repeats=1"])
     assert code == 0
     with open(out / "comparison.csv") as f:
         table = {row["name"]: row for row in csv.DictReader(f)}
