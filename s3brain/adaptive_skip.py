@@ -52,9 +52,8 @@ from torch import nn
 from s3brain.backbone import normalized_input, output_normalized, wav_samples
 from s3brain.families import (family, feature_frames_and_mask, hf_model, run_blocks,
                               transformer_blocks)
-from s3brain.strategies import Strategy
-from s3brain.token_merging import (_attention_mask, _bias_at, merge_counts, merge_ratio_for,
-                                   nominal_kept_share)
+from s3brain.token_merging import (BetweenBlocks, WrappedBackbone, _attention_mask, _bias_at,
+                                   merge_counts, merge_ratio_for, nominal_kept_share)
 
 logger = logging.getLogger(__name__)
 
@@ -396,7 +395,7 @@ def encode_with_skipping(ssl, wavs, wav_lens, skip_after, skip_ratio):
     return hidden, lengths.float() / lengths.max().clamp(min=1), out
 
 
-class AdaptiveSkip(Strategy):
+class AdaptiveSkip(BetweenBlocks):
     """Layer-wise adaptive token skipping (SpAtten's cascade token pruning): after each block of
     ``skip_after``, ``skip_ratio`` of each utterance's remaining tokens are removed, those that
     received the least attention (summed over heads, query positions and the blocks so far);
@@ -417,66 +416,26 @@ class AdaptiveSkip(Strategy):
     (True, 0.0, 0.75)
     """
 
-    changes_forward = True
+    keys, verb = ("skip_ratio", "skip_after"), "removed (the least attended)"
 
     def __init__(self, skip_ratio=0.483, skip_after=(0,)):
-        if not 0.0 <= float(skip_ratio) < 1.0:
-            raise ValueError(f"skip_ratio={skip_ratio}: a share of the tokens, in [0, 1)")
-        self.skip_ratio = float(skip_ratio)
-        self.skip_after = sorted(set(int(i) for i in skip_after))
-        self.stage_start(None)
-
-    def nominal_kept_share(self, blocks):
-        """``nominal_kept_share`` of this schedule on ``blocks`` blocks.
-
-        Arguments
-        ---------
-        blocks : int
-            Transformer blocks.
-
-        Returns
-        -------
-        float
-        """
-        return nominal_kept_share(blocks, self.skip_after, self.skip_ratio)
-
-    def setup(self, ssl, hparams):
-        """See ``Strategy.setup``: check the skip points against the backbone's blocks."""
-        blocks = len(transformer_blocks(ssl))
-        wrong = [i for i in self.skip_after if not 0 <= i < blocks - 1]
-        if wrong:
-            raise ValueError(f"skip_after={self.skip_after}: the backbone has {blocks} blocks, "
-                             f"so tokens are skipped after blocks 0 to {blocks - 2}; not {wrong}")
-        logger.info("Adaptive skip: %.1f %% of the remaining tokens (the least attended) removed "
-                    "after blocks %s; the blocks see %.1f %% of the token-block products "
-                    "(nominal)", 100 * self.skip_ratio, self.skip_after,
-                    100 * self.nominal_kept_share(blocks))
+        super().__init__(skip_ratio, skip_after)
+        self.skip_ratio, self.skip_after = self.ratio, self.after
 
     def encode(self, ssl, wavs, wav_lens, stage):
         """See ``Strategy.encode``: the features of the tokens that remain, their lengths."""
         ssl = getattr(ssl, "module", ssl)  # DDP
         feats, lens, out = encode_with_skipping(ssl, wavs, wav_lens, self.skip_after,
                                                 self.skip_ratio)
-        self.products += sum(out.tokens_per_block)
-        self.full_products += len(out.tokens_per_block) * out.frames
+        self.count(out)
         return feats, lens
-
-    def stage_start(self, stage):
-        """See ``Strategy.stage_start``."""
-        self.products, self.full_products = 0, 0
-
-    def stage_stats(self, stage):
-        """See ``Strategy.stage_stats``: the share of token-block products computed."""
-        if not self.full_products:
-            return {}
-        return {"kept_share": round(self.products / self.full_products, 4)}
 
     def deployable(self, ssl):
         """See ``Strategy.deployable``: the backbone that skips as in training."""
         return SkippedTokensBackbone(ssl, self.skip_after, self.skip_ratio)
 
 
-class SkippedTokensBackbone(nn.Module):
+class SkippedTokensBackbone(WrappedBackbone):
     """A backbone that skips tokens between its blocks (``encode_with_skipping``), as deployed:
     the cost of 10 s of audio is measured on the shorter sequences the later blocks see, the
     attention products it adds to score the tokens included (the count kept depends only on
@@ -510,11 +469,7 @@ class SkippedTokensBackbone(nn.Module):
     decodes_as_run = True
 
     def __init__(self, ssl, skip_after, skip_ratio):
-        super().__init__()
-        self.ssl = ssl
-        self.model = ssl.model
-        self.normalize_wav = getattr(ssl, "normalize_wav", False)
-        self.output_norm = getattr(ssl, "output_norm", False)
+        super().__init__(ssl)
         self.skip_after, self.skip_ratio = list(skip_after), float(skip_ratio)
 
     def forward(self, wavs, wav_lens=None):

@@ -495,7 +495,79 @@ def encode_with_merging(ssl, wavs, wav_lens, merge_after, merge_ratio):
     return output_normalized(ssl, out.hidden), out
 
 
-class TokenMerging(Strategy):
+class BetweenBlocks(Strategy):
+    """What the strategies that shorten the token sequence between transformer blocks share
+    (``TokenMerging``, ``s3brain.adaptive_skip.AdaptiveSkip``): a ``ratio`` of the tokens goes
+    after each block of ``after``, checked against the backbone's blocks; the test pass counts
+    the share of token-block products computed (``kept_share``, comparable with token
+    dropping's). A subclass names its keys (``keys``: ratio, after) and what it does to the
+    tokens (``verb``), and its ``encode`` adds each forward's counts with ``count``.
+
+    Arguments
+    ---------
+    ratio : float
+        Share of the tokens that go at each point, in [0, 1).
+    after : list of int
+        Blocks (0-based) after which they go; the last block is not one.
+
+    Example
+    -------
+    >>> BetweenBlocks(0.5, [0]).nominal_kept_share(2)
+    0.75
+    """
+
+    changes_forward = True
+    keys, verb = ("ratio", "after"), "removed"
+
+    def __init__(self, ratio, after):
+        if not 0.0 <= float(ratio) < 1.0:
+            raise ValueError(f"{self.keys[0]}={ratio}: a share of the tokens, in [0, 1)")
+        self.ratio, self.after = float(ratio), sorted(set(int(i) for i in after))
+        self.stage_start(None)
+
+    def nominal_kept_share(self, blocks):
+        """``nominal_kept_share`` of this schedule on ``blocks`` blocks.
+
+        Arguments
+        ---------
+        blocks : int
+            Transformer blocks.
+
+        Returns
+        -------
+        float
+        """
+        return nominal_kept_share(blocks, self.after, self.ratio)
+
+    def setup(self, ssl, hparams):
+        """See ``Strategy.setup``: check the points against the backbone's blocks."""
+        blocks = len(transformer_blocks(ssl))
+        wrong = [i for i in self.after if not 0 <= i < blocks - 1]
+        if wrong:
+            raise ValueError(f"{self.keys[1]}={self.after}: the backbone has {blocks} blocks, "
+                             f"so tokens go after blocks 0 to {blocks - 2}; not {wrong}")
+        logger.info("%s: %.1f %% of the tokens %s after blocks %s; the blocks see %.1f %% of "
+                    "the token-block products (nominal)", type(self).__name__,
+                    100 * self.ratio, self.verb, self.after,
+                    100 * self.nominal_kept_share(blocks))
+
+    def count(self, out):
+        """Add one forward's token-block products (``tokens_per_block``, ``frames``)."""
+        self.products += sum(out.tokens_per_block)
+        self.full_products += len(out.tokens_per_block) * out.frames
+
+    def stage_start(self, stage):
+        """See ``Strategy.stage_start``."""
+        self.products, self.full_products = 0, 0
+
+    def stage_stats(self, stage):
+        """See ``Strategy.stage_stats``: the share of token-block products computed."""
+        if not self.full_products:
+            return {}
+        return {"kept_share": round(self.products / self.full_products, 4)}
+
+
+class TokenMerging(BetweenBlocks):
     """Token merging (A-ToMe style) between transformer blocks: after each block of
     ``merge_after``, ``merge_ratio`` of each utterance's tokens are merged away, the most
     similar adjacent ones first; the output is repeated back to the CNN's frames for CTC.
@@ -516,46 +588,17 @@ class TokenMerging(Strategy):
     (True, 0.0, 0.75)
     """
 
-    changes_forward = True
+    keys, verb = ("merge_ratio", "merge_after"), "merged"
 
     def __init__(self, merge_ratio=0.483, merge_after=(0,)):
-        if not 0.0 <= float(merge_ratio) < 1.0:
-            raise ValueError(f"merge_ratio={merge_ratio}: a share of the tokens, in [0, 1)")
-        self.merge_ratio = float(merge_ratio)
-        self.merge_after = sorted(set(int(i) for i in merge_after))
-        self.stage_start(None)
-
-    def nominal_kept_share(self, blocks):
-        """``nominal_kept_share`` of this schedule on ``blocks`` blocks.
-
-        Arguments
-        ---------
-        blocks : int
-            Transformer blocks.
-
-        Returns
-        -------
-        float
-        """
-        return nominal_kept_share(blocks, self.merge_after, self.merge_ratio)
-
-    def setup(self, ssl, hparams):
-        """See ``Strategy.setup``: check the merge points against the backbone's blocks."""
-        blocks = len(transformer_blocks(ssl))
-        wrong = [i for i in self.merge_after if not 0 <= i < blocks - 1]
-        if wrong:
-            raise ValueError(f"merge_after={self.merge_after}: the backbone has {blocks} blocks, "
-                             f"so tokens merge after blocks 0 to {blocks - 2}; not {wrong}")
-        logger.info("Token merging: %.1f %% of the tokens merged after blocks %s; the blocks "
-                    "see %.1f %% of the token-block products (nominal)", 100 * self.merge_ratio,
-                    self.merge_after, 100 * self.nominal_kept_share(blocks))
+        super().__init__(merge_ratio, merge_after)
+        self.merge_ratio, self.merge_after = self.ratio, self.after
 
     def encode(self, ssl, wavs, wav_lens, stage):
         """See ``Strategy.encode``: the lengths stay (the output is unmerged)."""
         ssl = getattr(ssl, "module", ssl)  # DDP
         feats, out = encode_with_merging(ssl, wavs, wav_lens, self.merge_after, self.merge_ratio)
-        self.products += sum(out.tokens_per_block)
-        self.full_products += len(out.tokens_per_block) * out.frames
+        self.count(out)
         return feats, wav_lens
 
     def output_frames(self, model, samples):
@@ -564,22 +607,32 @@ class TokenMerging(Strategy):
 
         return feature_frames(model, samples)
 
-    def stage_start(self, stage):
-        """See ``Strategy.stage_start``."""
-        self.products, self.full_products = 0, 0
-
-    def stage_stats(self, stage):
-        """See ``Strategy.stage_stats``: the share of token-block products computed."""
-        if not self.full_products:
-            return {}
-        return {"kept_share": round(self.products / self.full_products, 4)}
-
     def deployable(self, ssl):
         """See ``Strategy.deployable``: the backbone that merges as in training."""
         return MergedTokensBackbone(ssl, self.merge_after, self.merge_ratio)
 
 
-class MergedTokensBackbone(nn.Module):
+class WrappedBackbone(nn.Module):
+    """A deployed backbone that runs its own forward on the wrapper ``ssl``'s model, keeping the
+    wrapper's input normalisation and ``output_norm`` (what ``s3brain.backbone``'s helpers read).
+
+    Arguments
+    ---------
+    ssl : torch.nn.Module
+        The backbone wrapper.
+    """
+
+    onnx_exportable = False
+
+    def __init__(self, ssl):
+        super().__init__()
+        self.ssl = ssl
+        self.model = ssl.model
+        self.normalize_wav = getattr(ssl, "normalize_wav", False)
+        self.output_norm = getattr(ssl, "output_norm", False)
+
+
+class MergedTokensBackbone(WrappedBackbone):
     """A backbone that merges tokens between its blocks (``encode_with_merging``), as deployed:
     the cost of 10 s of audio is measured on the shorter sequences the later blocks see. Not
     exportable to ONNX (``onnx_exportable``: the merge chooses pairs by sorting).
@@ -611,11 +664,7 @@ class MergedTokensBackbone(nn.Module):
     decodes_as_run = True
 
     def __init__(self, ssl, merge_after, merge_ratio):
-        super().__init__()
-        self.ssl = ssl
-        self.model = ssl.model
-        self.normalize_wav = getattr(ssl, "normalize_wav", False)
-        self.output_norm = getattr(ssl, "output_norm", False)
+        super().__init__(ssl)
         self.merge_after, self.merge_ratio = list(merge_after), float(merge_ratio)
 
     def forward(self, wavs, wav_lens=None):

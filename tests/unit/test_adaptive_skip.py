@@ -223,7 +223,7 @@ def test_training_with_layerdrop_and_gradients(folder, tmp_path):
 
 def test_skip_points_must_be_before_the_last_block():
     model = tiny_model("wav2vec2", "base")  # 2 blocks
-    with pytest.raises(ValueError, match="skipped after blocks 0 to 0"):
+    with pytest.raises(ValueError, match="tokens go after blocks 0 to 0"):
         AdaptiveSkip(0.3, skip_after=[1]).setup(model, {})
     with pytest.raises(ValueError, match="skip_ratio"):
         AdaptiveSkip(1.0)

@@ -200,7 +200,7 @@ def test_training_with_layerdrop_and_gradients(folder, tmp_path):
 
 def test_merge_points_must_be_before_the_last_block():
     model = tiny_model("wav2vec2", "base")  # 2 blocks
-    with pytest.raises(ValueError, match="merge after blocks 0 to 0"):
+    with pytest.raises(ValueError, match="tokens go after blocks 0 to 0"):
         TokenMerging(0.3, merge_after=[1]).setup(model, {})
     with pytest.raises(ValueError, match="merge_ratio"):
         TokenMerging(1.0)
