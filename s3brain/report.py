@@ -169,6 +169,7 @@ class Deployment:
         self.ssl = deployable(list(strategies), ssl).cpu()
         self.hf = self.ssl.model
         self.all_layers = all_layers
+        self.early_exit = early_exit_of(strategies) is not None
         # inference: no dropout, no masking
         self.modules = nn.ModuleList([self.ssl, self.head, *self.extra]).eval()
         # and no gradient: the ONNX export takes tensors that require one, held outside the
@@ -192,12 +193,16 @@ class Deployment:
             if not exportable and self.dropper is None
             and not getattr(self.ssl, "decodes_as_run", False) else None)
         self.int8 = self.int8_decoding = None
+        #: Waveforms that calibrate a static int8 CNN (``quantize``), or None: the CNN in float.
+        self.calibration = None
         self.fp32_decoding = self._decoding(self.ssl, self.head) or self.fp32
         self.onnx_fp32 = None  # the float onnxruntime session, once quantize has exported it
 
     def quantize(self, example, threads=1):
         """Build ``self.int8`` (and ``self.onnx_fp32`` with the onnxruntime backend): the
-        exported path quantized by onnxruntime, else a torch int8 copy.
+        exported path quantized by onnxruntime, else a torch int8 copy. With ``calibration``
+        set (waveforms; the yaml's ``int8_cnn_calibration``), a plain or token-dropping
+        backbone's CNN is in static int8 too (``SplitInt8``).
 
         Arguments
         ---------
@@ -211,6 +216,20 @@ class Deployment:
         callable
             ``self.int8``: ``wav -> outputs``, with ``backend`` (``onnxruntime`` or ``torch``).
         """
+        plain = (self.exportable is not None and not self.early_exit
+                 and not hasattr(self.ssl, "before") and not hasattr(self.ssl, "after"))
+        if self.calibration is not None and (plain or hasattr(self.ssl, "keep")):
+            # the CNN in static int8 too: CNN and transformer exported apart
+            keep = getattr(self.ssl, "keep", None)
+            with tempfile.TemporaryDirectory() as tmp:
+                split = SplitInt8.export(self.hf, self.head, example, tmp, keep_fn=keep,
+                                         normalize=self.ssl.normalize_wav,
+                                         output_norm=self.ssl.output_norm, threads=threads,
+                                         calibration=self.calibration)
+            self.int8 = split
+            self.int8_decoding = (split.with_keep(self.dropper) if self.dropper is not None
+                                  else split)
+            return self.int8
         if self.exportable is not None:
             try:
                 with tempfile.TemporaryDirectory() as tmp, torch.no_grad():

@@ -280,6 +280,10 @@ def main(argv):
     head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])
     extra = [m for k, m in hparams["modules"].items() if k not in ("ssl", "head", "ctc_lin")]
     deployment = deploy(hparams["ssl"], head, strategies, extra=extra)  # fp32 and int8
+    if deployment is not None and hparams["int8_cnn_calibration"] > 0:
+        step = max(1, len(train) // hparams["int8_cnn_calibration"])
+        deployment.calibration = [train[i]["sig"][None].float() for i in range(0, len(train), step)
+                                  ][:hparams["int8_cnn_calibration"]]
     cost = deployment_cost(deployment, seconds=10, repeats=hparams["cost_repeats"],
                            threads=hparams["cost_threads"])
     for split, data in tests.items():  # the int8 model's error rates, after all fp32 metrics

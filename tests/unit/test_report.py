@@ -134,3 +134,24 @@ def test_token_dropping_decodes_with_its_dropper(ssl):
         assert frame_agreement(fp32(wav), int8(wav)) > 0.8
         cost = deployment_cost(deployment, seconds=1, repeats=1)
         assert cost["int8_backend"] == "onnxruntime" and cost["latency_ms_1s_int8"] > 0
+        # the CNN in static int8 too, calibrated on other audio
+        deployment.calibration = [torch.randn(1, 64000, generator=torch.Generator().manual_seed(1))
+                                  * 0.1]
+        deployment.int8 = None
+        _, int8 = deployment.decoders()
+        assert isinstance(int8, SplitInt8) and int8.cnn_int8 and int8.keep_fn is deployment.dropper
+        assert int8(wav).shape == kept and frame_agreement(fp32(wav), int8(wav)) > 0.5
+
+
+def test_int8_cnn_calibration_on_a_plain_backbone(ssl):
+    head = torch.nn.Linear(ssl.model.config.hidden_size, 5)
+    wav = torch.randn(1, 32000, generator=torch.Generator().manual_seed(0)) * 0.1
+    deployment = Deployment(ssl, head)
+    deployment.calibration = [torch.randn(1, 64000, generator=torch.Generator().manual_seed(1))
+                              * 0.1]
+    with torch.no_grad():
+        fp32, int8 = deployment.decoders()
+        assert isinstance(int8, SplitInt8) and int8.cnn_int8 and int8.keep_fn is None
+        reference = fp32(wav)
+        assert int8(wav).shape == reference.shape
+        assert float((int8(wav) - reference).abs().mean() / reference.std()) < 0.3
