@@ -54,8 +54,8 @@ import json
 import time
 from pathlib import Path
 
-from s3brain.compare import (SubmititLauncher, finished_results, markdown_table,
-                             pooled_over_seeds, row_for, run_strategy)
+from s3brain.compare import (add_executor_options, finished_results, launcher_for,
+                             markdown_table, pooled_over_seeds, row_for, run_strategy)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
@@ -590,12 +590,7 @@ def parse_args(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="SPLIT:KEY=VALUE",
                         help="an hparams override for one split's runs")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--executor", choices=["subprocess", "local", "slurm"],
-                        default="subprocess",
-                        help="run here (subprocess), or hand each run to submitit's local or "
-                             "Slurm executor (s3brain.compare.SubmititLauncher)")
-    parser.add_argument("--slurm-partition", default=None)
-    parser.add_argument("--timeout-min", type=int, default=None, help="per run, for submitit")
+    add_executor_options(parser, sep="-")
     parser.add_argument("--report-only", action="store_true",
                         help="tables and plots only (give the grid's options, --seeds too)")
     return parser.parse_args(argv)
@@ -606,11 +601,7 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = jobs_for(args)
     if not args.report_only:
-        launcher = None
-        if args.executor != "subprocess":
-            launcher = SubmititLauncher(args.out / "submitit", args.executor,
-                                        timeout_min=args.timeout_min,
-                                        slurm_partition=args.slurm_partition, cpus_per_task=1)
+        launcher = launcher_for(args, cpus_per_task=1)
         # The pruning runs start from the weight fine-tuning run: it goes first, they go last
         # and wait for it. Each run is a child process (or a submitit job): threads suffice.
         pruning = [j for j in jobs if j.yaml.removesuffix(".yaml") in PRUNING + STRUCTURED]

@@ -37,7 +37,8 @@ import torch
 
 from s3brain.audio import backbone_rate
 from s3brain.backbone import default_backbone, load_ssl
-from s3brain.compare import SubmititLauncher, interval_text, run_strategy
+from s3brain.compare import (add_executor_options, interval_text, launcher_for,
+                             run_strategy)
 from s3brain.mask_bank import MaskBank
 from s3brain.stats import mean_std, paired_bootstrap_files, prediction_errors
 from s3brain.utterance import build_head, classification_metrics, dataio_prepare
@@ -296,22 +297,13 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", default=None, metavar="SEED",
                         help="every run once per seed; mean +- std and paired bootstrap "
                              "intervals of the accuracy difference (superb_table_seeds.md)")
-    parser.add_argument("--executor", choices=["subprocess", "local", "slurm"],
-                        default="subprocess",
-                        help="run here (subprocess), or hand each run to submitit's local or "
-                             "Slurm executor (s3brain.compare.SubmititLauncher)")
-    parser.add_argument("--slurm-partition", default=None)
-    parser.add_argument("--timeout-min", type=int, default=None, help="per run, for submitit")
+    add_executor_options(parser, sep="-")
     parser.add_argument("--no-bank", action="store_true", help="skip the mask-bank check")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        launcher = None
-        if args.executor != "subprocess":
-            launcher = SubmititLauncher(args.out / "submitit", args.executor,
-                                        timeout_min=args.timeout_min,
-                                        slurm_partition=args.slurm_partition, cpus_per_task=1)
+        launcher = launcher_for(args, cpus_per_task=1)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: run(*job, launcher), jobs_for(args)))
     report(args)

@@ -464,7 +464,6 @@ class SkippedTokensBackbone(WrappedBackbone):
     torch.Size([1, 25, 32])
     """
 
-    onnx_exportable = False
     #: The skip is deterministic: the deployed copy decodes as the run does.
     decodes_as_run = True
 

@@ -182,6 +182,54 @@ class SubmititLauncher:
         return code
 
 
+def add_executor_options(parser, sep="_"):
+    """``--executor``, ``--slurm<sep>partition`` and ``--timeout<sep>min`` on ``parser``: where
+    the runs go (``launcher_for``).
+
+    Arguments
+    ---------
+    parser : argparse.ArgumentParser
+        The command line.
+    sep : str
+        ``_`` (this module's options) or ``-`` (the benchmark scripts').
+    """
+    parser.add_argument("--executor", choices=["subprocess", "local", "slurm"],
+                        default="subprocess",
+                        help="run here (subprocess), or hand each run to submitit's local or "
+                             "Slurm executor (--jobs runs are then in flight at once)")
+    parser.add_argument(f"--slurm{sep}partition", dest="slurm_partition", default=None)
+    parser.add_argument(f"--timeout{sep}min", dest="timeout_min", type=int, default=None,
+                        help="per run, for submitit")
+
+
+def launcher_for(args, cpus_per_task=None):
+    """The ``SubmititLauncher`` that ``add_executor_options``' options ask for (its files in
+    ``args.out / "submitit"``), or None to run here.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        With ``executor``, ``slurm_partition``, ``timeout_min`` and ``out``.
+    cpus_per_task : int, optional
+        CPUs per run.
+
+    Returns
+    -------
+    SubmititLauncher or None
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> launcher_for(SimpleNamespace(executor="subprocess")) is None
+    True
+    """
+    if args.executor == "subprocess":
+        return None
+    return SubmititLauncher(Path(args.out) / "submitit", args.executor,
+                            timeout_min=args.timeout_min, slurm_partition=args.slurm_partition,
+                            cpus_per_task=cpus_per_task)
+
+
 def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="compare.log",
                  launcher=None):
     """Run one strategy unless finished; return ``(results or None, status)``.
@@ -617,12 +665,7 @@ def main(argv=None):
                              "bootstrap intervals against --reference")
     parser.add_argument("--reference", default=BASELINE,
                         help=f"the row the intervals compare with (default: {BASELINE})")
-    parser.add_argument("--executor", choices=["subprocess", "slurm", "local"],
-                        default="subprocess",
-                        help="run here (subprocess), or hand each run to submitit's Slurm or "
-                             "local executor (--jobs runs are then in flight at once)")
-    parser.add_argument("--slurm_partition", default=None)
-    parser.add_argument("--timeout_min", type=int, default=None, help="per run, for submitit")
+    add_executor_options(parser)
     parser.add_argument("--columns", nargs="+", default=None, metavar="KEY",
                         help="result keys shown in the Markdown table (the CSV has all of "
                              "them; default: the runs' metrics and cost, see columns_for)")
@@ -636,12 +679,7 @@ def main(argv=None):
     missing = [y for y in yamls if not (args.recipe / "hparams" / Path(y).name).is_file()]
     if missing:
         parser.error(f"not in {args.recipe / 'hparams'}: {missing}")
-    launcher = None
-    if args.executor != "subprocess":
-        launcher = SubmititLauncher(args.out / "submitit", args.executor,
-                                    timeout_min=args.timeout_min,
-                                    slurm_partition=args.slurm_partition,
-                                    cpus_per_task=args.threads)
+    launcher = launcher_for(args, args.threads)
     if args.seeds:
         rows, columns = compare_seeds(args.recipe, yamls, args.out, args.seeds, args.reference,
                                       overrides, args.threads, args.jobs, args.columns,

@@ -658,7 +658,6 @@ class MergedTokensBackbone(WrappedBackbone):
     torch.Size([1, 49, 32])
     """
 
-    onnx_exportable = False
     #: The merge is deterministic: the deployed copy decodes as the run does (its int8 error
     #: rates are measured, through torch's int8 since it does not export).
     decodes_as_run = True
