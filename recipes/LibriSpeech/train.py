@@ -218,7 +218,8 @@ def lm_decoder_for(hparams, label_encoder):
 
     Without ``kenlm_model`` an n-gram is estimated from the transcripts of ``lm_text_splits``
     (for the embedded default: every training split, whose sentences are disjoint from the test
-    sentences).
+    sentences) and the sentences of ``lm_text_files`` (plain text, one normalised sentence a
+    line, as LibriSpeech's ``librispeech-lm-norm.txt``; the WordNet corpus writes its own).
     """
     if not hparams["lm_decoding"]:
         return None
@@ -241,6 +242,11 @@ def lm_decoder_for(hparams, label_encoder):
             text = transcripts(root, splits)
             logger.info("Estimating a %d-gram LM from %d sentences of %s", hparams["lm_order"],
                         len(text), splits)
+            for path in hparams["lm_text_files"]:
+                with open(path, encoding="utf-8") as f:
+                    lines = [line.strip() for line in f if line.strip()]
+                logger.info("... and %d sentences of %s", len(lines), path)
+                text += lines
             run_on_main(build_ngram, args=[text, kenlm_model, hparams["lm_order"]])
     labels = ["" if i == hparams["blank_index"] else label_encoder.ind2lab[i]
               for i in range(len(label_encoder))]

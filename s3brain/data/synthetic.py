@@ -17,8 +17,11 @@ only the LibriSpeech part and speak real English: the usage examples of WordNet 
 cut into disjoint splits, so that no dev or test sentence is ever a training sentence. ``realtext``
 has 1,000 utterances in each of dev-clean, test-clean and test-other, about 6,400 distinct words
 in their text and 11,700 in the whole corpus; train-10m and train-1h last about as long as the
-default's (11 and 62 minutes). The recipes' n-gram LM, estimated from the training transcripts,
-never sees an evaluation sentence (17% of the test words are not in it).
+default's (11 and 62 minutes). The WordNet sentences that no split speaks (about 26,000) are
+written to ``LibriSpeech/librispeech-lm-norm.txt``, one per line, as LibriSpeech's LM text corpus
+comes beside its audio: the recipes' n-gram LM is estimated from it and the training transcripts
+(``lm_text_files(seed, size)``, the recipes' ``lm_text_files``), so it never sees an evaluation
+sentence (6.4% of the test words are not in it; 17% from the training transcripts alone).
 
 Speakers are espeak-ng voice variants at a given pitch and speed. Everything is drawn from
 ``random.Random(seed)``: the same seed gives the same corpus, another seed other speakers and
@@ -68,6 +71,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 SAMPLE_RATE = 16000
+#: the text-only LM sentences of a WordNet corpus, named as LibriSpeech's (openslr.org/11)
+LM_TEXT_NAME = "librispeech-lm-norm.txt"
 # CommonVoice ships 48 kHz mp3 clips; the synthetic ones are written the same way, so that the
 # default path itself goes through the recipes' resampling. Part of the CommonVoice parts'
 # fingerprint (corpora written before at 16 kHz are rewritten once).
@@ -122,6 +127,15 @@ def default_root():
 def corpus_dir(seed=0, size="default", root=None):
     """The folder of the corpus with this seed and size."""
     return Path(root or default_root()) / f"{size}-seed{seed}"
+
+
+def lm_text_files(seed=0, size="default", root=None):
+    """The corpus's text-only LM sentences (``[<corpus>/LibriSpeech/librispeech-lm-norm.txt]``
+    for the WordNet sizes, written by ``generate``), or ``[]`` for the grammar sizes, whose LM
+    text is the training transcripts alone."""
+    if SIZES.get(size, {}).get("text") != "wordnet":
+        return []
+    return [corpus_dir(seed, size, root) / "LibriSpeech" / LM_TEXT_NAME]
 
 
 def corpus_spec(seed=0, size="default"):
@@ -298,6 +312,28 @@ def _check_tools():
             "apt-get install espeak-ng sox (the README's commands do this for you).")
 
 
+def unspoken_sentences(spec, jobs):
+    """The WordNet transcripts of ``spec`` that no job speaks, in WordNet's order, once each."""
+    spoken = {j["text"] for j in jobs}
+    kept = []
+    for transcript in dict.fromkeys(s.transcript for s in realtext.sentences()):
+        if transcript not in spoken:
+            kept.append(transcript)
+    return kept
+
+
+def _write_lm_text(out, spec, jobs):
+    """Write the LM text file of a WordNet corpus (if not there yet); return its path."""
+    path = out / "LibriSpeech" / LM_TEXT_NAME
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text("".join(f"{t}\n" for t in unspoken_sentences(spec, jobs)),
+                           encoding="utf-8")
+        os.replace(partial, path)
+    return path
+
+
 def _mark(root, part):
     return Path(root) / ".done" / part
 
@@ -335,12 +371,17 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
         """The corpus parts not written yet (or written by another version of the plan)."""
         return [p for p in parts if not _is_done(out, p, _part_fingerprint(fingerprint, p))]
 
-    if not todo_parts():
+    lm_text = lm_text_files(seed, size, root)
+    if not todo_parts() and all(p.exists() for p in lm_text):
         return out
     with generation_lock(out):  # one writer; the others wait, then find the parts done
         todo = todo_parts()
         if todo:
+            for path in lm_text:  # written from the plan: rewritten with any part
+                path.unlink(missing_ok=True)
             _generate_parts(out, jobs, todo, fingerprint, workers, progress)
+        if lm_text:
+            _write_lm_text(out, spec, jobs)
     return out
 
 

@@ -83,18 +83,34 @@ def _lm_text_splits():
 
 
 def test_lm_text_of_the_realtext_corpus_holds_no_evaluation_sentence(tmp_path):
-    """The recipe estimates its n-gram from ``transcripts(root, lm_text_splits)``: training
-    transcripts only, for the WordNet corpus too."""
+    """The recipe estimates its n-gram from ``transcripts(root, lm_text_splits)`` and the lines
+    of ``lm_text_files``: training transcripts and unspoken WordNet sentences, never an
+    evaluation sentence; the grammar corpora have no LM text file."""
     from librispeech_prepare import transcripts
 
-    from s3brain.data.synthetic import corpus_spec, generate, plan_jobs
+    from s3brain.data import realtext
+    from s3brain.data.synthetic import (corpus_spec, generate, lm_text_files, plan_jobs,
+                                        unspoken_sentences)
 
     splits = _lm_text_splits()
     assert set(splits) <= {"train-10m", "train-1h", "train-pool"}
+    assert lm_text_files(0, "default") == lm_text_files(0, "tiny") == []
     corpus = generate(root=tmp_path, size="realtext-tiny", progress=False)
     lm_text = transcripts(corpus, splits)
     evaluation = transcripts(corpus, ["dev-clean", "test-clean", "test-other"])
     assert lm_text and len(evaluation) == 12 and not set(lm_text) & set(evaluation)
+    [text_file] = lm_text_files(0, "realtext-tiny", root=tmp_path)
+    unspoken = text_file.read_text(encoding="utf-8").splitlines()
+    every = {s.transcript for s in realtext.sentences()}
+    spoken = set(lm_text) | set(evaluation)
+    # every WordNet sentence is either spoken by the corpus or in the text file, never both
+    assert set(unspoken) == every - spoken and len(unspoken) == len(set(unspoken))
+    flac = next(corpus.glob("LibriSpeech/test-clean/*/*/*.flac"))
+    written = flac.stat().st_mtime_ns
+    text_file.unlink()  # a lost text file comes back, equal, without any audio made again
+    assert generate(root=tmp_path, size="realtext-tiny", progress=False) == corpus
+    assert text_file.read_text(encoding="utf-8").splitlines() == unspoken
+    assert flac.stat().st_mtime_ns == written
     # the full size, as planned: no dev or test sentence among the training transcripts
     spec = corpus_spec(size="realtext")
     jobs = plan_jobs(spec)
@@ -103,3 +119,4 @@ def test_lm_text_of_the_realtext_corpus_holds_no_evaluation_sentence(tmp_path):
     sizes = spec["librispeech"]
     assert len(lm_full) == sizes["train-1h"] + sizes["train-pool"] and len(tests) == 3000
     assert not lm_full & tests
+    assert not set(unspoken_sentences(spec, jobs)) & tests

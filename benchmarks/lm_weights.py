@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Tune the recipe's LM weight and word insertion bonus on a dev split of a finished run.
+
+The recipes decode with ``lm_weight * ln P(word | history) + lm_word_insertion`` per word
+(``s3brain.lm.CTCBeamLMDecoder``). Their defaults (2.0, -1.0) were tuned on the grammar corpus;
+another corpus or LM text needs its own. This script computes the CTC log-probabilities of the
+run's dev utterances once (``benchmarks/lm_decoders.py``'s ``test_log_probs``), estimates the
+n-gram as the recipe now would (``lm_text_splits`` plus ``lm_text_files``; or takes
+``--kenlm_model``), decodes every utterance at each point of the grid and prints a Markdown table
+of dev WER, with the greedy WER and the best point. Never tune on a test split.
+
+    OMP_NUM_THREADS=1 ./s3env python benchmarks/lm_weights.py results/realtext/weight_ft \\
+        --limit 300 --weights 0.5 1 1.5 2 --insertions -1 0 1 2 --out results/lm_weights
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def recipe_lm(hparams, out):
+    """The ARPA model ``recipes/LibriSpeech/train.py`` estimates for ``hparams`` (training
+    transcripts of ``lm_text_splits`` and the lines of ``lm_text_files``), written to ``out``."""
+    from s3brain.data.synthetic import corpus_dir, generate, lm_text_files
+
+    sys.path.insert(0, str(REPO / "recipes" / "LibriSpeech"))
+    import train
+
+    seed, size = hparams["synthetic_seed"], hparams["synthetic_size"]
+    if Path(hparams["data_folder"]).resolve() == corpus_dir(seed, size).resolve():
+        generate(seed=seed, size=size, progress=False)  # the corpus's LM text file, if missing
+    options = dict(hparams)
+    options.setdefault("lm_text_files", lm_text_files(seed, size))
+    options.update(save_folder=str(out), kenlm_model=None, lm_decoding=True)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    train.lm_decoder_for(options, train.label_encoder_for(options))
+    return Path(out) / f"lm_{options['lm_order']}gram.arpa"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="output folder of a finished train.py run")
+    parser.add_argument("--split", default="dev-clean", help="a dev split with a manifest in RUN")
+    parser.add_argument("--limit", type=int, default=None, help="first N utterances of it")
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
+    parser.add_argument("--insertions", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0])
+    parser.add_argument("--kenlm_model", type=Path, default=None,
+                        help="ARPA file (default: estimated as the recipe would, into --out)")
+    parser.add_argument("--out", type=Path, default=Path("results/lm_weights"))
+    args = parser.parse_args(argv)
+    if args.split.startswith("test"):
+        parser.error("tune on a dev split, not on a test split")
+
+    import speechbrain as sb
+    import torch
+    from tqdm import tqdm
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from lm_decoders import greedy, load_run, test_log_probs
+
+    from s3brain.lm import CTCBeamLMDecoder
+
+    torch.set_num_threads(1)
+    hparams = load_run(args.run)
+    arpa = str(args.kenlm_model or recipe_lm(hparams, args.out))
+    blank = hparams["blank_index"]
+    labels = list(hparams["alphabet"])
+    labels.insert(blank, "")  # the recipe's CTCTextEncoder: blank, then the alphabet in order
+    start = time.perf_counter()
+    items = test_log_probs(args.run, hparams, [args.split], args.limit)[args.split]
+    print(f"log-probs of {len(items)} utterances in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+
+    def wer(decode):
+        stats = sb.utils.metric_stats.ErrorRateStats()
+        for uid, ref, logp in items:
+            stats.append([uid], [decode(logp)], [ref])
+        return stats.summarize("error_rate")
+
+    grid = {}
+    points = [(w, b) for w in args.weights for b in args.insertions]
+    for weight, bonus in tqdm(points, desc="LM weight grid"):
+        decoder = CTCBeamLMDecoder(labels, arpa, hparams["lm_beam_width"], weight, bonus)
+        grid[weight, bonus] = wer(decoder.decode)
+    best = min(grid, key=grid.get)
+    print(f"{args.split}, {len(items)} utterances, LM {arpa}; greedy WER "
+          f"{wer(greedy(labels, blank)):.2f}; recipe default (2.0, -1.0): "
+          f"{grid.get((2.0, -1.0), float('nan')):.2f}\n")
+    print("| lm_weight \\ lm_word_insertion | " + " | ".join(f"{b:g}" for b in args.insertions)
+          + " |")
+    print("|---" * (len(args.insertions) + 1) + "|")
+    for weight in args.weights:
+        cells = [f"**{grid[weight, b]:.2f}**" if (weight, b) == best else f"{grid[weight, b]:.2f}"
+                 for b in args.insertions]
+        print(f"| {weight:g} | " + " | ".join(cells) + " |")
+    print(f"\nbest: --lm_weight={best[0]:g} --lm_word_insertion={best[1]:g} "
+          f"(dev WER {grid[best]:.2f})")
+    return 0 if np.isfinite(grid[best]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
