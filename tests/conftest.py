@@ -69,20 +69,113 @@ def tiny_corpus():
     return generate(size="tiny", progress=False)
 
 
+#: imported once by the fork server that starts the recipe runs (see ``run_recipe``)
+PRELOAD = ["torch", "torchaudio", "transformers", "speechbrain", "speechbrain.integrations.huggingface",
+           "s3brain.experiment", "s3brain.strategies", "s3brain.report", "onnxruntime"]
+
+
+def _forked_main(argv, cwd, env, stdout, stderr):
+    """The body of a process forked from the fork server: ``python *argv`` (a script, ``-m
+    module`` or ``-c code``) as the interpreter would run it, its imports of ``PRELOAD`` done."""
+    import atexit
+    import runpy
+    import traceback
+
+    for fd, path in ((1, stdout), (2, stderr)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    os.environ.clear()
+    os.environ.update(env)
+    if env.get("OMP_NUM_THREADS", "").isdigit():  # read by torch when the server imported it
+        sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
+    os.chdir(cwd)
+    code = 0
+    try:
+        if argv[0] == "-m":  # sys.path[0]: the working folder, as for python -m
+            sys.argv, sys.path[0:0] = [argv[1], *argv[2:]], [os.getcwd()]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        elif argv[0] == "-c":
+            sys.argv, sys.path[0:0] = ["-c", *argv[2:]], [""]
+            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+        else:
+            sys.argv, sys.path[0:0] = list(argv), [str(Path(argv[0]).resolve().parent)]
+            runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as stop:
+        if isinstance(stop.code, int) or stop.code is None:
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except BaseException:  # noqa: B036 (as the interpreter would: traceback, status 1)
+        traceback.print_exc()
+        code = 1
+    finally:
+        atexit._run_exitfuncs()
+        if "logging" in sys.modules:
+            sys.modules["logging"].shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run_python(*argv, cwd=REPO, env=None, timeout=600):
+    """``subprocess.run([python, *argv], capture_output=True, text=True)``, forked from a server
+    that imported ``PRELOAD`` once: each run is still a process of its own, without the seconds
+    that importing torch, transformers and SpeechBrain costs every new interpreter here.
+    ``env`` adds variables read at run time (not those read when the preloaded modules are
+    imported); ``S3BRAIN_TEST_FORK=0`` starts a fresh interpreter instead."""
+    import multiprocessing
+    import tempfile
+
+    argv = [str(a) for a in argv]
+    cmd = [sys.executable, *argv]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    if os.environ.get("S3BRAIN_TEST_FORK", "1") != "1":
+        return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
+                              timeout=timeout)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        proc = ctx.Process(target=_forked_main, args=(argv, str(cwd), full_env, out, err))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired(cmd, timeout)
+        return subprocess.CompletedProcess(cmd, proc.exitcode, out.read_text(errors="replace"),
+                                           err.read_text(errors="replace"))
+
+
+#: recipe settings a test run gets unless it gives them (see ``run_recipe``)
+TEST_DEFAULTS = {"int8_eval": "False", "lm_beam_width": "4"}
+
+
 def run_recipe(*args, cwd=REPO, env=None, timeout=600, launcher=None, script=RECIPE / "train.py"):
     """Run a recipe script (LibriSpeech ``train.py`` by default); return the CompletedProcess.
 
-    The int8 deployment's error rates (``int8_eval``: every test utterance decoded again, in
-    fp32 and int8) are left out unless a test asks for them (``--int8_eval=True``): the tests
-    that check them do; for the others they would only add time. Its latency is measured by
-    every run all the same."""
+    Without ``launcher`` the process is forked from a server that has imported torch,
+    transformers and SpeechBrain once (``run_python``), not started from nothing.
+
+    Two settings that only add time to a test are changed unless the test gives them
+    (``TEST_DEFAULTS``): the int8 deployment's error rates (``int8_eval``: every test utterance
+    decoded again, in fp32 and int8) are left out (its latency is measured all the same), and
+    the LM beam search keeps 4 beams, not 50 (over the near-uniform outputs of a barely trained
+    model no beam is pruned, and 50 cost most of a debug run)."""
     args = [str(a) for a in args]
     yaml = next((Path(a) if Path(a).is_absolute() else Path(cwd) / a for a in args
                  if a.endswith(".yaml")), None)
-    if (yaml is not None and yaml.is_file() and "int8_eval:" in yaml.read_text()
-            and not any(a.startswith("--int8_eval") for a in args)):
-        args.append("--int8_eval=False")
-    cmd = (launcher or [sys.executable]) + [str(script), *args]
+    text = yaml.read_text() if yaml is not None and yaml.is_file() else ""
+    for key, value in TEST_DEFAULTS.items():
+        if f"\n{key}:" in text and not any(a.startswith(f"--{key}") for a in args):
+            args.append(f"--{key}={value}")
+    if launcher is None:
+        return run_python(script, *args, cwd=cwd, env=env, timeout=timeout)
+    cmd = [*launcher, str(script), *args]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)

@@ -12,15 +12,13 @@ padding of a batch).
 
 import ast
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from conftest import REPO, run_recipe
+from conftest import REPO, run_python, run_recipe
 
 SUPERB = REPO / "recipes" / "SUPERB"
 COMMON = ["--synthetic_size=tiny", "--cost_repeats=1", "--ssl_frozen_steps=0",
@@ -139,7 +137,6 @@ def test_readme_snippet_runs_as_written(trained, tmp_path):
     expected, wavs = recipe_predictions(run)
     uid = next(iter(expected))
     shutil.copy(wavs[uid], tmp_path / "command.wav")
-    proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
-                          cwd=tmp_path)
+    proc = run_python("-c", snippet, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert ast.literal_eval(proc.stdout.strip().splitlines()[-1]) == expected[uid]

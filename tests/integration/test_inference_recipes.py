@@ -9,8 +9,6 @@ one utterance at a time (``--test_batch_size=1``), as ``transcribe_file`` does.
 """
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import REPO, run_recipe
+from conftest import REPO, run_python, run_recipe
 
 COMMON = ["--synthetic_size=tiny", "--cost_repeats=1", "--test_batch_size=1",
           "--ssl_frozen_steps=0"]
@@ -179,14 +177,12 @@ def test_any_rate_and_channels(trained, tmp_path):
 def test_command_line(trained, tmp_path):
     run = trained("s3router")
     target = tmp_path / "exported"
-    proc = subprocess.run([sys.executable, "-m", "s3brain.inference", str(run), "--target",
-                           str(target)], capture_output=True, text=True, cwd=REPO)
+    proc = run_python("-m", "s3brain.inference", run, "--target", target)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Path(proc.stdout.strip().splitlines()[-1]) == target
     assert {p.name for p in target.iterdir()} == {"hyperparams.yaml", "encoder.ckpt",
                                                   "tokenizer.ckpt"}
-    bad = subprocess.run([sys.executable, "-m", "s3brain.inference", str(tmp_path)],
-                         capture_output=True, text=True, cwd=REPO)
+    bad = run_python("-m", "s3brain.inference", tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("ERROR: ")
 
 
@@ -233,9 +229,8 @@ def test_mask_bank_serves_each_task_as_its_own_model(trained, tmp_path):
         bank.transcribe_batch(batch[:1], torch.ones(1), ["de"])
 
     # the command line serves a bank's task too
-    proc = subprocess.run([sys.executable, "-m", "s3brain.transcribe", str(bank_dir),
-                           "--task", "en", "--no-progress", wavs["en"][0]],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = run_python("-m", "s3brain.transcribe", bank_dir, "--task", "en", "--no-progress",
+                      wavs["en"][0])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.rstrip("\n").split("\t")[1] == own["en"].transcribe_file(wavs["en"][0])
 
@@ -251,7 +246,7 @@ def readme_snippets(recipe):
 
 def run_snippet(code, cwd):
     """A README snippet run as written in ``cwd``; its stdout lines."""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
+    proc = run_python("-c", code, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.rstrip("\n").split("\n")
 

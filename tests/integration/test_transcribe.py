@@ -3,13 +3,11 @@ file transcribed as ``EncoderASR`` transcribes it, each bad one named on stderr 
 exit status 1."""
 
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import soundfile as sf
 
-from conftest import REPO, run_recipe
+from conftest import run_python, run_recipe
 
 
 def test_transcribe_a_list_with_bad_files(tmp_path, tiny_corpus):
@@ -35,8 +33,7 @@ def test_transcribe_a_list_with_bad_files(tmp_path, tiny_corpus):
     garbage.write_bytes(b"not audio at all" * 10)
     missing = tmp_path / "missing.flac"
     files = [wavs[0], empty, garbage, wavs[1], missing, str(stereo), wavs[2]]
-    proc = subprocess.run([sys.executable, "-m", "s3brain.transcribe", str(folder),
-                           *map(str, files)], capture_output=True, text=True, cwd=REPO)
+    proc = run_python("-m", "s3brain.transcribe", folder, *files)
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = [line.split("\t") for line in proc.stdout.splitlines()]
     assert [path for path, _ in lines] == [wavs[0], wavs[1], str(stereo), wavs[2]]
@@ -47,6 +44,5 @@ def test_transcribe_a_list_with_bad_files(tmp_path, tiny_corpus):
     for bad in (empty, garbage, missing):
         assert f"skipped {bad}:" in proc.stderr
     assert "transcribing" in proc.stderr  # the progress bar
-    good = subprocess.run([sys.executable, "-m", "s3brain.transcribe", "--no-progress",
-                           str(folder), wavs[0]], capture_output=True, text=True, cwd=REPO)
+    good = run_python("-m", "s3brain.transcribe", "--no-progress", folder, wavs[0])
     assert good.returncode == 0 and good.stdout.count("\t") == 1
