@@ -88,9 +88,11 @@ def main(argv=None):
         decoder = CTCBeamLMDecoder(labels, arpa, hparams["lm_beam_width"], weight, bonus)
         grid[weight, bonus] = wer(decoder.decode)
     best = min(grid, key=grid.get)
+    default = (hparams["lm_weight"], hparams["lm_word_insertion"])
     print(f"{args.split}, {len(items)} utterances, LM {arpa}; greedy WER "
-          f"{wer(greedy(labels, blank)):.2f}; recipe default (2.0, -1.0): "
-          f"{grid.get((2.0, -1.0), float('nan')):.2f}\n")
+          f"{wer(greedy(labels, blank)):.2f}"
+          + (f"; the run's setting {default}: {grid[default]:.2f}" if default in grid else "")
+          + "\n")
     print("| lm_weight \\ lm_word_insertion | " + " | ".join(f"{b:g}" for b in args.insertions)
           + " |")
     print("|---" * (len(args.insertions) + 1) + "|")

@@ -144,6 +144,17 @@ def label_encoder_for(hparams):
     return encoder
 
 
+def spread_subset(rows, limit):
+    """At most ``limit`` of the manifest ``rows``, evenly spread over their sorted IDs (so over
+    speakers and chapters); all of them when ``limit`` is None or not smaller."""
+    if not limit or len(rows) <= limit:
+        return rows
+    ids = sorted(rows)
+    keep = {ids[i * len(ids) // limit] for i in range(limit)}
+    logger.info("Validating on %d of the %d dev utterances (dev_max_utterances)", limit, len(ids))
+    return {uid: row for uid, row in rows.items() if uid in keep}
+
+
 def dataio_prepare(hparams, manifests, label_encoder):
     """Datasets for train, valid and every test split, with bad utterances reported and skipped."""
     frames_of = frames_function(hparams)
@@ -173,7 +184,8 @@ def dataio_prepare(hparams, manifests, label_encoder):
                     hparams["sorting"])
     if hparams["sorting"] == "random":
         hparams["train_dataloader_opts"]["shuffle"] = True
-    valid = dataset(load([manifests[s] for s in hparams["dev_splits"]]))
+    valid = dataset(spread_subset(load([manifests[s] for s in hparams["dev_splits"]]),
+                                  hparams["dev_max_utterances"]))
     tests = {s: dataset(load([manifests[s]])) for s in hparams["test_splits"]}
     datasets = [train, valid, *tests.values()]
 
