@@ -21,7 +21,7 @@ default's (11 and 62 minutes). The WordNet sentences that no split speaks (about
 written to ``LibriSpeech/librispeech-lm-norm.txt``, one per line, as LibriSpeech's LM text corpus
 comes beside its audio: the recipes' n-gram LM is estimated from it and the training transcripts
 (``lm_text_files(seed, size)``, the recipes' ``lm_text_files``), so it never sees an evaluation
-sentence (6.4% of the test words are not in it; 17% from the training transcripts alone).
+sentence (6.7% of the test-clean words are not in it; 17.7% from the training transcripts alone).
 
 Speakers are espeak-ng voice variants at a given pitch and speed. Everything is drawn from
 ``random.Random(seed)``: the same seed gives the same corpus, another seed other speakers and
