@@ -117,6 +117,10 @@ def prepare_data(hparams):
     data_folder = Path(hparams["data_folder"])
     default = synthetic.corpus_dir(hparams["synthetic_seed"], hparams["synthetic_size"])
     if data_folder.resolve() == (default / "CommonVoice").resolve():
+        if "commonvoice" not in synthetic.SIZES.get(hparams["synthetic_size"], {"commonvoice": 1}):
+            raise ValueError(f"the synthetic corpus size {hparams['synthetic_size']!r} has no "
+                             "Common Voice part (LibriSpeech only): use --synthetic_size=default "
+                             "or tiny, or --data_folder=<a Common Voice folder>")
         run_on_main(synthetic.generate, kwargs={
             "seed": hparams["synthetic_seed"], "size": hparams["synthetic_size"]})
     kwargs = {"data_folder": data_folder, "save_folder": hparams["output_folder"],

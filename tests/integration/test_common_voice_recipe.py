@@ -43,3 +43,14 @@ def test_one_bank_serves_every_language_as_its_own_run(language_runs, tmp_path):
     assert storage["languages"] == 2
     assert storage["bank_total_bytes"] < storage["separate_models_bytes"]
     assert (tmp_path / "multilingual.md").exists()
+
+
+def test_a_corpus_size_without_common_voice_is_refused_before_synthesis(tmp_path):
+    """The WordNet sizes speak only LibriSpeech: one line, nothing synthesised."""
+    proc = run_recipe(str(CV / "hparams" / "weight_ft.yaml"), "--synthetic_size=realtext-tiny",
+                      f"--output_folder={tmp_path / 'run'}", "--debug", script=CV / "train.py",
+                      env={"S3BRAIN_DATA": str(tmp_path / "corpora")})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "'realtext-tiny' has no Common Voice part" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "corpora").exists()
