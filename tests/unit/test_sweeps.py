@@ -460,3 +460,110 @@ def test_prediction_errors_count_an_utterance_wrong_when_any_target_is(tmp_path)
     assert errors == {"a": (0, 1), "b": (1, 1), "c": (1, 1)}
     assert 100 * (1 - sum(e for e, _ in errors.values()) / 3) == pytest.approx(
         stats.summarize()["accuracy"])
+
+
+# ---------------------------------------------------------------- backbone scaling
+
+
+scaling = load("backbone_scaling")
+
+
+def scaling_runs(out):
+    """Two backbones (4000 and 8000 pretraining steps), two seeds each: S3-Router has two more
+    words wrong per utterance than weight fine-tuning on the 4000-step backbone and one more on
+    the 8000-step one (the gap shrinks); seed 1987's second S3-Router run did not finish."""
+    wers = {}
+    for step, extra, seconds in ((4000, 2, 700), (8000, 1, 1400)):
+        folder = scaling.backbone_folder(out, step)
+        folder.mkdir(parents=True)
+        (folder / "training.json").write_text(json.dumps({"steps": step,
+                                                          "train_seconds": seconds}))
+        for seed in (1986, 1987):
+            root = out / f"step{step}" / f"seed{seed}"
+            dense = 3 + seed % 2 + (step == 4000)
+            wers.setdefault((step, "weight_ft"), []).append(
+                wer_run(root / "weight_ft", every(dense)))
+            wers.setdefault((step, "s3router"), []).append(
+                wer_run(root / "s3router", every(dense + extra), strategy="s3router",
+                        sparsity=0.1))
+    (out / "step8000" / "seed1987" / "s3router" / "results.json").unlink()
+    return wers
+
+
+def test_scaling_table_gives_both_wers_and_the_gap_per_backbone(tmp_path):
+    wers = scaling_runs(tmp_path)
+    text = scaling.write_report(tmp_path, [8000, 4000], [1986, 1987])
+    rows = scaling.scaling_rows(tmp_path, [4000, 8000], [1986, 1987])
+    assert [(r["steps"], r["pretrain_seconds"]) for r in rows] == [(4000, 700), (8000, 1400)]
+    for row in rows:
+        step = row["steps"]
+        for name in ("weight_ft", "s3router"):
+            done = wers[step, name][:1] if (step, name) == (8000, "s3router") else wers[step, name]
+            assert row[f"{name}_wer_test_clean"] == pytest.approx(statistics.fmean(done))
+            assert row[f"{name}_wer_test_clean_lm"] == pytest.approx(
+                statistics.fmean(round(w / 2, 2) for w in done))
+        seeds = (1986,) if step == 8000 else (1986, 1987)  # the pairs that finished
+        direct = paired_bootstrap(
+            [utterance_errors(tmp_path / f"step{step}" / f"seed{s}" / "weight_ft"
+                              / "wer_test-clean.txt") for s in seeds],
+            [utterance_errors(tmp_path / f"step{step}" / f"seed{s}" / "s3router"
+                              / "wer_test-clean.txt") for s in seeds])
+        assert row["gap_wer_test_clean"] == direct
+        assert direct["utterances"] == 30 * len(seeds)
+        assert row["gap_wer_test_clean_lm"] == pytest.approx(
+            row["s3router_wer_test_clean_lm"] - row["weight_ft_wer_test_clean_lm"], abs=0.01)
+    # two words of nine, then one: every utterance the same, so the interval is a point
+    assert rows[0]["gap_wer_test_clean"]["difference"] == pytest.approx(200 / WORDS, abs=0.01)
+    assert rows[1]["gap_wer_test_clean"]["difference"] == pytest.approx(100 / WORDS, abs=0.01)
+    assert rows[0]["weight_ft_wer_test_clean_std"] == pytest.approx(
+        statistics.stdev(wers[4000, "weight_ft"]))
+    assert rows[1]["status"] == "weight_ft 2/2 seeds ok, s3router 1/2 seeds ok"
+    assert rows[1]["s3router_wer_test_clean_std"] is None  # one finished seed: no spread
+    with open(tmp_path / "scaling.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["steps"] for r in table] == ["4000", "8000"]
+    assert table[0]["gap_wer_test_clean"] == f"{200 / WORDS:+.2f} [{200 / WORDS:+.2f}, " \
+                                             f"{200 / WORDS:+.2f}] *"
+    assert float(table[1]["s3router_wer_test_clean"]) == wers[8000, "s3router"][0]
+    assert text == (tmp_path / "scaling.md").read_text().rstrip("\n")
+    assert "| 4000 | 700 |" in text and "±" in text
+    assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scaling_jobs_and_pretraining_command(tmp_path, monkeypatch):
+    args = scaling.parse_args(["--steps", "8000", "4000", "--seeds", "1", "2", "--out",
+                               str(tmp_path), "--pretrain_run_opts", "--device=cuda:0 --lr=1e-3",
+                               "--", "--device=cuda:0", "--number_of_epochs=2"])
+    jobs = scaling.jobs_for(args.steps, args.seeds, args.out, args.overrides)
+    assert [(j.step, j.seed, j.yaml) for j in jobs] == [
+        (step, seed, yaml) for step in (4000, 8000) for seed in (1, 2)
+        for yaml in ("weight_ft.yaml", "s3router.yaml")]
+    job = jobs[-1]
+    assert job.folder == tmp_path / "step8000" / "seed2" / "s3router"
+    assert job.overrides == [f"--ssl_hub={tmp_path / 'pretrain' / 'hf_model_step8000'}",
+                             "--device=cuda:0", "--number_of_epochs=2", "--seed=2"]
+    cmd = scaling.pretrain_command(args.steps, args.out, args.pretrain_yaml,
+                                   args.pretrain_run_opts)
+    assert cmd[1:] == [str(scaling.PRETRAIN / "train.py"),
+                       str(scaling.PRETRAIN / "hparams" / "wav2vec2_tiny.yaml"),
+                       f"--output_folder={tmp_path / 'pretrain'}", "--max_steps=8000",
+                       "--total_steps=8000", "--export_steps=[4000,8000]", "--device=cuda:0",
+                       "--lr=1e-3"]
+
+    class Recorder:
+        """A launcher that writes the backbones the command asks for."""
+        commands = []
+
+        def run(self, cmd, env, log_path):
+            self.commands.append(cmd)
+            for step in (4000, 8000):
+                folder = scaling.backbone_folder(tmp_path, step)
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / "training.json").write_text(json.dumps({"steps": step}))
+            return 0
+
+    launcher = Recorder()
+    assert scaling.pretrain(args, launcher) == []
+    assert launcher.commands == [cmd]
+    assert scaling.pretrain(args, launcher) == []  # every backbone written: not run again
+    assert len(launcher.commands) == 1

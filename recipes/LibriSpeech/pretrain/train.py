@@ -3,7 +3,8 @@
 
     python recipes/LibriSpeech/pretrain/train.py hparams/wav2vec2_tiny.yaml
 
-Logs the contrastive and diversity losses per epoch, checkpoints within epochs (resumable), and
+Logs the contrastive and diversity losses per epoch, checkpoints within epochs (resumable), at
+each step of ``export_steps`` writes the encoder to ``<output_folder>/hf_model_step<N>``, and
 at the end writes the encoder as a Hugging Face folder (``export_folder``) that the fine-tuning
 recipes take as ``--ssl_hub``.
 """
@@ -84,8 +85,9 @@ class Wav2Vec2Pretraining(sb.Brain):
         return out.loss / masked
 
     def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """After an optimizer step: step the learning-rate schedule and lower the Gumbel
-        softmax temperature (``gumbel_max * gumbel_decay ** step``, not below ``gumbel_min``).
+        """After an optimizer step: step the learning-rate schedule, lower the Gumbel
+        softmax temperature (``gumbel_max * gumbel_decay ** step``, not below ``gumbel_min``)
+        and, at a step of ``export_steps``, export the encoder (``export_checkpoint``).
 
         Arguments
         ---------
@@ -105,6 +107,30 @@ class Wav2Vec2Pretraining(sb.Brain):
             temperature = max(self.hparams.gumbel_max * self.hparams.gumbel_decay ** self.optimizer_step,
                               self.hparams.gumbel_min)
             model.set_gumbel_temperature(temperature)
+            if self.optimizer_step in self.hparams.export_steps:
+                run_on_main(self.export_checkpoint)
+
+    def export_checkpoint(self):
+        """Write the encoder as it is now to ``<output_folder>/hf_model_step<N>`` (a step of
+        ``export_steps``), unless a resumed run already wrote it (its ``training.json``, written
+        last, marks a complete export).
+
+        Returns
+        -------
+        path : Path
+            The folder.
+        """
+        path = Path(self.hparams.output_folder) / f"hf_model_step{self.optimizer_step}"
+        if (path / "training.json").exists():
+            return path
+        card = {"steps": self.optimizer_step,
+                "train_seconds": round(self.hparams.run_state.elapsed()),
+                "seed": self.hparams.seed,
+                "last_epoch_train": getattr(self, "train_stats", None)}
+        model = self.modules.model
+        export_backbone(getattr(model, "module", model), self.hparams.model_config, path, card)
+        logger.info("Backbone at step %d written to %s", self.optimizer_step, path)
+        return path
 
     def on_fit_start(self):
         """Recover the latest checkpoint (SpeechBrain's ``on_fit_start``), then start the

@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Does S3-Router's gap to weight fine-tuning shrink as the backbone pretrains longer?
+
+One pretraining run (``recipes/LibriSpeech/pretrain``) for the largest of ``--steps`` optimizer
+steps, its learning rate decaying over that length, writes the encoder at every step of
+``--steps`` (``export_steps``: ``<out>/pretrain/hf_model_step<N>``). From each of these
+backbones weight fine-tuning and S3-Router (``recipes/LibriSpeech/hparams/weight_ft.yaml``,
+``s3router.yaml``) fine-tune once per seed (``--ssl_hub=<backbone>``, ``--seed=<S>``) in
+``<out>/step<N>/seed<S>/<yaml stem>``. The report, ``<out>/scaling.md`` / ``scaling.csv`` and
+``scaling.png``, gives per backbone its pretraining steps and seconds, both test-clean WERs
+(greedy and with the LM, mean +- std over the seeds) and the gap (S3-Router minus weight
+fine-tuning, greedy) with its paired bootstrap 95 % interval over the test utterances of every
+seed (``s3brain.compare.pooled_over_seeds``).
+
+On a GPU (each fine-tuning run its own process; several fit on one large GPU at once)::
+
+    python benchmarks/backbone_scaling.py --steps 4000 8000 16000 32000 \\
+        --seeds 1986 1987 1988 --out results/scaling --jobs 3 \\
+        --pretrain_run_opts="--device=cuda:0" -- --device=cuda:0
+
+On the CPU (about 6 h of pretraining alone for 32k steps)::
+
+    OMP_NUM_THREADS=1 ./s3env python benchmarks/backbone_scaling.py \\
+        --steps 4000 8000 16000 32000 --seeds 1986 1987 1988 --out results/scaling \\
+        --jobs 2 --threads 1
+
+- ``--pretrain_run_opts "..."``: options of the pretraining run (SpeechBrain's run options
+  such as ``--device=cuda:0``, or yaml overrides such as ``--batch_size=32``); the options after
+  ``--`` go to every fine-tuning run (``--device=cuda:0 --train_splits='["train-1h"]'``).
+- Everything resumes: the pretraining run continues from its checkpoint (and is skipped when
+  every backbone is written), a fine-tuning run whose ``results.json`` is complete is reused.
+  ``--report-only`` writes the report from the runs there are.
+- ``--executor local|slurm`` (``--slurm-partition``, ``--timeout-min``): the runs go to
+  submitit (``s3brain.compare.launcher_for``).
+
+The backbones of one run are not those of separate runs of each length: the 4k backbone of a
+32k run is taken while the learning rate is still high. That is the cheap way to ask the
+question (one pretraining), and what the table's "pretraining steps" means.
+"""
+
+import argparse
+import collections
+import concurrent.futures
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from s3brain.compare import (SubprocessLauncher, add_executor_options, finished_results,
+                             launcher_for, markdown_table, pooled_over_seeds, row_for,
+                             run_strategy, write_tables)
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "LibriSpeech"
+PRETRAIN = RECIPE / "pretrain"
+#: the reference first: the gap is the other minus it
+YAMLS = ("weight_ft.yaml", "s3router.yaml")
+#: one fine-tuning run: the backbone's ``step``, the ``seed``, the ``yaml``, its ``folder`` and
+#: its command-line ``overrides``
+Job = collections.namedtuple("Job", "step seed yaml folder overrides")
+COLUMNS = ["steps", "pretrain_seconds", "status", "weight_ft_wer_test_clean",
+           "s3router_wer_test_clean", "gap_wer_test_clean", "weight_ft_wer_test_clean_lm",
+           "s3router_wer_test_clean_lm", "gap_wer_test_clean_lm"]
+
+
+def backbone_folder(out, step):
+    """Where the pretraining run writes its encoder at ``step``.
+
+    Example
+    -------
+    >>> backbone_folder(Path("scaling"), 4000).as_posix()
+    'scaling/pretrain/hf_model_step4000'
+    """
+    return Path(out) / "pretrain" / f"hf_model_step{step}"
+
+
+def backbone_card(out, step):
+    """The backbone's ``training.json`` (steps, train_seconds...), None while it is not written.
+    """
+    path = backbone_folder(out, step) / "training.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pretrain_command(steps, out, yaml="wav2vec2_tiny.yaml", run_opts=""):
+    """The pretraining run that writes every backbone of ``steps``.
+
+    Arguments
+    ---------
+    steps : list of int
+        The optimizer steps to export at; the run stops (and its learning rate reaches 0) at
+        the largest.
+    out : Path
+        The benchmark's folder (the run goes in ``out/pretrain``).
+    yaml : str
+        The pretraining hparams file (in ``recipes/LibriSpeech/pretrain/hparams``).
+    run_opts : str
+        More options of the run, as one shell-quoted string.
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> cmd = pretrain_command([8000, 4000], Path("o"), run_opts="--device=cuda:0")
+    >>> cmd[4:]
+    ['--max_steps=8000', '--total_steps=8000', '--export_steps=[4000,8000]', '--device=cuda:0']
+    """
+    steps = sorted(set(steps))
+    return [sys.executable, str(PRETRAIN / "train.py"), str(PRETRAIN / "hparams" / yaml),
+            f"--output_folder={Path(out) / 'pretrain'}", f"--max_steps={steps[-1]}",
+            f"--total_steps={steps[-1]}", f"--export_steps=[{','.join(map(str, steps))}]",
+            *shlex.split(run_opts)]
+
+
+def pretrain(args, launcher=None):
+    """Run (or continue) the pretraining unless every backbone of ``args.steps`` is written.
+
+    Returns
+    -------
+    list of int
+        The steps whose backbone is missing after the run (the run failed or its epochs
+        ended first: raise ``--number_of_epochs`` in ``--pretrain_run_opts``).
+    """
+    missing = [s for s in args.steps if backbone_card(args.out, s) is None]
+    if missing:
+        folder = args.out / "pretrain"
+        folder.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if args.threads:
+            env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        cmd = pretrain_command(args.steps, args.out, args.pretrain_yaml, args.pretrain_run_opts)
+        print(f"pretraining to step {max(args.steps)}, log in {folder / 'scaling.log'}",
+              flush=True)
+        code = (launcher or SubprocessLauncher()).run(cmd, env, folder / "scaling.log")
+        missing = [s for s in args.steps if backbone_card(args.out, s) is None]
+        if code != 0 or missing:
+            print(f"pretraining: exit {code}, no backbone at steps {missing}", flush=True)
+    return missing
+
+
+def jobs_for(steps, seeds, out, overrides=()):
+    """Every fine-tuning run: per backbone step and seed, weight fine-tuning then S3-Router.
+
+    Arguments
+    ---------
+    steps : list of int
+        The backbones' steps.
+    seeds : list of int
+        The fine-tuning seeds.
+    out : Path
+        The benchmark's folder.
+    overrides : list of str
+        Options of every run.
+
+    Returns
+    -------
+    list of Job
+
+    Example
+    -------
+    >>> [(j.step, j.seed, j.yaml) for j in jobs_for([4000], [1, 2], Path("o"))][:3]
+    [(4000, 1, 'weight_ft.yaml'), (4000, 1, 's3router.yaml'), (4000, 2, 'weight_ft.yaml')]
+    """
+    return [Job(step, seed, yaml, Path(out) / f"step{step}" / f"seed{seed}" / Path(yaml).stem,
+                [f"--ssl_hub={backbone_folder(out, step)}", *overrides, f"--seed={seed}"])
+            for step in sorted(set(steps)) for seed in seeds for yaml in YAMLS]
+
+
+def fine_tune(jobs, out, jobs_at_once=1, threads=None, launcher=None):
+    """Run every job whose backbone is written, ``jobs_at_once`` at a time; finished runs are
+    reused (``s3brain.compare.run_strategy``).
+
+    Arguments
+    ---------
+    jobs : list of Job
+        The runs (``jobs_for``).
+    out : Path
+        The benchmark's folder.
+    jobs_at_once : int
+        Runs at the same time.
+    threads : int, optional
+        CPU threads per run.
+    launcher : SubmititLauncher, optional
+        Where the runs go (default: child processes here).
+    """
+
+    def one(job):
+        """Run or collect one job; print its status."""
+        results, status = run_strategy(RECIPE, job.yaml, job.folder, job.overrides, threads,
+                                       log_name="scaling.log", launcher=launcher)
+        wer = results and results.get("wer_test_clean")
+        print(f"step {job.step} seed {job.seed} {Path(job.yaml).stem}: {status}, "
+              f"WER test-clean {wer}", flush=True)
+
+    ready = [j for j in jobs if backbone_card(out, j.step) is not None]
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs_at_once)) as pool:
+        list(pool.map(one, ready))
+
+
+def scaling_rows(out, steps, seeds):
+    """One row per backbone from the runs there are: its pretraining steps and seconds, each
+    strategy's test-clean WERs (mean and ``_std`` over the seeds) and the gap.
+
+    Arguments
+    ---------
+    out : Path
+        The benchmark's folder.
+    steps : list of int
+        The backbones' steps.
+    seeds : list of int
+        The fine-tuning seeds.
+
+    Returns
+    -------
+    list of dict
+        ``gap_wer_test_clean``: S3-Router minus weight fine-tuning, the paired bootstrap
+        interval over the test utterances of every seed where both finished (a dict, as
+        ``s3brain.stats.paired_bootstrap`` gives it; None without a finished pair);
+        ``gap_wer_test_clean_lm``: the difference of the LM WERs' means.
+    """
+    rows = []
+    for step in sorted(set(steps)):
+        folder = Path(out) / f"step{step}"
+        per_seed = {}
+        for seed in seeds:
+            per_seed[seed] = []
+            for yaml in YAMLS:
+                results = finished_results(folder / f"seed{seed}" / Path(yaml).stem)
+                per_seed[seed].append(row_for(Path(yaml).stem, results,
+                                              "ok" if results else "not finished"))
+        pooled = {r["name"]: r for r in pooled_over_seeds(per_seed, folder, YAMLS[0],
+                                                          ("test-clean",))}
+        card = backbone_card(out, step) or {}
+        row = {"steps": step, "pretrain_seconds": card.get("train_seconds"),
+               "status": ", ".join(f"{name} {r['status']}" for name, r in pooled.items())}
+        for name, r in pooled.items():
+            finished = sum(run["name"] == name and run["status"] == "ok"
+                           for runs in per_seed.values() for run in runs)
+            for key in ("wer_test_clean", "wer_test_clean_lm"):
+                row[f"{name}_{key}"] = r.get(key)
+                # one finished seed has no spread
+                row[f"{name}_{key}_std"] = r.get(f"{key}_std") if finished > 1 else None
+        row["gap_wer_test_clean"] = pooled["s3router"].get("d_wer_test_clean")
+        lm = [row.get(f"{n}_wer_test_clean_lm") for n in ("s3router", "weight_ft")]
+        row["gap_wer_test_clean_lm"] = round(lm[0] - lm[1], 2) if None not in lm else None
+        rows.append(row)
+    return rows
+
+
+def plot(rows, path):
+    """Both strategies' test-clean WER (error bars: std over seeds) and the gap (error bars:
+    its interval) against the pretraining steps, on a log axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (wers, gaps) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, label, colour in (("weight_ft", "weight fine-tuning", "tab:blue"),
+                                ("s3router", "S3-Router", "tab:red")):
+        for key, style in (("wer_test_clean", "-o"), ("wer_test_clean_lm", "--s")):
+            points = [r for r in rows if r.get(f"{name}_{key}") is not None]
+            if points:
+                wers.errorbar([r["steps"] for r in points], [r[f"{name}_{key}"] for r in points],
+                              yerr=[r.get(f"{name}_{key}_std") or 0 for r in points],
+                              fmt=style, color=colour, capsize=3,
+                              label=label + (" + LM" if key.endswith("_lm") else ""))
+    wers.set_ylabel("test-clean WER %")
+    wers.set_title("WER (error bars: std over seeds)", fontsize=9)
+    wers.legend(fontsize=8)
+    points = [r for r in rows if r.get("gap_wer_test_clean")]
+    if points:
+        gap = [r["gap_wer_test_clean"] for r in points]
+        gaps.errorbar([r["steps"] for r in points], [g["difference"] for g in gap],
+                      yerr=[[g["difference"] - g["low"] for g in gap],
+                            [g["high"] - g["difference"] for g in gap]], fmt="-o", capsize=3)
+    gaps.axhline(0, color="k", lw=0.8)
+    gaps.set_ylabel("WER points")
+    gaps.set_title("gap: S3-Router - weight fine-tuning (greedy, 95 % interval)", fontsize=9)
+    for ax in (wers, gaps):
+        ax.set_xscale("log")
+        ax.set_xticks([r["steps"] for r in rows], [f"{r['steps']:g}" for r in rows])
+        ax.minorticks_off()
+        ax.set_xlabel("pretraining steps")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(out, steps, seeds):
+    """``scaling.md``, ``scaling.csv`` and ``scaling.png`` in ``out``; the Markdown text."""
+    rows = scaling_rows(out, steps, seeds)
+    write_tables(rows, out, "scaling", COLUMNS)
+    plot(rows, Path(out) / "scaling.png")
+    text = markdown_table(rows, COLUMNS) + (
+        f"\n\n+- : std over fine-tuning seeds {' '.join(map(str, seeds))}; gap: S3-Router minus "
+        "weight fine-tuning (greedy), paired bootstrap 95 % interval over the test-clean "
+        "utterances of every seed, * = excludes 0; the LM gap is the difference of the means.")
+    (Path(out) / "scaling.md").write_text(text + "\n")
+    return text
+
+
+def parse_args(argv=None):
+    """The command line (see the module's docstring): options, then ``--`` and the options of
+    every fine-tuning run (``args.overrides``); ``sys.argv[1:]`` when None."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, overrides = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[4000, 8000, 16000, 32000],
+                        help="pretraining steps of the backbones (one run to the largest)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1986],
+                        help="fine-tuning seeds (default: the yamls' own)")
+    parser.add_argument("--out", type=Path, default=REPO / "results" / "scaling")
+    parser.add_argument("--pretrain_yaml", default="wav2vec2_tiny.yaml")
+    parser.add_argument("--pretrain_run_opts", default="",
+                        help="options of the pretraining run, one string: '--device=cuda:0'")
+    parser.add_argument("--jobs", type=int, default=1, help="fine-tuning runs at the same time")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
+    add_executor_options(parser, sep="-")
+    parser.add_argument("--report-only", action="store_true",
+                        help="the report from the runs there are, nothing run")
+    args = parser.parse_args(argv)
+    args.overrides = overrides
+    return args
+
+
+def main(argv=None):
+    """Pretrain, fine-tune, report; 0 when every run finished."""
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = jobs_for(args.steps, args.seeds, args.out, args.overrides)
+    if not args.report_only:
+        launcher = launcher_for(args, args.threads)
+        pretrain(args, launcher)
+        fine_tune(jobs, args.out, args.jobs, args.threads, launcher)
+    print(write_report(args.out, args.steps, args.seeds))
+    print(f"tables and plot in {args.out}")
+    return 0 if all(finished_results(j.folder) for j in jobs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
