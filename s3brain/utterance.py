@@ -386,7 +386,7 @@ def prepare_task(prepare_fn, data_folder, save_folder, skip_prep=False, syntheti
     synthetic_seed : int
         Seed of the synthetic data.
     synthetic_size : str
-        Size of the synthetic data (``default``, ``tiny``).
+        Size of the synthetic data (``default``, ``tiny``, ``largetest``).
 
     Returns
     -------

@@ -20,6 +20,15 @@ All of it is synthetic: espeak-ng voice variants at chosen pitches and speeds st
 
 Finished tasks are marked and skipped. Command line: ``python -m s3brain.data.superb``.
 
+Sizes (``SIZES``): ``default``; ``tiny`` (for tests); ``largetest``, ``default``'s training,
+validation and test clips unchanged (same texts, voices, labels and file names for a seed) plus
+about four times as many test clips again, drawn after all of ``default``'s from a generator of
+their own (``superb-<seed>-extra-test``): 24 new test speakers for keyword spotting, 16 for
+intent and 24 for prosody, and 13 more test clips of each of the 16 identification speakers
+(closed-set), in sentences that speaker says nowhere else. Its test sets are 450 keyword clips
+(and about 41 ``_silence_`` crops), 256 identification, 320 intent and 360 prosody clips,
+against 90 (+8), 48, 64 and 72 for ``default``; the layout files list every test clip.
+
 Example
 -------
 >>> jobs = plan_superb_jobs(seed=0, size="tiny")
@@ -27,6 +36,9 @@ Example
 ['fluent_speech_commands', 'prosody', 'speech_commands', 'voxceleb1']
 >>> sorted({j["label"] for j in jobs if j["task"] == "prosody"})
 ['fast_loud', 'high', 'low_slow_quiet', 'neutral']
+>>> default = plan_superb_jobs(seed=0)
+>>> plan_superb_jobs(seed=0, size="largetest")[:len(default)] == default
+True
 """
 
 import argparse
@@ -86,16 +98,23 @@ FSC_COMMANDS = [
     ("change the language", "change language", "none", "none"),
 ]
 
-SIZES = {
+DEFAULT_SIZE = {
     # speakers per split and clips per speaker, per task
-    "default": {"speech_commands": {"train": 24, "valid": 6, "test": 6, "aux_per_speaker": 5},
-                "voxceleb1": {"speakers": 16, "train": 8, "dev": 2, "test": 3},
-                "fluent_speech_commands": {"train": 16, "valid": 4, "test": 4, "per_speaker": 16},
-                "prosody": {"train": 20, "valid": 6, "test": 6, "per_class": 3}},
+    "speech_commands": {"train": 24, "valid": 6, "test": 6, "aux_per_speaker": 5},
+    "voxceleb1": {"speakers": 16, "train": 8, "dev": 2, "test": 3},
+    "fluent_speech_commands": {"train": 16, "valid": 4, "test": 4, "per_speaker": 16},
+    "prosody": {"train": 20, "valid": 6, "test": 6, "per_class": 3}}
+SIZES = {
+    "default": DEFAULT_SIZE,
     "tiny": {"speech_commands": {"train": 2, "valid": 1, "test": 1, "aux_per_speaker": 2},
              "voxceleb1": {"speakers": 3, "train": 2, "dev": 1, "test": 1},
              "fluent_speech_commands": {"train": 2, "valid": 1, "test": 1, "per_speaker": 4},
              "prosody": {"train": 2, "valid": 1, "test": 1, "per_class": 1}},
+    # default, plus test clips drawn after all of default's (``_plan_extra_test``): new test
+    # speakers for keyword spotting, intent and prosody; more clips of the same speakers for
+    # identification, which is closed-set
+    "largetest": {**DEFAULT_SIZE, "extra_test": {"speech_commands": 24, "voxceleb1": 13,
+                                                  "fluent_speech_commands": 16, "prosody": 24}},
 }
 BACKGROUND_NOISES = ("white_noise", "pink_noise", "running_tap")
 
@@ -110,8 +129,75 @@ def _speaker_hash(rng):
     return f"{rng.getrandbits(32):08x}"
 
 
+def _new_speaker_hash(rng, taken):
+    """A speaker hash not in ``taken`` (which it joins): extra speakers never reuse a name."""
+    name = _speaker_hash(rng)
+    while name in taken:
+        name = _speaker_hash(rng)
+    taken.add(name)
+    return name
+
+
+def _keyword_jobs(rng, spk, name, split, aux_per_speaker):
+    """One Speech Commands speaker's clips: the keywords and some auxiliary words."""
+    words = KEYWORDS + rng.sample(AUXILIARY, aux_per_speaker)
+    return [{**spk, "task": "speech_commands", "split": split, "text": word, "label": word,
+             "speaker": name, "pad_to": 1.0, "speed": spk["speed"] + rng.randint(-10, 10),
+             "path": f"speech_commands/{word}/{name}_nohash_0.wav"} for word in words]
+
+
+def _identification_job(seed, spk, spk_id, split, n, text, rng):
+    """The ``n``-th VoxCeleb1 clip of ``spk_id`` in ``split``, a video of its own."""
+    code = {"train": 1, "dev": 2, "test": 3}[split]
+    video = hashlib.sha1(f"{seed}{spk_id}{split}{n}".encode()).hexdigest()[:11]
+    return {**spk, "task": "voxceleb1", "split": split, "code": code, "text": text,
+            "label": spk_id, "speaker": spk_id, "speed": spk["speed"] + rng.randint(-6, 6),
+            "path": f"voxceleb1/wav/{spk_id}/{video}/{n + 1:05d}.wav"}
+
+
+def _intent_jobs(rng, seed, spk, name, split, per_speaker):
+    """One Fluent Speech Commands speaker's clips: ``per_speaker`` different commands."""
+    jobs = []
+    for text, action, obj, location in rng.sample(FSC_COMMANDS,
+                                                  min(per_speaker, len(FSC_COMMANDS))):
+        uid = hashlib.sha1(f"{seed}{name}{text}".encode()).hexdigest()[:16]
+        jobs.append({**spk, "task": "fluent_speech_commands", "split": split, "text": text,
+                     "label": f"{action}_{obj}_{location}", "action": action, "object": obj,
+                     "location": location, "speaker": name,
+                     "path": f"fluent_speech_commands/wavs/speakers/{name}/{uid}.wav"})
+    return jobs
+
+
+def _prosody_jobs(rng, grammar, spk, name, split, per_class):
+    """One prosody speaker's clips: ``per_class`` sentences in each class."""
+    jobs = []
+    for label, (dp, ds, amplitude) in PROSODY.items():
+        for _ in range(per_class):
+            jobs.append({**spk, "task": "prosody", "split": split, "label": label,
+                         "text": grammar.sentence(rng).lower(), "speaker": name,
+                         "pitch": min(99, max(0, spk["pitch"] + dp)),
+                         "speed": spk["speed"] + ds + rng.randint(-5, 5),
+                         "amplitude": amplitude,
+                         "path": f"prosody/{split}/{label}/{name}_{len(jobs):03d}.wav"})
+    return jobs
+
+
 def plan_superb_jobs(seed=0, size="default"):
-    """One dict per clip to synthesise, with its task, split, label and relative path."""
+    """One dict per clip to synthesise, with its task, split, label and relative path.
+
+    Arguments
+    ---------
+    seed : int
+        Seed of every random choice (voices, pitches, speeds, texts, names).
+    size : str
+        A key of ``SIZES``. ``largetest`` plans exactly ``default``'s jobs first, then its
+        extra test clips from a generator of their own, so ``default``'s part is unchanged.
+
+    Returns
+    -------
+    list of dict
+        The clips, task by task, split by split.
+    """
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; choose from {sorted(SIZES)}")
     spec = SIZES[size]
@@ -123,52 +209,70 @@ def plan_superb_jobs(seed=0, size="default"):
     for split in ("train", "valid", "test"):
         for _ in range(sc[split]):
             spk, name = _speaker(rng), _speaker_hash(rng)
-            words = KEYWORDS + rng.sample(AUXILIARY, sc["aux_per_speaker"])
-            for word in words:
-                jobs.append({**spk, "task": "speech_commands", "split": split, "text": word,
-                             "label": word, "speaker": name, "pad_to": 1.0,
-                             "speed": spk["speed"] + rng.randint(-10, 10),
-                             "path": f"speech_commands/{word}/{name}_nohash_0.wav"})
+            jobs += _keyword_jobs(rng, spk, name, split, sc["aux_per_speaker"])
 
     vc = spec["voxceleb1"]
+    identities = {}  # id -> voice, for extra test clips of the same speakers
     for s in range(vc["speakers"]):
         spk, spk_id = _speaker(rng), f"id1{s:04d}"
-        for split, code in (("train", 1), ("dev", 2), ("test", 3)):
+        identities[spk_id] = spk
+        for split in ("train", "dev", "test"):
             for n in range(vc[split]):
-                video = hashlib.sha1(f"{seed}{spk_id}{split}{n}".encode()).hexdigest()[:11]
-                jobs.append({**spk, "task": "voxceleb1", "split": split, "code": code,
-                             "text": grammar.sentence(rng).lower(), "label": spk_id,
-                             "speaker": spk_id, "speed": spk["speed"] + rng.randint(-6, 6),
-                             "path": f"voxceleb1/wav/{spk_id}/{video}/{n + 1:05d}.wav"})
+                jobs.append(_identification_job(seed, spk, spk_id, split, n,
+                                                grammar.sentence(rng).lower(), rng))
 
     fsc = spec["fluent_speech_commands"]
     for split in ("train", "valid", "test"):
         for _ in range(fsc[split]):
             spk, name = _speaker(rng), _speaker_hash(rng)
-            for command in rng.sample(FSC_COMMANDS, min(fsc["per_speaker"], len(FSC_COMMANDS))):
-                text, action, obj, location = command
-                uid = hashlib.sha1(f"{seed}{name}{text}".encode()).hexdigest()[:16]
-                jobs.append({**spk, "task": "fluent_speech_commands", "split": split,
-                             "text": text, "label": f"{action}_{obj}_{location}",
-                             "action": action, "object": obj, "location": location,
-                             "speaker": name, "path": f"fluent_speech_commands/wavs/speakers/"
-                                                      f"{name}/{uid}.wav"})
+            jobs += _intent_jobs(rng, seed, spk, name, split, fsc["per_speaker"])
 
     pr = spec["prosody"]
     for split in ("train", "valid", "test"):
         for _ in range(pr[split]):
             spk, name = _speaker(rng), _speaker_hash(rng)
-            n = 0
-            for label, (dp, ds, amplitude) in PROSODY.items():
-                for _ in range(pr["per_class"]):
-                    jobs.append({**spk, "task": "prosody", "split": split, "label": label,
-                                 "text": grammar.sentence(rng).lower(), "speaker": name,
-                                 "pitch": min(99, max(0, spk["pitch"] + dp)),
-                                 "speed": spk["speed"] + ds + rng.randint(-5, 5),
-                                 "amplitude": amplitude,
-                                 "path": f"prosody/{split}/{label}/{name}_{n:03d}.wav"})
-                    n += 1
+            jobs += _prosody_jobs(rng, grammar, spk, name, split, pr["per_class"])
+
+    if "extra_test" in spec:
+        jobs += _plan_extra_test(seed, spec, identities, jobs, grammar)
     return jobs
+
+
+def _plan_extra_test(seed, spec, identities, jobs, grammar):
+    """Test clips beyond the base plan ``jobs``, from a generator of their own.
+
+    Keyword spotting, intent and prosody get ``spec["extra_test"][task]`` new test speakers,
+    drawn like the base test speakers (names never reused). Identification stays closed-set:
+    ``spec["extra_test"]["voxceleb1"]`` more test clips of each speaker in ``identities``,
+    numbered after its base test clips, each a sentence that speaker has not said yet.
+    """
+    extra = spec["extra_test"]
+    rng = random.Random(f"superb-{seed}-extra-test")
+    taken = {j["speaker"] for j in jobs}
+    out = []
+    for _ in range(extra["speech_commands"]):
+        spk, name = _speaker(rng), _new_speaker_hash(rng, taken)
+        out += _keyword_jobs(rng, spk, name, "test", spec["speech_commands"]["aux_per_speaker"])
+
+    base_tests = spec["voxceleb1"]["test"]
+    for spk_id, spk in identities.items():
+        said = {j["text"] for j in jobs if j["task"] == "voxceleb1" and j["speaker"] == spk_id}
+        for n in range(base_tests, base_tests + extra["voxceleb1"]):
+            text = grammar.sentence(rng).lower()
+            while text in said:
+                text = grammar.sentence(rng).lower()
+            said.add(text)
+            out.append(_identification_job(seed, spk, spk_id, "test", n, text, rng))
+
+    for _ in range(extra["fluent_speech_commands"]):
+        spk, name = _speaker(rng), _new_speaker_hash(rng, taken)
+        out += _intent_jobs(rng, seed, spk, name, "test",
+                            spec["fluent_speech_commands"]["per_speaker"])
+
+    for _ in range(extra["prosody"]):
+        spk, name = _speaker(rng), _new_speaker_hash(rng, taken)
+        out += _prosody_jobs(rng, grammar, spk, name, "test", spec["prosody"]["per_class"])
+    return out
 
 
 def _write_noise(folder, seconds=20, seed=0):

@@ -1,12 +1,18 @@
-"""The SUPERB-like prepare scripts on folders laid out like the real datasets."""
+"""The SUPERB-like prepare scripts on folders laid out like the real datasets, and the synthetic
+plan's ``largetest`` size (``default`` unchanged, plus extra test clips)."""
 
 import csv
+import hashlib
+import json
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import REPO
+
+from s3brain.data import superb
 
 sys.path.insert(0, str(REPO / "recipes" / "SUPERB" / "KS"))
 sys.path.insert(0, str(REPO / "recipes" / "SUPERB" / "SID"))
@@ -107,3 +113,102 @@ def test_prosody_folders(tmp_path):
     rows = _rows(paths["valid"])
     assert sorted(r["label"] for r in rows) == ["high", "neutral"]
     assert {r["spk_id"] for r in rows} == {"spkvalid"}
+
+
+# the fingerprint (sha1 of the plan) in the marks of every default corpus generated so far:
+# adding sizes must never change it
+DEFAULT_PLAN_SHA1 = {0: "33ea20a1859821ddce148ec780582673371f9a11",
+                     1: "7567fc3d99b05aafddf8b10b93e32a9629b089c1"}
+
+
+def _plan_sha1(jobs):
+    return hashlib.sha1(json.dumps(jobs, sort_keys=True).encode()).hexdigest()
+
+
+def _extra_test_jobs(seed=0):
+    """The largetest plan's jobs beyond default's (checked to be its prefix elsewhere)."""
+    return superb.plan_superb_jobs(seed, "largetest")[len(superb.plan_superb_jobs(seed)):]
+
+
+def _speakers(jobs, task, splits):
+    return {j["speaker"] for j in jobs if j["task"] == task and j["split"] in splits}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_largetest_plan_is_default_plan_then_extra_test_clips(seed):
+    default = superb.plan_superb_jobs(seed, "default")
+    assert _plan_sha1(default) == DEFAULT_PLAN_SHA1[seed]
+    largetest = superb.plan_superb_jobs(seed, "largetest")
+    assert largetest[:len(default)] == default
+    extra = largetest[len(default):]
+    assert extra and all(j["split"] == "test" for j in extra)
+    assert largetest == superb.plan_superb_jobs(seed, "largetest")  # deterministic
+    assert extra != _extra_test_jobs(1 - seed)
+    paths = [j["path"] for j in largetest]
+    assert len(set(paths)) == len(paths)  # no extra clip overwrites another
+    assert superb.superb_dir(seed, "largetest", "/x") != superb.superb_dir(seed, "default", "/x")
+
+
+def test_largetest_test_set_sizes():
+    largetest = superb.plan_superb_jobs(0, "largetest")
+    extra = Counter(j["task"] for j in _extra_test_jobs())
+    assert extra == {"speech_commands": 24 * 15, "voxceleb1": 16 * 13,
+                     "fluent_speech_commands": 16 * 16, "prosody": 24 * 4 * 3}
+    tests = Counter(j["task"] for j in largetest if j["split"] == "test")
+    assert tests == {"speech_commands": 450, "voxceleb1": 256, "fluent_speech_commands": 320,
+                     "prosody": 360}
+    # prosody stays balanced: every class gets the same number of clips
+    assert set(Counter(j["label"] for j in largetest if j["task"] == "prosody"
+                       and j["split"] == "test").values()) == {90}
+    # identification: 16 test clips per speaker, keyword spotting: every keyword per speaker
+    assert set(Counter(j["speaker"] for j in largetest if j["task"] == "voxceleb1"
+                       and j["split"] == "test").values()) == {16}
+    for speaker in _speakers(largetest, "speech_commands", {"test"}):
+        words = {j["label"] for j in largetest if j["speaker"] == speaker}
+        assert set(superb.KEYWORDS) < words and len(words) == 15
+
+
+def test_largetest_identification_stays_closed_set_with_new_sentences():
+    largetest = superb.plan_superb_jobs(0, "largetest")
+    extra = [j for j in _extra_test_jobs() if j["task"] == "voxceleb1"]
+    train_dev = [j for j in largetest if j["task"] == "voxceleb1" and j["split"] != "test"]
+    assert {j["speaker"] for j in extra} == {j["speaker"] for j in train_dev if
+                                             j["split"] == "train"}
+    assert {(j["speaker"], j["text"]) for j in extra}.isdisjoint(
+        (j["speaker"], j["text"]) for j in train_dev)
+    assert len({(j["speaker"], j["text"]) for j in extra}) == len(extra)
+    voice = {j["speaker"]: (j["voice"], j["pitch"], j["gap"]) for j in train_dev}
+    assert all(voice[j["speaker"]] == (j["voice"], j["pitch"], j["gap"]) for j in extra)
+    assert all(j["code"] == 3 for j in extra)
+
+
+def test_largetest_new_test_speakers_are_unseen():
+    largetest = superb.plan_superb_jobs(0, "largetest")
+    extra = _extra_test_jobs()
+    for task, count in (("speech_commands", 24), ("fluent_speech_commands", 16),
+                        ("prosody", 24)):
+        new = _speakers(extra, task, {"test"})
+        assert len(new) == count
+        assert new.isdisjoint(_speakers(largetest[:-len(extra)], task,
+                                        {"train", "valid", "test"}))
+
+
+def test_largetest_layout_files_list_the_extra_test_clips(tmp_path):
+    jobs = superb.plan_superb_jobs(0, "largetest")
+    for task in ("speech_commands", "voxceleb1", "fluent_speech_commands"):
+        (tmp_path / task).mkdir()  # the clips' folders, made by synthesis
+        superb._write_indexes(tmp_path, task, [j for j in jobs if j["task"] == task])
+    extra = _extra_test_jobs()
+    testing = (tmp_path / "speech_commands" / "testing_list.txt").read_text().splitlines()
+    assert len(testing) == 450
+    assert {j["path"].split("/", 1)[1] for j in extra
+            if j["task"] == "speech_commands"} <= set(testing)
+    iden = [line.split() for line in (tmp_path / "voxceleb1" / "iden_split.txt").read_text()
+            .splitlines()]
+    assert Counter(code for code, _ in iden) == {"1": 128, "2": 32, "3": 256}
+    assert {("3", j["path"].split("/", 2)[2]) for j in extra
+            if j["task"] == "voxceleb1"} <= {tuple(line) for line in iden}
+    rows = _rows(tmp_path / "fluent_speech_commands" / "data" / "test_data.csv")
+    assert len(rows) == 320
+    assert {j["path"].split("/", 1)[1] for j in extra
+            if j["task"] == "fluent_speech_commands"} <= {r["path"] for r in rows}
