@@ -251,7 +251,9 @@ def synthesize(job, root):
              "-g", str(job["gap"]), "-a", str(job.get("amplitude", 100)), "--stdout",
              job.get("speak", job["text"])]
     rate = job.get("rate", SAMPLE_RATE)
-    resample = ["sox", "-t", "wav", "-", "-t", "wav", "-r", str(rate), "-c", "1", "-b", "16", "-"]
+    # -R: sox's dither draws the same numbers on every run, so a job always gives the same bytes
+    resample = ["sox", "-R", "-t", "wav", "-", "-t", "wav", "-r", str(rate), "-c", "1", "-b", "16",
+                "-"]
     tts = subprocess.run(speak, capture_output=True, check=True)
     wav = subprocess.run(resample, input=tts.stdout, capture_output=True, check=True)
     audio, rate = sf.read(io.BytesIO(wav.stdout), dtype="int16")
