@@ -32,6 +32,7 @@ from s3brain.ctc import (decode_at_exits, early_exit_of, exit_outputs,  # noqa: 
                          frames_function, lm_decode, token_labels, usable_utterances,
                          with_exit_loss)
 from s3brain.data import synthetic  # noqa: E402
+from s3brain.data.manifests import spread_subset  # noqa: E402
 from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
                                 setup_strategies, start_experiment)
 from s3brain.finetuning import BackboneFineTuning  # noqa: E402
@@ -142,17 +143,6 @@ def label_encoder_for(hparams):
         raise ValueError(f"output_neurons={hparams['output_neurons']} but the alphabet gives "
                          f"{len(encoder)} labels (blank included)")
     return encoder
-
-
-def spread_subset(rows, limit):
-    """At most ``limit`` of the manifest ``rows``, evenly spread over their sorted IDs (so over
-    speakers and chapters); all of them when ``limit`` is None or not smaller."""
-    if not limit or len(rows) <= limit:
-        return rows
-    ids = sorted(rows)
-    keep = {ids[i * len(ids) // limit] for i in range(limit)}
-    logger.info("Validating on %d of the %d dev utterances (dev_max_utterances)", limit, len(ids))
-    return {uid: row for uid, row in rows.items() if uid in keep}
 
 
 def dataio_prepare(hparams, manifests, label_encoder):

@@ -50,3 +50,35 @@ def write_manifests(paths, rows, columns, options):
         logger.info("%s: %d rows", split, len(rows[split]))
     _stamp(paths).write_text(json.dumps(options))
     return paths
+
+
+def spread_subset(rows, limit):
+    """At most ``limit`` of the manifest ``rows``, evenly spread over their sorted IDs (so over
+    the speakers and chapters of a split whose IDs start with them); all of them when ``limit``
+    is None or not smaller.
+
+    Arguments
+    ---------
+    rows : dict
+        ``{utterance ID: row}``, as ``speechbrain.dataio.dataio.load_data_csv`` returns.
+    limit : int or None
+        How many to keep.
+
+    Returns
+    -------
+    dict
+        The kept rows, in their original order.
+
+    Example
+    -------
+    >>> rows = {f"{spk}-1-{i}": {} for spk in (10, 11) for i in range(4)}
+    >>> list(spread_subset(rows, 4))
+    ['10-1-0', '10-1-2', '11-1-0', '11-1-2']
+    """
+    if not limit or len(rows) <= limit:
+        return rows
+    ids = sorted(rows)
+    keep = {ids[i * len(ids) // limit] for i in range(limit)}
+    logger.info("Keeping %d of %d utterances, spread over their sorted IDs", limit, len(ids))
+    return {uid: row for uid, row in rows.items() if uid in keep}
+
