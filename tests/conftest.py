@@ -89,7 +89,7 @@ def _forked_main(argv, cwd, env, stdout, stderr):
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     os.environ.clear()
     os.environ.update(env)
-    if env.get("OMP_NUM_THREADS", "").isdigit():  # read by torch when the server imported it
+    if env.get("OMP_NUM_THREADS", "").isdigit() and "torch" in sys.modules:  # read at its import
         sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
     os.chdir(cwd)
     code = 0

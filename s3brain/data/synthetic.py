@@ -314,26 +314,19 @@ def _check_tools():
             "apt-get install espeak-ng sox (the README's commands do this for you).")
 
 
-def unspoken_sentences(spec, jobs):
-    """The WordNet transcripts of ``spec`` that no job speaks, in WordNet's order, once each."""
+def unspoken_sentences(jobs):
+    """The WordNet transcripts that none of ``jobs`` speaks, in WordNet's order, once each."""
     spoken = {j["text"] for j in jobs}
-    kept = []
-    for transcript in dict.fromkeys(s.transcript for s in realtext.sentences()):
-        if transcript not in spoken:
-            kept.append(transcript)
-    return kept
+    return [t for t in dict.fromkeys(s.transcript for s in realtext.sentences()) if t not in spoken]
 
 
-def _write_lm_text(out, spec, jobs):
-    """Write the LM text file of a WordNet corpus (if not there yet); return its path."""
-    path = out / "LibriSpeech" / LM_TEXT_NAME
+def _write_lm_text(path, jobs):
+    """Write a WordNet corpus's LM text file to ``path`` (the unspoken sentences), if missing."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        partial.write_text("".join(f"{t}\n" for t in unspoken_sentences(spec, jobs)),
-                           encoding="utf-8")
+        partial.write_text("".join(f"{t}\n" for t in unspoken_sentences(jobs)), encoding="utf-8")
         os.replace(partial, path)
-    return path
 
 
 def _mark(root, part):
@@ -382,8 +375,8 @@ def generate(root=None, seed=0, size="default", workers=None, progress=True):
             for path in lm_text:  # written from the plan: rewritten with any part
                 path.unlink(missing_ok=True)
             _generate_parts(out, jobs, todo, fingerprint, workers, progress)
-        if lm_text:
-            _write_lm_text(out, spec, jobs)
+        for path in lm_text:
+            _write_lm_text(path, jobs)
     return out
 
 

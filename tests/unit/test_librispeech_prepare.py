@@ -119,5 +119,5 @@ def test_lm_text_of_the_realtext_corpus_holds_no_evaluation_sentence(tmp_path):
     sizes = spec["librispeech"]
     assert len(lm_full) == sizes["train-1h"] + sizes["train-pool"] and len(tests) == 3000
     assert not lm_full & tests
-    assert not set(unspoken_sentences(spec, jobs)) & tests
+    assert not set(unspoken_sentences(jobs)) & tests
 
