@@ -13,13 +13,20 @@ overrides after ``--``. Every recipe writes the same ``results.json`` format
 plots its ``primary_metric`` (WER, PER or accuracy). A run whose ``results.json`` holds its
 primary metric is reused, not rerun; a run
 that fails becomes a row saying so. A yaml with an ``init_from`` key (the pruning strategies)
-starts from this comparison's weight fine-tuning run, which then runs first.
+starts from this comparison's weight fine-tuning run, which then runs first; the fair dense
+reference of such rows, the same extra epochs without the strategy
+(``hparams/weight_ft_continued.yaml``, where the recipe has it), is run with them. A yaml with a
+``salad_detector`` key (SALAD, S6-DAMON) gets a detector trained for this comparison by the
+recipe's ``train_salad.py hparams/salad/detector.yaml`` with the weight fine-tuning run as its
+teacher (once per seed, in ``<out>/salad_detector``).
 
 With ``--seeds`` every strategy runs once per seed (``--seed=S``, in ``<out>/seed<S>/``) and the
 table gives each metric as mean +- std over the seeds and, for each row against the reference
 row (``--reference``, weight fine-tuning by default), the paired bootstrap 95 % interval of the
 error-rate difference (WER, PER) over the test utterances, pooled over seeds (``s3brain.stats``); a ``*`` marks
-an interval that excludes 0. The plots get error bars.
+an interval that excludes 0. With the default reference, rows that start from the weight
+fine-tuning run are compared with its continuation instead (the ``reference`` column says which).
+The plots get error bars.
 
 Example
 -------
@@ -40,6 +47,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +60,11 @@ COLUMNS = ["name", "status", "strategy", "train_split", "sparsity", "kept_share_
            "params_trainable", "flops_10s", "latency_ms_10s", "rtf", "onnx_latency_ms_10s",
            "peak_memory_mb_10s", "storage_bytes_per_task", "train_seconds"]
 BASELINE = "weight_ft.yaml"
+#: The fair dense reference of the yamls that start from ``BASELINE``'s run: its weights trained
+#: for the same extra epochs, with the same rates and schedule, without the strategy.
+CONTINUED = "weight_ft_continued.yaml"
+#: The script and yaml (in the recipe) that train a SALAD detector, for yamls that need one.
+DETECTOR = ("train_salad.py", "salad/detector.yaml")
 #: Result keys that describe where a run was trained (shown when the runs have them).
 WHERE = ("task", "language", "train_split")
 
@@ -129,9 +142,80 @@ def columns_for(rows):
             "params_trainable", *cost, "storage_bytes_per_task", "train_seconds"]
 
 
+def top_level_keys(yaml_path):
+    r"""The keys a hparams file sets at its top level (those a command line can override).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+    ...     _ = f.write("seed: 1\n# note: no\nmodel:\n    depth: 2\n")
+    ...     f.flush()
+    ...     sorted(top_level_keys(f.name))
+    ['model', 'seed']
+    """
+    return {line.split(":", 1)[0] for line in Path(yaml_path).read_text().splitlines()
+            if ":" in line and not line[0].isspace() and not line.startswith("#")}
+
+
 def needs_baseline(yaml_path):
     """Whether the yaml starts from a weight fine-tuning run (has a top-level ``init_from``)."""
-    return any(line.startswith("init_from:") for line in Path(yaml_path).read_text().splitlines())
+    return "init_from" in top_level_keys(yaml_path)
+
+
+def needs_detector(yaml_path):
+    """Whether the yaml drops tokens with a trained SALAD detector (a ``salad_detector`` key)."""
+    return "salad_detector" in top_level_keys(yaml_path)
+
+
+def overrides_for(yaml_path, overrides):
+    r"""The command-line overrides that apply to ``yaml_path``: those of its top-level keys and
+    SpeechBrain's run options (``--device``); a comparison's overrides meant for the strategies'
+    yamls (``--lm_weight``) are left out of a helper run whose yaml lacks the key (the detector).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+    ...     _ = f.write("seed: 1\nsynthetic_size: default\n")
+    ...     f.flush()
+    ...     overrides_for(f.name, ["--seed=2", "--lm_weight=0.5", "--device=cuda:0"])
+    ['--seed=2', '--device=cuda:0']
+    """
+    from speechbrain.utils.run_opts import RunOptions
+
+    keys = top_level_keys(yaml_path) | set(RunOptions().as_dict())
+    return [o for o in overrides
+            if not o.startswith("--") or o[2:].split("=", 1)[0].replace("-", "_") in keys]
+
+
+def fair_reference(recipe, yaml, reference=BASELINE, yamls=()):
+    """The row ``yaml``'s intervals are computed against: ``reference``, except that with the
+    default one a yaml that starts from the weight fine-tuning run is compared with its
+    continuation (``CONTINUED``) when that is among ``yamls``: the same extra epochs without the
+    strategy, so the difference is the strategy's and not the extra training's.
+
+    Arguments
+    ---------
+    recipe : Path
+        The recipe folder.
+    yaml : str
+        The yaml's name.
+    reference : str
+        The comparison's reference yaml.
+    yamls : list of str
+        The yamls compared.
+
+    Returns
+    -------
+    str
+        The reference's stem.
+    """
+    names = [Path(y).name for y in yamls]
+    if (Path(reference).name == BASELINE and CONTINUED in names and yaml != CONTINUED
+            and needs_baseline(Path(recipe) / "hparams" / yaml)):
+        return Path(CONTINUED).stem
+    return Path(reference).stem
 
 
 class SubprocessLauncher:
@@ -231,7 +315,7 @@ def launcher_for(args, cpus_per_task=None):
 
 
 def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="compare.log",
-                 launcher=None):
+                 launcher=None, script="train.py", finished=finished_results):
     """Run one strategy unless finished; return ``(results or None, status)``.
 
     Arguments
@@ -250,24 +334,28 @@ def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="com
         The run's log, in ``folder``.
     launcher : SubprocessLauncher or SubmititLauncher, optional
         How the command is run (default: a child process here).
+    script : str
+        The recipe's script that runs the yaml.
+    finished : callable
+        ``folder -> results or None``: whether a run there finished (``finished_results``).
 
     Returns
     -------
     tuple
         The run's ``results.json`` (None if it failed) and a status line.
     """
-    done = finished_results(folder)
+    done = finished(folder)
     if done:
         return done, "ok (reused)"
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(Path(recipe) / "train.py"), str(Path(recipe) / "hparams" / yaml),
+    cmd = [sys.executable, str(Path(recipe) / script), str(Path(recipe) / "hparams" / yaml),
            f"--output_folder={folder}", *overrides]
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     code = (launcher or SubprocessLauncher()).run(cmd, env, folder / log_name)
-    done = finished_results(folder)
+    done = finished(folder)
     if code != 0 or not done:
         return None, f"failed (exit {code}, see {folder / log_name})"
     return done, "ok"
@@ -485,10 +573,7 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None
     run first and alone when others start from it); write the tables and plots; return the rows
     in the order of ``yamls``."""
     recipe, out = Path(recipe), Path(out)
-    yamls = [Path(y).name for y in yamls]
-    if any(needs_baseline(recipe / "hparams" / y) for y in yamls) and BASELINE not in yamls:
-        yamls.insert(0, BASELINE)
-    yamls.sort(key=lambda y: y != BASELINE)  # the baseline first: others may start from it
+    yamls = with_references(recipe, yamls)
     if threads is None and jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
     progress = tqdm(total=len(yamls), desc="strategies", unit="run")
@@ -500,8 +585,16 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None
         if needs_baseline(recipe / "hparams" / yaml):
             extra.append(f"--init_from={out / Path(BASELINE).stem}")
         start = time.time()
-        results, status = run_strategy(recipe, yaml, out / name, extra, threads,
-                                       launcher=launcher)
+        results, status = None, None
+        if needs_detector(recipe / "hparams" / yaml):
+            with detector_lock:  # one detector per comparison, trained by the first that needs it
+                detector, status = train_detector(recipe, out, overrides, threads, launcher)
+            extra.append(f"--salad_detector={detector}")
+            if not status.startswith("ok"):
+                status = f"failed (SALAD detector: {status})"
+        if status is None or status.startswith("ok"):
+            results, status = run_strategy(recipe, yaml, out / name, extra, threads,
+                                           launcher=launcher)
         row = row_for(name, results, status)
         progress.update()
         metric = primary_metric(row)
@@ -509,6 +602,7 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None
                    f"({(time.time() - start) / 60:.1f} min)")
         return row
 
+    detector_lock = threading.Lock()
     rows = {}
     rest = list(yamls)
     if rest and rest[0] == BASELINE:
@@ -520,6 +614,76 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None
     write_tables(rows, out, columns=columns)
     plot_all(rows, out)
     return rows
+
+
+def with_references(recipe, yamls):
+    r"""``yamls`` (names) with what they need: the weight fine-tuning yaml first when any starts
+    from its run, and then its continuation (``CONTINUED``, the fair reference of those rows)
+    when the recipe has one.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     hparams = Path(tmp) / "hparams"
+    ...     hparams.mkdir()
+    ...     for name in ("safari", "lora", "weight_ft_continued"):
+    ...         _ = (hparams / f"{name}.yaml").write_text(
+    ...             "init_from: x\n" if name != "lora" else "seed: 1\n")
+    ...     with_references(tmp, ["safari.yaml", "lora.yaml"])
+    ['weight_ft.yaml', 'safari.yaml', 'lora.yaml', 'weight_ft_continued.yaml']
+    """
+    hparams = Path(recipe) / "hparams"
+    yamls = [Path(y).name for y in yamls]
+    if any(needs_baseline(hparams / y) for y in yamls):
+        if BASELINE not in yamls:
+            yamls.insert(0, BASELINE)
+        if (hparams / CONTINUED).is_file() and CONTINUED not in yamls:
+            yamls.append(CONTINUED)
+    yamls.sort(key=lambda y: y != BASELINE)  # the baseline first: others may start from it
+    return yamls
+
+
+def train_detector(recipe, out, overrides=(), threads=None, launcher=None):
+    """Train (or reuse) the SALAD detector of a comparison, the weight fine-tuning run its
+    teacher: ``<recipe>/train_salad.py hparams/salad/detector.yaml`` in ``out/salad_detector``,
+    with the comparison's overrides that the detector's yaml has (``overrides_for``).
+
+    Arguments
+    ---------
+    recipe : Path
+        The recipe folder.
+    out : Path
+        The comparison's folder (one seed's).
+    overrides : list of str
+        The comparison's overrides.
+    threads : int, optional
+        CPU threads of the run.
+    launcher : SubprocessLauncher or SubmititLauncher, optional
+        How the command is run.
+
+    Returns
+    -------
+    tuple
+        The detector's folder and a status line (``ok``, ``ok (reused)`` or why it failed).
+    """
+    script, yaml = DETECTOR
+    folder = Path(out) / "salad_detector"
+    if not (Path(recipe) / script).is_file():
+        return folder, f"failed ({Path(recipe) / script} missing)"
+    extra = [*overrides_for(Path(recipe) / "hparams" / yaml, overrides),
+             f"--teacher_from={Path(out) / Path(BASELINE).stem}"]
+    _, status = run_strategy(recipe, yaml, folder, extra, threads, launcher=launcher,
+                             script=script, finished=detector_results)
+    return folder, status
+
+
+def detector_results(folder):
+    """A detector run's results.json if it finished (its detector file written too), else None."""
+    path = Path(folder) / "results.json"
+    if not (path.is_file() and (Path(folder) / "salad_detector.pt").is_file()):
+        return None
+    return json.loads(path.read_text())
 
 
 def error_files(folder, metric):
@@ -554,8 +718,9 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
     out : Path
         The comparison folder: seed ``s``'s run of strategy ``name`` is ``out/seed<s>/<name>``,
         holding its per-utterance error files (``wer_<split>.txt``, ``per_test.txt``).
-    reference : str
-        The yaml (or its stem) every row is compared with.
+    reference : str or dict
+        The yaml (or its stem) every row is compared with, or ``{name: reference}`` per row
+        (``BASELINE`` for a name it lacks; ``fair_reference``).
     splits : tuple of str, optional
         Test splits to compare (default: every split with an error file in the reference run).
     folder_of : callable, optional
@@ -568,12 +733,15 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         Numeric columns: the mean over the seeds that finished, with ``<column>_std``;
         ``status``: how many seeds finished; ``d_<metric>_<split>`` (``d_wer_test_clean``): the
         paired bootstrap interval of the error-rate difference against the reference (None for
-        the reference itself; absent for tasks without per-utterance error files).
+        the reference itself; absent for tasks without per-utterance error files);
+        ``reference``: the row it is compared with.
     """
     from s3brain.stats import mean_std, paired_bootstrap, utterance_errors
 
     seeds = list(per_seed)
-    reference = Path(reference).stem
+    references = {Path(k).stem: Path(v).stem for k, v in reference.items()} \
+        if isinstance(reference, dict) else {}
+    default = Path(BASELINE if isinstance(reference, dict) else reference).stem
     if folder_of is None:
         def folder_of(seed, name):
             """``out/seed<s>/<name>``: where ``compare_seeds`` puts a run."""
@@ -593,6 +761,8 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
                 row[key], row[f"{key}_std"] = mean_std(values)
         metric = primary_metric(first)
         prefix = metric.split("_")[0]
+        reference = references.get(name, default)
+        row["reference"] = reference if name != reference else None
         seed0 = folder_of(seeds[0], reference)
         for split in splits or error_files(seed0, metric):
             tag = f"d_{prefix}_{split.replace('-', '_')}"
@@ -621,12 +791,15 @@ def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), t
     yamls = list(yamls)
     if Path(reference).name not in [Path(y).name for y in yamls]:
         yamls.insert(0, Path(reference).name)
+    yamls = with_references(recipe, yamls)
     per_seed = {s: compare(recipe, yamls, out / f"seed{s}", [*overrides, f"--seed={s}"],
                            threads, jobs, columns, launcher) for s in seeds}
-    rows = pooled_over_seeds(per_seed, out, reference)
-    columns = [*(columns or columns_for(rows)),
-               *(c for c in dict.fromkeys(k for r in rows for k in r)
-                 if c.startswith("d_") and any(r.get(c) for r in rows))]
+    references = {Path(y).stem: fair_reference(recipe, y, reference, yamls) for y in yamls}
+    rows = pooled_over_seeds(per_seed, out, references)
+    intervals = [c for c in dict.fromkeys(k for r in rows for k in r)
+                 if c.startswith("d_") and any(r.get(c) for r in rows)]
+    columns = [*(columns or columns_for(rows)), *(["reference"] if intervals else []),
+               *intervals]
     write_tables(rows, out, columns=columns)
     plot_all(rows, out)
     return rows, columns
@@ -686,7 +859,7 @@ def main(argv=None):
                                       launcher)
         print(markdown_table(rows, columns))
         print(f"+- : std over seeds {args.seeds}; d_<metric>: error-rate difference against "
-              f"{Path(args.reference).stem}, paired bootstrap 95 % interval over the test "
+              "the row's reference, paired bootstrap 95 % interval over the test "
               "utterances of every seed, * = excludes 0")
         print(f"tables and plots in {args.out}")
         return 0 if all(r["status"].startswith(f"{len(args.seeds)}/") for r in rows) else 1

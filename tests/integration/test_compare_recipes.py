@@ -14,17 +14,20 @@ TINY = ["--synthetic_size=tiny", "--number_of_epochs=1", "--cost_repeats=1", "--
 
 def test_two_strategies_then_reuse_and_a_failure(tiny_corpus, tmp_path):
     out = tmp_path / "cmp"
-    # omp starts from weight fine-tuning: asking for omp alone runs weight_ft first.
+    # omp starts from weight fine-tuning: asking for omp alone runs weight_ft first, and its
+    # fair reference, weight_ft continued for omp's epochs, with it.
     rows = compare.compare(RECIPE, ["omp.yaml"], out, TINY, threads=1)
-    assert [r["name"] for r in rows] == ["weight_ft", "omp"]
+    assert [r["name"] for r in rows] == ["weight_ft", "omp", "weight_ft_continued"]
     assert all(r["status"] == "ok" for r in rows), rows
-    assert rows[1]["sparsity"] == 0.5 and rows[0]["sparsity"] == 0.0
+    assert rows[1]["sparsity"] == 0.5 and rows[0]["sparsity"] == rows[2]["sparsity"] == 0.0
+    assert f"Initialised from {out / 'weight_ft' / 'save'}" in (
+        out / "weight_ft_continued" / "log.txt").read_text()
     with open(out / "comparison.csv") as f:
         table = list(csv.DictReader(f))
-    assert [t["name"] for t in table] == ["weight_ft", "omp"]
+    assert [t["name"] for t in table] == ["weight_ft", "omp", "weight_ft_continued"]
     assert float(table[0]["flops_10s"]) > 0
     md = (out / "comparison.md").read_text().splitlines()
-    assert len(md) == 4 and md[2].startswith("| weight_ft | ok |")
+    assert len(md) == 5 and md[2].startswith("| weight_ft | ok |")
     for png in ("wer_vs_flops.png", "wer_vs_sparsity.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -84,3 +84,72 @@ def test_runs_go_through_submitits_local_executor(tmp_path):
         "wer_test_clean"] == 52.0
     assert any((out / "submitit").iterdir())  # submitit's own job files
     assert "submitit job" in (out / "seed1" / "broken" / "compare.log").read_text()
+
+
+def test_rows_from_weight_ft_are_compared_with_its_continuation_and_get_a_detector(tmp_path):
+    """With the default reference, a row that starts from the weight fine-tuning run is compared
+    with the dense run given the same extra epochs (run by the harness when not asked for); a
+    row from the pretrained model with weight fine-tuning. A yaml with a SALAD detector gets one
+    trained per seed by the recipe's train_salad.py, teacher the seed's weight_ft run, with only
+    the overrides the detector's yaml has."""
+    import json
+
+    from speechbrain.utils.metric_stats import ErrorRateStats
+
+    recipe, out = tmp_path / "recipe", tmp_path / "cmp"
+    (recipe / "hparams" / "salad").mkdir(parents=True)
+    # Stand-ins: train.py finishes a run (no error files), train_salad.py writes a detector;
+    # both record their command lines.
+    (recipe / "train.py").write_text(
+        "import json, sys, pathlib\n"
+        "args = dict(a[2:].split('=', 1) for a in sys.argv[2:])\n"
+        "out = pathlib.Path(args['output_folder'])\n"
+        "(out / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n"
+        "(out / 'results.json').write_text(json.dumps({'wer_test_clean': 70.0}))\n")
+    (recipe / "train_salad.py").write_text(
+        "import json, sys, pathlib\n"
+        "args = dict(a[2:].split('=', 1) for a in sys.argv[2:])\n"
+        "out = pathlib.Path(args['output_folder'])\n"
+        "(out / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n"
+        "(out / 'salad_detector.pt').write_bytes(b'')\n"
+        "(out / 'results.json').write_text(json.dumps({'strategy': 'salad_detector'}))\n")
+    (recipe / "hparams" / "salad" / "detector.yaml").write_text(
+        "seed: 1\nsynthetic_size: default\nteacher_from: x\n")
+    start = "init_from: !ref results/weight_ft/<seed>\n"
+    for name, text in (("weight_ft", ""), ("weight_ft_continued", start), ("pruned", start),
+                       ("other", ""), ("dropping", start + "salad_detector: x\n")):
+        (recipe / "hparams" / f"{name}.yaml").write_text(f"seed: 1\n{text}")
+    refs = {f"u{i}": "one two three four five six seven eight" for i in range(20)}
+    # Words wrong per utterance: pruned is better than weight_ft, worse than the continuation.
+    wrong = {"weight_ft": 4, "weight_ft_continued": 1, "pruned": 2, "other": 3}
+    for seed in (1, 2):
+        for name, n in wrong.items():
+            run = out / f"seed{seed}" / name
+            run.mkdir(parents=True)
+            stats = ErrorRateStats()
+            stats.append(list(refs), [["x"] * n + r.split()[n:] for r in refs.values()],
+                         [r.split() for r in refs.values()])
+            with open(run / "wer_test-clean.txt", "w") as f:
+                stats.write_stats(f)
+            (run / "results.json").write_text(json.dumps(
+                {"wer_test_clean": stats.summarize("error_rate")}))
+    code = compare.main([str(recipe), "pruned.yaml", "other.yaml", "dropping.yaml", "--out",
+                         str(out), "--seeds", "1", "2", "--", "--lm_weight=0.5"])
+    assert code == 0
+    with open(out / "comparison.csv") as f:
+        table = {row["name"]: row for row in csv.DictReader(f)}
+    assert list(table) == ["weight_ft", "pruned", "other", "dropping", "weight_ft_continued"]
+    assert table["pruned"]["reference"] == "weight_ft_continued"
+    assert table["pruned"]["d_wer_test_clean"].startswith("+12.50 [")  # 1 word of 8 worse
+    assert table["other"]["reference"] == table["weight_ft_continued"]["reference"] == "weight_ft"
+    assert table["other"]["d_wer_test_clean"].startswith("-12.50 [")
+    assert table["weight_ft_continued"]["d_wer_test_clean"].startswith("-37.50 [")
+    assert "reference" in (out / "comparison.md").read_text().splitlines()[0]
+    for seed in (1, 2):
+        detector = out / f"seed{seed}" / "salad_detector"
+        argv = json.loads((detector / "argv.json").read_text())
+        assert argv[1:] == [f"--output_folder={detector}", f"--seed={seed}",
+                            f"--teacher_from={out / f'seed{seed}' / 'weight_ft'}"]
+        argv = json.loads((out / f"seed{seed}" / "dropping" / "argv.json").read_text())
+        assert f"--salad_detector={detector}" in argv and "--lm_weight=0.5" in argv
+    assert table["dropping"]["status"] == "2/2 seeds ok"
