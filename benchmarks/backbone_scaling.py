@@ -60,7 +60,8 @@ YAMLS = ("weight_ft.yaml", "s3router.yaml")
 #: its command-line ``overrides``
 Job = collections.namedtuple("Job", "step seed yaml folder overrides")
 COLUMNS = ["steps", "pretrain_seconds", "status", "weight_ft_wer_test_clean",
-           "s3router_wer_test_clean", "gap_wer_test_clean", "weight_ft_wer_test_clean_lm",
+           "s3router_wer_test_clean", "gap_wer_test_clean", "gap_wer_test_clean_seeds",
+           "weight_ft_wer_test_clean_lm",
            "s3router_wer_test_clean_lm", "gap_wer_test_clean_lm"]
 
 
@@ -218,6 +219,8 @@ def scaling_rows(out, steps, seeds):
         ``gap_wer_test_clean``: S3-Router minus weight fine-tuning, the paired bootstrap
         interval over the test utterances of every seed where both finished (a dict, as
         ``s3brain.stats.paired_bootstrap`` gives it; None without a finished pair);
+        ``gap_wer_test_clean_seeds``: the t interval of the same gap over the seeds
+        (``s3brain.stats.seed_interval``; None with fewer than two finished pairs);
         ``gap_wer_test_clean_lm``: the difference of the LM WERs' means.
     """
     rows = []
@@ -243,6 +246,7 @@ def scaling_rows(out, steps, seeds):
                 # one finished seed has no spread
                 row[f"{name}_{key}_std"] = r.get(f"{key}_std") if finished > 1 else None
         row["gap_wer_test_clean"] = pooled["s3router"].get("d_wer_test_clean")
+        row["gap_wer_test_clean_seeds"] = pooled["s3router"].get("s_wer_test_clean")
         lm = [row.get(f"{n}_wer_test_clean_lm") for n in ("s3router", "weight_ft")]
         row["gap_wer_test_clean_lm"] = round(lm[0] - lm[1], 2) if None not in lm else None
         rows.append(row)

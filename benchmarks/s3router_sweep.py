@@ -425,8 +425,9 @@ def pooled(jobs, out, seeds):
 
 
 SEED_COLUMNS = ["split", "strategy", "init", "sparsity", "status", "wer_test_clean",
-                "d_wer_test_clean", "wer_test_other", "d_wer_test_other", "wer_test_clean_lm",
-                "wer_test_other_lm", "storage_bytes_per_task"]
+                "d_wer_test_clean", "s_wer_test_clean", "wer_test_other", "d_wer_test_other",
+                "s_wer_test_other", "wer_test_clean_lm", "wer_test_other_lm",
+                "storage_bytes_per_task"]
 
 
 def write_seeds_report(rows, out, seeds):
@@ -517,11 +518,12 @@ def write_score_lr_report(rows, out, sparsity, seeds):
     if not mine:
         return
     columns = ["split", "score_lr", "init", "status", "wer_test_clean", "d_wer_test_clean",
-               "wer_test_other", "d_wer_test_other", "wer_test_clean_lm"]
+               "s_wer_test_clean", "wer_test_other", "d_wer_test_other", "wer_test_clean_lm"]
     text = [f"S3-Router at sparsity {sparsity}: test WER (mean +- std over seeds "
             f"{' '.join(str(s) for s in seeds if s is not None) or DEFAULT_SEED}) and its "
-            "difference from weight fine-tuning (paired bootstrap 95 % interval over the test "
-            "utterances of every seed; * = excludes 0).", "", markdown_table(mine, columns)]
+            "difference from weight fine-tuning (d_: paired bootstrap 95 % interval over the "
+            "test utterances of every seed; s_: t interval over the seeds' differences; "
+            "* = excludes 0).", "", markdown_table(mine, columns)]
     for split in dict.fromkeys(r["split"] for r in mine):
         text += ["", f"**{split}** (test-clean)"]
         text += score_lr_findings([r for r in mine if r["split"] == split])

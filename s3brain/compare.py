@@ -23,8 +23,9 @@ teacher (once per seed, in ``<out>/salad_detector``).
 With ``--seeds`` every strategy runs once per seed (``--seed=S``, in ``<out>/seed<S>/``) and the
 table gives each metric as mean +- std over the seeds and, for each row against the reference
 row (``--reference``, weight fine-tuning by default), the paired bootstrap 95 % interval of the
-error-rate difference (WER, PER) over the test utterances, pooled over seeds (``s3brain.stats``); a ``*`` marks
-an interval that excludes 0. With the default reference, rows that start from the weight
+error-rate difference (WER, PER) over the test utterances, pooled over seeds (``s3brain.stats``), and
+the t interval of the same difference over the seeds' values (``s_`` columns: training noise
+counted, as the utterance bootstrap cannot); a ``*`` marks an interval that excludes 0. With the default reference, rows that start from the weight
 fine-tuning run are compared with its continuation instead (the ``reference`` column says which).
 The plots get error bars.
 
@@ -734,9 +735,12 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         ``status``: how many seeds finished; ``d_<metric>_<split>`` (``d_wer_test_clean``): the
         paired bootstrap interval of the error-rate difference against the reference (None for
         the reference itself; absent for tasks without per-utterance error files);
-        ``reference``: the row it is compared with.
+        ``s_<metric>_<split>``: the t interval of the same difference from each seed's value
+        (``seed_interval``, two seeds or more: training noise counted); ``reference``: the row
+        it is compared with.
     """
-    from s3brain.stats import mean_std, paired_bootstrap, utterance_errors
+    from s3brain.stats import (error_rate, mean_std, paired_bootstrap, seed_interval,
+                               utterance_errors)
 
     seeds = list(per_seed)
     references = {Path(k).stem: Path(v).stem for k, v in reference.items()} \
@@ -765,14 +769,16 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         row["reference"] = reference if name != reference else None
         seed0 = folder_of(seeds[0], reference)
         for split in splits or error_files(seed0, metric):
-            tag = f"d_{prefix}_{split.replace('-', '_')}"
-            row[tag] = None
+            tag = f"{prefix}_{split.replace('-', '_')}"
+            row[f"d_{tag}"] = row[f"s_{tag}"] = None
             files = [(folder_of(s, reference) / f"{prefix}_{split}.txt",
                       folder_of(s, name) / f"{prefix}_{split}.txt") for s, _ in ok]
-            files = [(a, b) for a, b in files if a.exists() and b.exists()]
-            if name != reference and files:
-                row[tag] = paired_bootstrap([utterance_errors(a) for a, _ in files],
-                                            [utterance_errors(b) for _, b in files])
+            pairs = [(utterance_errors(a), utterance_errors(b)) for a, b in files
+                     if a.exists() and b.exists()] if name != reference else []
+            if pairs:
+                row[f"d_{tag}"] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs])
+            if len(pairs) > 1:
+                row[f"s_{tag}"] = seed_interval([error_rate(b) - error_rate(a) for a, b in pairs])
         rows.append(row)
     return rows
 
@@ -797,7 +803,7 @@ def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), t
     references = {Path(y).stem: fair_reference(recipe, y, reference, yamls) for y in yamls}
     rows = pooled_over_seeds(per_seed, out, references)
     intervals = [c for c in dict.fromkeys(k for r in rows for k in r)
-                 if c.startswith("d_") and any(r.get(c) for r in rows)]
+                 if c.startswith(("d_", "s_")) and any(r.get(c) for r in rows)]
     columns = [*(columns or columns_for(rows)), *(["reference"] if intervals else []),
                *intervals]
     write_tables(rows, out, columns=columns)
@@ -860,7 +866,8 @@ def main(argv=None):
         print(markdown_table(rows, columns))
         print(f"+- : std over seeds {args.seeds}; d_<metric>: error-rate difference against "
               "the row's reference, paired bootstrap 95 % interval over the test "
-              "utterances of every seed, * = excludes 0")
+              "utterances of every seed; s_<metric>: t interval over the seeds' differences "
+              "(training noise counted); * = excludes 0")
         print(f"tables and plots in {args.out}")
         return 0 if all(r["status"].startswith(f"{len(args.seeds)}/") for r in rows) else 1
     rows = compare(args.recipe, yamls, args.out, overrides, args.threads, args.jobs,

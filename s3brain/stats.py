@@ -12,6 +12,9 @@
 - ``paired_bootstrap_files``: ``paired_bootstrap`` over seeds from pairs of such files, pairs
   with a missing file left out.
 - ``mean_std``: mean and sample standard deviation over seeds.
+- ``seed_interval``: the t interval of a difference from its value on each seed alone (training
+  runs as the samples): the seed-to-seed noise the utterance bootstrap does not see.
+- ``error_rate``: the corpus-level error rate (points) of one ``utterance_errors`` dict.
 
 Example
 -------
@@ -22,6 +25,9 @@ Example
 (-10.0, True)
 >>> mean_std([80.0, 82.0, 84.0])
 (82.0, 2.0)
+>>> interval = seed_interval([6.26, 3.56, 4.03])
+>>> round(interval["low"], 2), round(interval["high"], 2), interval["excludes_zero"]
+(1.03, 8.2, True)
 >>> ref = [{"a": (1, 1), "b": (0, 1), "c": (1, 1), "d": (0, 1)}]  # accuracy 50 %
 >>> sys_ = [{"a": (0, 1), "b": (0, 1), "c": (0, 1), "d": (0, 1)}]  # accuracy 100 %
 >>> paired_bootstrap_accuracy(ref, sys_, resamples=200)["difference"]
@@ -128,6 +134,45 @@ def mean_std(values):
     """
     values = [float(v) for v in values]
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def seed_interval(differences, confidence=0.95):
+    """The t interval of the mean of per-seed differences (each from one pair of training runs):
+    seeds as the samples, so training noise counts, as it does not in ``paired_bootstrap``.
+
+    Arguments
+    ---------
+    differences : list of float
+        The difference on each seed (``WER(system) - WER(reference)``), at least two.
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    dict
+        ``difference`` (the mean), ``low``, ``high``, ``excludes_zero`` and ``seeds``.
+    """
+    from scipy import stats
+
+    if len(differences) < 2:
+        raise ValueError(f"an interval over seeds needs 2 seeds or more, got {len(differences)}")
+    mean, std = mean_std(differences)
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(differences) - 1)) * std \
+        / len(differences) ** 0.5
+    return {"difference": mean, "low": mean - half, "high": mean + half,
+            "excludes_zero": bool(mean - half > 0 or mean + half < 0),
+            "seeds": len(differences)}
+
+
+def error_rate(errors):
+    """The corpus-level error rate in points of ``{ID: (errors, length)}``.
+
+    Example
+    -------
+    >>> error_rate({"a": (1, 10), "b": (3, 10)})
+    20.0
+    """
+    return 100.0 * sum(e for e, _ in errors.values()) / sum(n for _, n in errors.values())
 
 
 def prediction_errors(path):

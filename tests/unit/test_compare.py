@@ -50,6 +50,15 @@ def test_seeds_give_mean_std_and_a_paired_interval_against_the_reference(tmp_pat
     interval = table["better"]["d_wer_test_clean"]
     expected = sum(wers["better"]) / 3 - ref_mean  # same words per seed: the pooled difference
     assert interval.startswith(f"{expected:+.2f} [") and interval.endswith("*")
+    # Over the seeds: the t interval of the three seeds' differences (-25, -12.5, -25 points).
+    from scipy import stats as scipy_stats
+
+    diffs = [b - a for a, b in zip(wers["weight_ft"], wers["better"])]
+    half = scipy_stats.t.ppf(0.975, 2) * scipy_stats.tstd(diffs) / 3 ** 0.5
+    low, high = sum(diffs) / 3 - half, sum(diffs) / 3 + half
+    assert table["better"]["s_wer_test_clean"] == f"{expected:+.2f} [{low:+.2f}, {high:+.2f}]" + (
+        " *" if high < 0 else "")
+    assert table["weight_ft"]["s_wer_test_clean"] == ""
     md = (out / "comparison.md").read_text()
     assert "±" in md and "d_wer_test_clean" in md
     assert (out / "wer_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
