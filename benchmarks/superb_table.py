@@ -40,7 +40,7 @@ from s3brain.backbone import default_backbone, load_ssl
 from s3brain.compare import (add_executor_options, interval_text, launcher_for,
                              run_strategy)
 from s3brain.mask_bank import MaskBank
-from s3brain.stats import mean_std, paired_bootstrap_files, prediction_errors
+from s3brain.stats import mean_std, paired_bootstrap_files, prediction_errors, seed_interval
 from s3brain.utterance import build_head, classification_metrics, dataio_prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,6 +228,22 @@ def accuracy_interval(reference, system):
     return paired_bootstrap_files(pairs, read=prediction_errors, accuracy=True)
 
 
+def accuracy_seed_interval(reference, system, key="accuracy_test"):
+    """The t interval over the seeds of the accuracy difference ``system - reference``, from the
+    seeds where both runs finished (``seed_interval``; None with fewer than two).
+
+    Arguments
+    ---------
+    reference, system : list of Path
+        One run folder per seed, in the same seed order.
+    key : str
+        The results key.
+    """
+    pairs = [(finished(a), finished(b)) for a, b in zip(reference, system)]
+    diffs = [b[key] - a[key] for a, b in pairs if a and b and None not in (a.get(key), b.get(key))]
+    return seed_interval(diffs) if len(diffs) > 1 else None
+
+
 def spread_text(mean, std, count, seeds):
     """``mean ± std`` (and ``(k/n seeds)`` when some did not finish); empty for none."""
     if mean is None:
@@ -247,10 +263,11 @@ def report_seeds(args):
 
     lines = [f"Test accuracy (%), mean ± std over seeds {' '.join(map(str, seeds))}; "
              "Δ: S3-Router - weight fine-tuning, paired bootstrap 95 % interval over the test "
-             "utterances of every seed (* = excludes 0). S3-Router's sparsity is the one with "
+             "utterances of every seed, and the t interval over the seeds' differences "
+             "(training noise counted; * = excludes 0). S3-Router's sparsity is the one with "
              "the best mean dev accuracy.", "",
-             "| task | metric | weight fine-tuning | S3-Router | best sparsity | Δ (95 % CI) |",
-             "|---" * 6 + "|"]
+             "| task | metric | weight fine-tuning | S3-Router | best sparsity | Δ (95 % CI) "
+             "| Δ over seeds (t) |", "|---" * 7 + "|"]
     for task in args.tasks:
         name, targets, slots, _ = TASKS[task]
         dense = folders(task, "weight_ft")
@@ -266,9 +283,10 @@ def report_seeds(args):
         keys = [("accuracy_test", "Acc %")] + ([("slot_f1_test", "Slot F1 %")] if slots else [])
         for key, label in keys:
             delta = interval_text(interval) if interval and key == "accuracy_test" else ""
+            over = accuracy_seed_interval(dense, chosen, key) if best else None
             lines.append(f"| {name} | {label} | {spread_text(*over_seeds(dense, key), seeds)} "
                          f"| {spread_text(*over_seeds(chosen, key), seeds)} | {best or ''} "
-                         f"| {delta} |")
+                         f"| {delta} | {interval_text(over) if over else ''} |")
     lines += ["", "S3-Router test accuracy at each sparsity, and Δ against weight fine-tuning:",
               "", "| task | " + " | ".join(f"sparsity {s}" for s in args.sparsities) + " |",
               "|---" * (len(args.sparsities) + 1) + "|"]

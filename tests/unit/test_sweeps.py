@@ -391,6 +391,13 @@ def test_superb_seeds_give_accuracy_mean_std_and_a_paired_interval(tmp_path):
     # 80 utterances: weight fine-tuning wrong on 8 + 9, S3-Router on 10 + 10
     delta = statistics.fmean(chosen) - statistics.fmean(dense)
     assert cells[5].startswith(f"{delta:+.2f} [") and not cells[5].endswith("*")
+    # over the two seeds: the t interval (1 degree of freedom) of the two differences
+    from scipy import stats as scipy_stats
+
+    diffs = [c - d for c, d in zip(chosen, dense)]
+    half = scipy_stats.t.ppf(0.975, 1) * statistics.stdev(diffs) / 2 ** 0.5
+    assert cells[6] == (f"{delta:+.2f} [{delta - half:+.2f}, {delta + half:+.2f}]"
+                        + (" *" if delta + half < 0 or delta - half > 0 else ""))
     sweep_row = next(line for line in text.splitlines() if line.startswith("| KS |"))
     perfect = statistics.fmean(accuracies["0.05"]) - statistics.fmean(dense)
     assert f"100.00 ± 0.00<br>Δ {perfect:+.2f} [" in sweep_row
@@ -406,8 +413,9 @@ def test_superb_seed_missing_for_one_run_is_counted(tmp_path):
     row = next(line for line in (tmp_path / "superb_table_seeds.md").read_text().splitlines()
                if line.startswith("| Keyword spotting"))
     assert "80.00 ± 0.00 (1/2 seeds)" in row
-    # the interval pools only the seed where both runs finished: 40 utterances, -5 points
-    assert "| -5.00 [" in row
+    # the interval pools only the seed where both runs finished: 40 utterances, -5 points; one
+    # pair of runs has no interval over seeds
+    assert "| -5.00 [" in row and row.endswith("|  |")
 
 
 def test_superb_jobs_per_seed(tmp_path):
