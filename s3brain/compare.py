@@ -687,10 +687,10 @@ def detector_results(folder):
     return json.loads(path.read_text())
 
 
-def error_files(folder, metric):
+def error_files(folder, metric, lm=False):
     """The per-utterance error files of a run for its primary metric's kind (SpeechBrain's
     ``ErrorRateStats.write_stats``: ``wer_test-clean.txt``, ``per_test.txt``), by split; the LM
-    decoding's files left out.
+    decoding's (``wer_lm_test-clean.txt``, as split ``lm_test-clean``) with ``lm``.
 
     Arguments
     ---------
@@ -698,6 +698,8 @@ def error_files(folder, metric):
         The run's folder.
     metric : str
         Its primary metric (``wer_test_clean``).
+    lm : bool
+        Include the LM decoding's files.
 
     Returns
     -------
@@ -706,7 +708,7 @@ def error_files(folder, metric):
     """
     prefix = metric.split("_")[0]
     return {p.stem[len(prefix) + 1:]: p for p in sorted(Path(folder).glob(f"{prefix}_*.txt"))
-            if not p.stem.startswith(f"{prefix}_lm_")}
+            if lm or not p.stem.startswith(f"{prefix}_lm_")}
 
 
 def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=None):
@@ -723,7 +725,8 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         The yaml (or its stem) every row is compared with, or ``{name: reference}`` per row
         (``BASELINE`` for a name it lacks; ``fair_reference``).
     splits : tuple of str, optional
-        Test splits to compare (default: every split with an error file in the reference run).
+        Test splits to compare (default: every split with an error file in the reference run,
+        the LM decoding's too: ``lm_test-clean`` gives ``d_wer_lm_test_clean``).
     folder_of : callable, optional
         ``(seed, name) -> folder`` of a run, for another layout than ``out/seed<s>/<name>``
         (the sweeps keep the yamls' own seed in the folder a run without seeds has).
@@ -768,7 +771,7 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         reference = references.get(name, default)
         row["reference"] = reference if name != reference else None
         seed0 = folder_of(seeds[0], reference)
-        for split in splits or error_files(seed0, metric):
+        for split in splits or error_files(seed0, metric, lm=True):
             tag = f"{prefix}_{split.replace('-', '_')}"
             row[f"d_{tag}"] = row[f"s_{tag}"] = None
             files = [(folder_of(s, reference) / f"{prefix}_{split}.txt",

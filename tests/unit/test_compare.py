@@ -138,8 +138,9 @@ def test_rows_from_weight_ft_are_compared_with_its_continuation_and_get_a_detect
             stats = ErrorRateStats()
             stats.append(list(refs), [["x"] * n + r.split()[n:] for r in refs.values()],
                          [r.split() for r in refs.values()])
-            with open(run / "wer_test-clean.txt", "w") as f:
-                stats.write_stats(f)
+            for split in ("test-clean", "lm_test-clean"):
+                with open(run / f"wer_{split}.txt", "w") as f:
+                    stats.write_stats(f)
             (run / "results.json").write_text(json.dumps(
                 {"wer_test_clean": stats.summarize("error_rate")}))
     code = compare.main([str(recipe), "pruned.yaml", "other.yaml", "dropping.yaml", "--out",
@@ -150,6 +151,7 @@ def test_rows_from_weight_ft_are_compared_with_its_continuation_and_get_a_detect
     assert list(table) == ["weight_ft", "pruned", "other", "dropping", "weight_ft_continued"]
     assert table["pruned"]["reference"] == "weight_ft_continued"
     assert table["pruned"]["d_wer_test_clean"].startswith("+12.50 [")  # 1 word of 8 worse
+    assert table["pruned"]["d_wer_lm_test_clean"].startswith("+12.50 [")  # the LM's too
     assert table["other"]["reference"] == table["weight_ft_continued"]["reference"] == "weight_ft"
     assert table["other"]["d_wer_test_clean"].startswith("-12.50 [")
     assert table["weight_ft_continued"]["d_wer_test_clean"].startswith("-37.50 [")
