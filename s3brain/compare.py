@@ -619,8 +619,8 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None
 
 def with_references(recipe, yamls):
     r"""``yamls`` (names) with what they need: the weight fine-tuning yaml first when any starts
-    from its run, and then its continuation (``CONTINUED``, the fair reference of those rows)
-    when the recipe has one.
+    from its run or needs a SALAD detector (its run is the teacher), and its continuation
+    (``CONTINUED``, the fair reference of the rows that start from it) when the recipe has one.
 
     Example
     -------
@@ -631,16 +631,20 @@ def with_references(recipe, yamls):
     ...     for name in ("safari", "lora", "weight_ft_continued"):
     ...         _ = (hparams / f"{name}.yaml").write_text(
     ...             "init_from: x\n" if name != "lora" else "seed: 1\n")
-    ...     with_references(tmp, ["safari.yaml", "lora.yaml"])
+    ...     _ = (hparams / "salad.yaml").write_text("salad_detector: x\n")
+    ...     print(with_references(tmp, ["safari.yaml", "lora.yaml"]))
+    ...     print(with_references(tmp, ["salad.yaml"]))
     ['weight_ft.yaml', 'safari.yaml', 'lora.yaml', 'weight_ft_continued.yaml']
+    ['weight_ft.yaml', 'salad.yaml']
     """
     hparams = Path(recipe) / "hparams"
     yamls = [Path(y).name for y in yamls]
-    if any(needs_baseline(hparams / y) for y in yamls):
-        if BASELINE not in yamls:
-            yamls.insert(0, BASELINE)
-        if (hparams / CONTINUED).is_file() and CONTINUED not in yamls:
-            yamls.append(CONTINUED)
+    from_baseline = any(needs_baseline(hparams / y) for y in yamls)
+    if (from_baseline or any(needs_detector(hparams / y) for y in yamls)) \
+            and BASELINE not in yamls:
+        yamls.insert(0, BASELINE)  # the runs start from it, or the detector's teacher is it
+    if from_baseline and (hparams / CONTINUED).is_file() and CONTINUED not in yamls:
+        yamls.append(CONTINUED)
     yamls.sort(key=lambda y: y != BASELINE)  # the baseline first: others may start from it
     return yamls
 
