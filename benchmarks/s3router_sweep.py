@@ -39,7 +39,8 @@ claims):
   only the scores, the weights are frozen), in ``s3router_<init>_<sparsity>_lr<LR>``; the
   yaml's own value (0.01) is the plain ``s3router_<init>_<sparsity>`` run. ``score_lr.md`` has
   one row per (lr, init) and says, for each lr, whether the inits' intervals overlap and how
-  each init compares with ORI (paired intervals), and which lr is best per init.
+  each init compares with ORI (paired intervals by utterances and, with ``--seeds``, over the
+  seeds), and which lr is best per init.
 - ``--prune-intervals N ...``: PARP and structured PARP re-prune every N steps
   (``prune_interval_steps``; the yaml's 50 is the plain folder, others ``<method>_<sp>_pi<N>``).
 - ``--executor local|slurm`` (and ``--slurm-partition``, ``--timeout-min``): each run goes to
@@ -474,12 +475,14 @@ def score_lr_rows(rows, sparsity):
 
 def score_lr_findings(rows, split="test-clean"):
     """For each score learning rate: do the inits' intervals (against weight fine-tuning)
-    overlap, and each init against ORI (paired over the same utterances and seeds); per init,
-    the rate with the lowest mean WER. ``rows``: ``score_lr_rows`` of one split."""
+    overlap, and each init against ORI (paired over the same utterances and seeds, and with two
+    seeds or more over the seeds' differences, training noise counted); per init, the rate with
+    the lowest mean WER. ``rows``: ``score_lr_rows`` of one split."""
     from s3brain.compare import interval_text
-    from s3brain.stats import paired_bootstrap_files
+    from s3brain.stats import paired_bootstrap_files, seed_interval_files
 
-    key, tag = f"wer_{split.replace('-', '_')}", f"d_wer_{split.replace('-', '_')}"
+    key = f"wer_{split.replace('-', '_')}"
+    tag, seeds_tag = f"d_{key}", f"s_{key}"  # utterance bootstrap, interval over seeds
     lines = []
     for lr in dict.fromkeys(r["score_lr"] for r in rows):
         at = [r for r in rows if r["score_lr"] == lr]
@@ -491,16 +494,23 @@ def score_lr_findings(rows, split="test-clean"):
         line = (f"- score lr {lr}: the inits' intervals against weight fine-tuning "
                 f"{'overlap' if overlap else 'do not overlap'} (" + ", ".join(
                     f"{r['init'].upper()} {interval_text(r[tag])}" for r in shown) + ")")
+        over_seeds = [r for r in shown if r.get(seeds_tag)]
+        if len(over_seeds) > 1:
+            overlap = intervals_overlap([r[seeds_tag] for r in over_seeds])
+            line += (f", over seeds {'overlap' if overlap else 'do not overlap'} (" + ", ".join(
+                f"{r['init'].upper()} {interval_text(r[seeds_tag])}" for r in over_seeds) + ")")
         ori = next((r for r in at if r["init"] == "ori"), None)
         against = []
         for r in at:
             if ori is None or r is ori:
                 continue
-            paired = paired_bootstrap_files(
-                [(a / f"wer_{split}.txt", b / f"wer_{split}.txt")
-                 for a, b in zip(ori["folders"], r["folders"])])
+            files = [(a / f"wer_{split}.txt", b / f"wer_{split}.txt")
+                     for a, b in zip(ori["folders"], r["folders"])]
+            paired = paired_bootstrap_files(files)
             if paired:
-                against.append(f"{r['init'].upper()} - ORI {interval_text(paired)}")
+                seeds = seed_interval_files(files)
+                against.append(f"{r['init'].upper()} - ORI {interval_text(paired)}" + (
+                    f" (over seeds {interval_text(seeds)})" if seeds else ""))
         lines.append(line + ("; paired: " + ", ".join(against) if against else ""))
     for init in dict.fromkeys(r["init"] for r in rows):
         done = [r for r in rows if r["init"] == init and r.get(key) is not None]

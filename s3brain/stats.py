@@ -216,6 +216,32 @@ def paired_bootstrap_accuracy(reference, system, resamples=1000, confidence=0.95
             "high": 0.0 - errors["low"]}
 
 
+def seed_interval_files(pairs, read=utterance_errors, confidence=0.95):
+    """``seed_interval`` of the error-rate differences (system - reference) of the seeds whose
+    two per-utterance files both exist: the paired comparison of two training runs per seed
+    with the seeds as the samples.
+
+    Arguments
+    ---------
+    pairs : list of tuple
+        ``(reference file, system file)`` per seed, as for ``paired_bootstrap_files``.
+    read : callable
+        ``path -> {ID: (errors, length)}``.
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    dict or None
+        The interval (``seed_interval``), None with fewer than two complete pairs.
+    """
+    pairs = [(a, b) for a, b in pairs if Path(a).exists() and Path(b).exists()]
+    if len(pairs) < 2:
+        return None
+    return seed_interval([error_rate(read(b)) - error_rate(read(a)) for a, b in pairs],
+                         confidence)
+
+
 def paired_bootstrap_files(pairs, read=utterance_errors, accuracy=False, **options):
     """``paired_bootstrap`` (``paired_bootstrap_accuracy`` with ``accuracy``) over the seeds
     whose two per-utterance files both exist.

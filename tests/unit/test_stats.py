@@ -99,3 +99,20 @@ def test_accuracy_interval_is_the_negated_error_rate_interval(tmp_path):
     assert paired_bootstrap_files([(a, tmp_path / "missing.csv")]) is None
     with pytest.raises(ValueError, match="no predictions"):
         prediction_errors(write(tmp_path / "empty.csv", {}))
+
+
+def test_seed_interval_files_pairs_the_complete_seeds_only(tmp_path):
+    """Seeds with one file missing are left out; with fewer than two pairs there is no
+    interval; otherwise the t interval of the files' corpus WER differences."""
+    from s3brain.stats import seed_interval, seed_interval_files
+
+    refs = {f"u{i}": "one two three four" for i in range(5)}
+    pairs = []
+    for seed, wrong in enumerate((1, 2, 2)):
+        hyps = {k: " ".join(["x"] * wrong + r.split()[wrong:]) for k, r in refs.items()}
+        pairs.append((_wer_file(tmp_path / f"ref{seed}.txt", refs, refs),
+                      _wer_file(tmp_path / f"sys{seed}.txt", refs, hyps)))
+    assert seed_interval_files(pairs[:1]) is None
+    assert seed_interval_files(pairs[:1] + [(tmp_path / "missing.txt", pairs[1][1])]) is None
+    assert seed_interval_files(pairs) == seed_interval([25.0, 50.0, 50.0])
+    assert seed_interval_files(pairs + [(pairs[0][0], tmp_path / "missing.txt")])["seeds"] == 3

@@ -359,11 +359,39 @@ def test_score_lr_report_says_where_the_inits_intervals_overlap(tmp_path):
     assert " overlap (" in findings["- score lr 0.01"]
     assert "RI - ORI +0.00 [+0.00, +0.00]" in findings["- score lr 0.01"]
     assert "score lr 1e-3" in findings["- ORI"] and "score lr 0.01" in findings["- RI"]
-    assert "±" not in text  # one seed: no spread shown
+    assert "±" not in text and "(over seeds" not in text  # one seed: no spread, no t interval
     assert (tmp_path / "score_lr.png").read_bytes()[:4] == b"\x89PNG"
     # the plain sweep table gains the axis column, the pivot keeps the yaml's rate only
     assert "| score_lr |" in (tmp_path / "sweep.md").read_text()
     assert "44.44 / 44.44" not in (tmp_path / "sweep_pivot.md").read_text()
+
+
+
+def test_score_lr_findings_with_seeds_give_the_interval_over_seeds_too(tmp_path):
+    """RI has 1, 2 and 4 more words wrong than ORI per utterance on the three seeds: by
+    utterances its difference to ORI (and the two inits' intervals against weight fine-tuning)
+    are tight and apart; over seeds the same differences vary, and the t interval (scipy's t,
+    computed here from the per-seed WERs) is wide enough that the inits' intervals overlap."""
+    from scipy import stats
+
+    extra = {1986: 1, 1987: 2, 1988: 4}
+    wer = {}
+    for seed in extra:
+        root = tmp_path / "train-10m" / ("" if seed == 1986 else f"seed{seed}")
+        wer_run(root / "weight_ft", every(3))
+        for init, wrong in (("ori", 4), ("ri", 4 + extra[seed])):
+            wer[init, seed] = wer_run(root / f"s3router_{init}_0.1", every(wrong),
+                                      strategy="s3router", sparsity=0.1)
+    sweep.main(["--out", str(tmp_path), "--inits", "ori", "ri", "--sparsities", "0.1",
+                "--score-lrs", "1e-2", "--seeds", "1986", "1987", "1988", "--report-only"])
+    line = next(x for x in (tmp_path / "score_lr.md").read_text().splitlines()
+                if x.startswith("- score lr 0.01"))
+    diffs = [100 * extra[s] / WORDS for s in extra]  # the files' error rates, not rounded
+    assert [wer["ri", s] - wer["ori", s] for s in extra] == pytest.approx(diffs, abs=0.02)
+    mean, half = statistics.fmean(diffs), stats.t.ppf(0.975, 2) * statistics.stdev(diffs) / 3 ** .5
+    assert f"RI - ORI {mean:+.2f} [" in line  # by utterances: a tight interval, excludes 0
+    assert f"(over seeds {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}])" in line
+    assert "do not overlap (ORI" in line and "over seeds overlap (ORI" in line
 
 
 # ---------------------------------------------------------------- the SUPERB table
