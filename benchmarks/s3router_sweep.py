@@ -477,9 +477,9 @@ def score_lr_findings(rows, split="test-clean"):
     """For each score learning rate: do the inits' intervals (against weight fine-tuning)
     overlap, and each init against ORI (paired over the same utterances and seeds, and with two
     seeds or more over the seeds' differences, training noise counted); per init, the rate with
-    the lowest mean WER. ``rows``: ``score_lr_rows`` of one split."""
+    the lowest mean WER, against each other rate (paired the same two ways). ``rows``:
+    ``score_lr_rows`` of one split."""
     from s3brain.compare import interval_text
-    from s3brain.stats import paired_bootstrap_files, seed_interval_files
 
     key = f"wer_{split.replace('-', '_')}"
     tag, seeds_tag = f"d_{key}", f"s_{key}"  # utterance bootstrap, interval over seeds
@@ -500,25 +500,39 @@ def score_lr_findings(rows, split="test-clean"):
             line += (f", over seeds {'overlap' if overlap else 'do not overlap'} (" + ", ".join(
                 f"{r['init'].upper()} {interval_text(r[seeds_tag])}" for r in over_seeds) + ")")
         ori = next((r for r in at if r["init"] == "ori"), None)
-        against = []
-        for r in at:
-            if ori is None or r is ori:
-                continue
-            files = [(a / f"wer_{split}.txt", b / f"wer_{split}.txt")
-                     for a, b in zip(ori["folders"], r["folders"])]
-            paired = paired_bootstrap_files(files)
-            if paired:
-                seeds = seed_interval_files(files)
-                against.append(f"{r['init'].upper()} - ORI {interval_text(paired)}" + (
-                    f" (over seeds {interval_text(seeds)})" if seeds else ""))
+        against = [difference for r in at if ori is not None and r is not ori
+                   for difference in [paired_difference(ori, r, split, r["init"].upper(), "ORI")]
+                   if difference]
         lines.append(line + ("; paired: " + ", ".join(against) if against else ""))
     for init in dict.fromkeys(r["init"] for r in rows):
         done = [r for r in rows if r["init"] == init and r.get(key) is not None]
         if done:
             best = min(done, key=lambda r: r[key])
+            others = [difference for r in done if r is not best
+                      for difference in [paired_difference(
+                          r, best, split, f"lr {best['score_lr']}", f"lr {r['score_lr']}")]
+                      if difference]
             lines.append(f"- {init.upper()}: lowest mean {key} at score lr {best['score_lr']} "
-                         f"({best[key]:.2f})")
+                         f"({best[key]:.2f})" + ("; paired: " + ", ".join(others) if others
+                                                  else ""))
     return lines
+
+
+def paired_difference(reference, system, split, name, reference_name):
+    """``<name> - <reference_name> <utterance interval> (over seeds <t interval>)``: the WER
+    difference of two sweep rows on ``split``, paired by utterances over every seed where both
+    runs finished, and over the seeds (two or more); None when no pair has finished."""
+    from s3brain.compare import interval_text
+    from s3brain.stats import paired_bootstrap_files, seed_interval_files
+
+    files = [(a / f"wer_{split}.txt", b / f"wer_{split}.txt")
+             for a, b in zip(reference["folders"], system["folders"])]
+    paired = paired_bootstrap_files(files)
+    if not paired:
+        return None
+    seeds = seed_interval_files(files)
+    return f"{name} - {reference_name} {interval_text(paired)}" + (
+        f" (over seeds {interval_text(seeds)})" if seeds else "")
 
 
 def write_score_lr_report(rows, out, sparsity, seeds):

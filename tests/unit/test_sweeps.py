@@ -359,6 +359,10 @@ def test_score_lr_report_says_where_the_inits_intervals_overlap(tmp_path):
     assert " overlap (" in findings["- score lr 0.01"]
     assert "RI - ORI +0.00 [+0.00, +0.00]" in findings["- score lr 0.01"]
     assert "score lr 1e-3" in findings["- ORI"] and "score lr 0.01" in findings["- RI"]
+    # each init's best rate against its other rates: ORI 3 of 9 words wrong against 5
+    assert "paired: lr 1e-3 - lr 0.01 -22.22 [" in findings["- ORI"]
+    assert findings["- ORI"].endswith("] *")  # every utterance 1 to 3 words better
+    assert "paired: lr 0.01 - lr 1e-3 -22.22 [" in findings["- RI"]
     assert "±" not in text and "(over seeds" not in text  # one seed: no spread, no t interval
     assert (tmp_path / "score_lr.png").read_bytes()[:4] == b"\x89PNG"
     # the plain sweep table gains the axis column, the pivot keeps the yaml's rate only
