@@ -76,6 +76,7 @@ def removed_small_share(weight, final):
     return float((small & ~final).sum()) / max(1, int((~final).sum()))
 
 
+@torch.no_grad()
 def drift(folder, backbone):
     """``moved`` and ``removed_small`` of one run folder, averaged over its masked layers.
 
@@ -144,7 +145,6 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write mask_drift.md / .csv (default: the first folder)")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
     runs = {}
     for root in args.folders:
         # the sweep links runs made elsewhere into its folders: follow the links

@@ -78,6 +78,7 @@ def test_swapped_weights_are_counted_per_layer_and_pooled_over_seeds(tmp_path, b
     assert one["moved"] == pytest.approx(8 / removed / layers)  # one layer of `layers` moved
     rows = drift.main([str(tmp_path), "--backbone", str(backbone), "--out", str(tmp_path)])
     assert len(rows) == 1 and rows[0]["seeds"] == 2
+    assert torch.is_grad_enabled()  # the worker's later tests train: nothing switched off
     assert rows[0]["moved"] == pytest.approx((8 + 4) / 2 / removed / layers)
     assert "s3router_ri_0.25 | ri | 5e-5" in (tmp_path / "mask_drift.md").read_text()
 
