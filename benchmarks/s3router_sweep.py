@@ -500,18 +500,16 @@ def score_lr_findings(rows, split="test-clean"):
             line += (f", over seeds {'overlap' if overlap else 'do not overlap'} (" + ", ".join(
                 f"{r['init'].upper()} {interval_text(r[seeds_tag])}" for r in over_seeds) + ")")
         ori = next((r for r in at if r["init"] == "ori"), None)
-        against = [difference for r in at if ori is not None and r is not ori
-                   for difference in [paired_difference(ori, r, split, r["init"].upper(), "ORI")]
-                   if difference]
+        against = [d for d in (paired_difference(ori, r, split, r["init"].upper(), "ORI")
+                                for r in at if ori is not None and r is not ori) if d]
         lines.append(line + ("; paired: " + ", ".join(against) if against else ""))
     for init in dict.fromkeys(r["init"] for r in rows):
         done = [r for r in rows if r["init"] == init and r.get(key) is not None]
         if done:
             best = min(done, key=lambda r: r[key])
-            others = [difference for r in done if r is not best
-                      for difference in [paired_difference(
-                          r, best, split, f"lr {best['score_lr']}", f"lr {r['score_lr']}")]
-                      if difference]
+            others = [d for d in (paired_difference(r, best, split, f"lr {best['score_lr']}",
+                                                    f"lr {r['score_lr']}")
+                                  for r in done if r is not best) if d]
             lines.append(f"- {init.upper()}: lowest mean {key} at score lr {best['score_lr']} "
                          f"({best[key]:.2f})" + ("; paired: " + ", ".join(others) if others
                                                   else ""))
