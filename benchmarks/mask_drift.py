@@ -24,6 +24,7 @@ seed) are pooled: mean +- std over the seeds. Writes ``mask_drift.md`` and ``.cs
 """
 
 import argparse
+import json
 import os
 import re
 from pathlib import Path
@@ -93,8 +94,6 @@ def drift(folder, backbone):
         ``init``, ``sparsity``, ``score_lr``, ``seed``, ``moved``, ``removed_small``; None for a
         mask file of another strategy (S3-Router-P's).
     """
-    import json
-
     from transformers import AutoModel
 
     final, _, metadata = read_mask_file(Path(folder) / "task_mask.safetensors")
