@@ -15,6 +15,9 @@
 - ``seed_interval``: the t interval of a difference from its value on each seed alone (training
   runs as the samples): the seed-to-seed noise the utterance bootstrap does not see.
 - ``error_rate``: the corpus-level error rate (points) of one ``utterance_errors`` dict.
+- ``compare_rows`` / ``python -m s3brain.stats REFERENCE SYSTEM ...``: any two rows of
+  ``s3brain.compare`` folders (``<out>/<row>``, paired seed by seed), both intervals per
+  per-utterance file: the pairs the comparison's own table does not give.
 
 Example
 -------
@@ -268,3 +271,152 @@ def paired_bootstrap_files(pairs, read=utterance_errors, accuracy=False, **optio
         return None
     bootstrap = paired_bootstrap_accuracy if accuracy else paired_bootstrap
     return bootstrap([read(a) for a, _ in pairs], [read(b) for _, b in pairs], **options)
+
+
+def seed_runs(row):
+    """``{seed: run folder}`` of one row of a comparison: ``<out>/<row>`` stands for the
+    ``<out>/seed<S>/<row>`` folders ``python -m s3brain.compare --seeds`` writes; a run folder
+    itself (one seed, shown as ``-``) is taken as it is.
+
+    Arguments
+    ---------
+    row : str or Path
+        ``<comparison folder>/<row name>`` or a run folder.
+
+    Returns
+    -------
+    dict
+        Seed (str) to folder, in seed order; empty when nothing is found.
+    """
+    row = Path(row)
+    if row.is_dir() and (any(row.glob("wer_*.txt")) or (row / "predictions_test.csv").exists()):
+        return {"-": row}
+    found = {p.parent.name[len("seed"):]: p for p in row.parent.glob(f"seed*/{row.name}")
+             if p.is_dir()}
+    return dict(sorted(found.items()))
+
+
+def _scored_files(folder):
+    """The per-utterance files of a run: ``wer_*.txt`` (greedy, then ``wer_lm_``), or
+    ``predictions_test.csv`` for a classification run."""
+    files = sorted(p.name for p in Path(folder).glob("wer_*.txt"))
+    files.sort(key=lambda name: name.startswith("wer_lm_"))
+    if not files and (Path(folder) / "predictions_test.csv").exists():
+        files = ["predictions_test.csv"]
+    return files
+
+
+def compare_rows(reference, system, confidence=0.95, resamples=1000):
+    """``system`` minus ``reference`` for every per-utterance file both rows' runs have, over
+    the seeds both have: the difference on each seed, the paired bootstrap over the pooled
+    utterances and the t interval over the seeds (None with one seed). Error rates (WER, CER,
+    classification error) in points; lower is better.
+
+    Arguments
+    ---------
+    reference, system : str or Path
+        Rows as ``seed_runs`` takes them (they may come from two comparison folders).
+    confidence : float
+        Coverage of both intervals.
+    resamples : int
+        Bootstrap resamples.
+
+    Returns
+    -------
+    list of dict
+        Per file: ``file``, ``per_seed`` ({seed: difference}), ``bootstrap`` and ``seeds``.
+    """
+    ref_runs, sys_runs = seed_runs(reference), seed_runs(system)
+    if ("-" in ref_runs) != ("-" in sys_runs) and ref_runs and sys_runs:
+        raise ValueError(f"{reference} and {system}: a run folder pairs with a run folder, "
+                         "a comparison row (<out>/<row>) with a comparison row")
+    runs = {s: (ref_runs[s], sys_runs[s]) for s in ref_runs if s in sys_runs}
+    if not runs:
+        raise ValueError(f"no seed has a run of both {reference} ({', '.join(ref_runs) or 'none'})"
+                         f" and {system} ({', '.join(sys_runs) or 'none'})")
+    seeds = list(runs)
+    found = []
+    for name in _scored_files(runs[seeds[0]][0]):
+        pairs = [(runs[s][0] / name, runs[s][1] / name) for s in seeds]
+        if not all(a.exists() and b.exists() for a, b in pairs):
+            continue
+        read = prediction_errors if name.endswith(".csv") else utterance_errors
+        errors = [(read(a), read(b)) for a, b in pairs]
+        per_seed = {s: error_rate(b) - error_rate(a) for s, (a, b) in zip(seeds, errors)}
+        found.append({
+            "file": name, "per_seed": per_seed,
+            "bootstrap": paired_bootstrap([a for a, _ in errors], [b for _, b in errors],
+                                          resamples, confidence),
+            "seeds": seed_interval(list(per_seed.values()), confidence)
+            if len(seeds) > 1 else None})
+    return found
+
+
+def _interval(result):
+    """``+1.23 [+0.45, +2.01] *`` (the star when the interval excludes 0); empty for None."""
+    if result is None:
+        return ""
+    star = " *" if result["excludes_zero"] else ""
+    return f"{result['difference']:+.2f} [{result['low']:+.2f}, {result['high']:+.2f}]{star}"
+
+
+def rows_table(reference, systems, **options):
+    """A markdown table of ``compare_rows`` for each system against ``reference``.
+
+    Arguments
+    ---------
+    reference : str or Path
+        The reference row.
+    systems : list
+        The rows compared with it.
+    **options
+        ``confidence``, ``resamples``.
+
+    Returns
+    -------
+    str
+        One table line per system and file.
+    """
+    lines = ["| row | file | per seed | by utterances | over seeds |", "|---|---|---|---|---|"]
+    for system in systems:
+        for result in compare_rows(reference, system, **options):
+            per_seed = " / ".join(f"{d:+.2f}" for d in result["per_seed"].values())
+            seeds = ", ".join(result["per_seed"])
+            lines.append(f"| {system} | {result['file']} | {per_seed} ({seeds}) | "
+                         f"{_interval(result['bootstrap'])} | {_interval(result['seeds'])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """``python -m s3brain.stats REFERENCE SYSTEM [SYSTEM ...]``: any two rows of one or two
+    comparisons, paired seed by seed (the intervals ``s3brain.compare`` gives each row against
+    its reference, for rows it did not pair).
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line (``sys.argv[1:]`` when None).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m s3brain.stats",
+        description="Error-rate differences (system - reference, points) between rows of "
+                    "s3brain.compare folders: <out>/<row> pairs <out>/seed<S>/<row> seed by "
+                    "seed; a run folder is one seed. '*': the interval excludes 0.")
+    parser.add_argument("reference", type=Path)
+    parser.add_argument("systems", type=Path, nargs="+")
+    parser.add_argument("--confidence", type=float, default=0.95)
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    try:
+        table = rows_table(args.reference, args.systems, confidence=args.confidence,
+                           resamples=args.resamples)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"against {args.reference}; {args.confidence:.0%} intervals")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -116,3 +116,47 @@ def test_seed_interval_files_pairs_the_complete_seeds_only(tmp_path):
     assert seed_interval_files(pairs[:1] + [(tmp_path / "missing.txt", pairs[1][1])]) is None
     assert seed_interval_files(pairs) == seed_interval([25.0, 50.0, 50.0])
     assert seed_interval_files(pairs + [(pairs[0][0], tmp_path / "missing.txt")])["seeds"] == 3
+
+
+def test_compare_rows_pairs_two_comparisons_seed_by_seed(tmp_path, capsys):
+    """``python -m s3brain.stats``: a row of one comparison folder against a row of another,
+    seed by seed (a seed only one side ran is left out): the per-seed differences are the
+    files' corpus WER differences, the intervals those of ``paired_bootstrap`` and
+    ``seed_interval`` on the same runs; a run folder does not pair with a row of seeds."""
+    from s3brain.stats import compare_rows, main, seed_interval
+
+    refs = {f"u{i}": "one two three four" for i in range(8)}
+
+    def hyps(wrong):
+        return {k: " ".join(["x"] * wrong + r.split()[wrong:]) for k, r in refs.items()}
+
+    for seed, (ref_wrong, sys_wrong) in {1: (0, 1), 2: (1, 3), 3: (1, 2)}.items():
+        for out, row, wrong in (("a", "dense", ref_wrong), ("b", "pruned", sys_wrong)):
+            if (out, seed) == ("b", 3):
+                continue  # the system did not run seed 3
+            run = tmp_path / out / f"seed{seed}" / row
+            run.mkdir(parents=True)
+            _wer_file(run / "wer_test-clean.txt", refs, hyps(wrong))
+            _wer_file(run / "wer_lm_test-clean.txt", refs, refs)
+    results = compare_rows(tmp_path / "a" / "dense", tmp_path / "b" / "pruned", resamples=200)
+    assert [r["file"] for r in results] == ["wer_test-clean.txt", "wer_lm_test-clean.txt"]
+    greedy, lm = results
+    assert greedy["per_seed"] == {"1": 25.0, "2": 50.0}
+    assert greedy["seeds"] == seed_interval([25.0, 50.0])
+    runs = [(utterance_errors(tmp_path / "a" / f"seed{s}" / "dense" / "wer_test-clean.txt"),
+             utterance_errors(tmp_path / "b" / f"seed{s}" / "pruned" / "wer_test-clean.txt"))
+            for s in (1, 2)]
+    expected = paired_bootstrap([a for a, _ in runs], [b for _, b in runs], resamples=200)
+    assert greedy["bootstrap"] == expected and expected["utterances"] == 16
+    assert lm["per_seed"] == {"1": 0.0, "2": 0.0} and not lm["bootstrap"]["excludes_zero"]
+
+    one = compare_rows(tmp_path / "a" / "seed3" / "dense", tmp_path / "a" / "seed2" / "dense")
+    assert one[0]["per_seed"] == {"-": 0.0} and one[0]["seeds"] is None
+    with pytest.raises(ValueError, match="pairs with a run folder"):
+        compare_rows(tmp_path / "a" / "seed1" / "dense", tmp_path / "b" / "pruned")
+    with pytest.raises(ValueError, match="no seed has a run of both"):
+        compare_rows(tmp_path / "a" / "dense", tmp_path / "b" / "missing")
+
+    main([str(tmp_path / "a" / "dense"), str(tmp_path / "b" / "pruned"), "--resamples", "200"])
+    printed = capsys.readouterr().out
+    assert "| +25.00 / +50.00 (1, 2) | +37.50 [" in printed and "] * |" in printed
