@@ -746,8 +746,7 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         (``seed_interval``, two seeds or more: training noise counted); ``reference``: the row
         it is compared with.
     """
-    from s3brain.stats import (error_rate, mean_std, paired_bootstrap, seed_interval,
-                               utterance_errors)
+    from s3brain.stats import mean_std, paired_differences
 
     seeds = list(per_seed)
     references = {Path(k).stem: Path(v).stem for k, v in reference.items()} \
@@ -780,12 +779,9 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
             row[f"d_{tag}"] = row[f"s_{tag}"] = None
             files = [(folder_of(s, reference) / f"{prefix}_{split}.txt",
                       folder_of(s, name) / f"{prefix}_{split}.txt") for s, _ in ok]
-            pairs = [(utterance_errors(a), utterance_errors(b)) for a, b in files
-                     if a.exists() and b.exists()] if name != reference else []
-            if pairs:
-                row[f"d_{tag}"] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs])
-            if len(pairs) > 1:
-                row[f"s_{tag}"] = seed_interval([error_rate(b) - error_rate(a) for a, b in pairs])
+            result = paired_differences(files) if name != reference else None
+            if result:
+                row[f"d_{tag}"], row[f"s_{tag}"] = result["bootstrap"], result["seeds"]
         rows.append(row)
     return rows
 

@@ -15,6 +15,7 @@
 - ``seed_interval``: the t interval of a difference from its value on each seed alone (training
   runs as the samples): the seed-to-seed noise the utterance bootstrap does not see.
 - ``error_rate``: the corpus-level error rate (points) of one ``utterance_errors`` dict.
+- ``paired_differences``: both intervals and the per-seed differences of pairs of such files.
 - ``compare_rows`` / ``python -m s3brain.stats REFERENCE SYSTEM ...``: any two rows of
   ``s3brain.compare`` folders (``<out>/<row>``, paired seed by seed), both intervals per
   per-utterance file: the pairs the comparison's own table does not give.
@@ -273,6 +274,38 @@ def paired_bootstrap_files(pairs, read=utterance_errors, accuracy=False, **optio
     return bootstrap([read(a) for a, _ in pairs], [read(b) for _, b in pairs], **options)
 
 
+def paired_differences(pairs, read=utterance_errors, confidence=0.95, resamples=1000):
+    """The pairs of per-utterance files (one per seed) whose two files both exist, compared:
+    the error-rate difference on each, ``paired_bootstrap`` over them pooled and
+    ``seed_interval`` over their differences (None with one pair).
+
+    Arguments
+    ---------
+    pairs : list of tuple
+        ``(reference file, system file)`` per seed.
+    read : callable
+        ``path -> {ID: (errors, length)}``.
+    confidence : float
+        Coverage of both intervals.
+    resamples : int
+        Bootstrap resamples.
+
+    Returns
+    -------
+    dict or None
+        ``differences`` (list, in the pairs' order), ``bootstrap``, ``seeds``; None when no
+        pair is complete.
+    """
+    errors = [(read(a), read(b)) for a, b in pairs if Path(a).exists() and Path(b).exists()]
+    if not errors:
+        return None
+    differences = [error_rate(b) - error_rate(a) for a, b in errors]
+    return {"differences": differences,
+            "bootstrap": paired_bootstrap([a for a, _ in errors], [b for _, b in errors],
+                                          resamples, confidence),
+            "seeds": seed_interval(differences, confidence) if len(errors) > 1 else None}
+
+
 def seed_runs(row):
     """``{seed: run folder}`` of one row of a comparison: ``<out>/<row>`` stands for the
     ``<out>/seed<S>/<row>`` folders ``python -m s3brain.compare --seeds`` writes; a run folder
@@ -341,14 +374,9 @@ def compare_rows(reference, system, confidence=0.95, resamples=1000):
         if not all(a.exists() and b.exists() for a, b in pairs):
             continue
         read = prediction_errors if name.endswith(".csv") else utterance_errors
-        errors = [(read(a), read(b)) for a, b in pairs]
-        per_seed = {s: error_rate(b) - error_rate(a) for s, (a, b) in zip(seeds, errors)}
-        found.append({
-            "file": name, "per_seed": per_seed,
-            "bootstrap": paired_bootstrap([a for a, _ in errors], [b for _, b in errors],
-                                          resamples, confidence),
-            "seeds": seed_interval(list(per_seed.values()), confidence)
-            if len(seeds) > 1 else None})
+        result = paired_differences(pairs, read, confidence, resamples)
+        found.append({"file": name, "per_seed": dict(zip(seeds, result["differences"])),
+                      "bootstrap": result["bootstrap"], "seeds": result["seeds"]})
     return found
 
 
