@@ -341,9 +341,10 @@ def _scored_files(folder):
 
 def compare_rows(reference, system, confidence=0.95, resamples=1000):
     """``system`` minus ``reference`` for every per-utterance file both rows' runs have, over
-    the seeds both have: the difference on each seed, the paired bootstrap over the pooled
-    utterances and the t interval over the seeds (None with one seed). Error rates (WER, CER,
-    classification error) in points; lower is better.
+    the seeds where both runs wrote it (a run still training has not): the difference on each
+    seed, the paired bootstrap over the pooled utterances and the t interval over the seeds
+    (None with one seed). Error rates (WER, CER, classification error) in points; lower is
+    better.
 
     Arguments
     ---------
@@ -369,13 +370,15 @@ def compare_rows(reference, system, confidence=0.95, resamples=1000):
                          f" and {system} ({', '.join(sys_runs) or 'none'})")
     seeds = list(runs)
     found = []
-    for name in _scored_files(runs[seeds[0]][0]):
-        pairs = [(runs[s][0] / name, runs[s][1] / name) for s in seeds]
-        if not all(a.exists() and b.exists() for a, b in pairs):
+    for name in dict.fromkeys(n for s in seeds for n in _scored_files(runs[s][0])):
+        complete = [s for s in seeds
+                    if (runs[s][0] / name).exists() and (runs[s][1] / name).exists()]
+        if not complete:
             continue
         read = prediction_errors if name.endswith(".csv") else utterance_errors
-        result = paired_differences(pairs, read, confidence, resamples)
-        found.append({"file": name, "per_seed": dict(zip(seeds, result["differences"])),
+        result = paired_differences([(runs[s][0] / name, runs[s][1] / name) for s in complete],
+                                    read, confidence, resamples)
+        found.append({"file": name, "per_seed": dict(zip(complete, result["differences"])),
                       "bootstrap": result["bootstrap"], "seeds": result["seeds"]})
     return found
 

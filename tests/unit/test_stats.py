@@ -150,6 +150,10 @@ def test_compare_rows_pairs_two_comparisons_seed_by_seed(tmp_path, capsys):
     assert greedy["bootstrap"] == expected and expected["utterances"] == 16
     assert lm["per_seed"] == {"1": 0.0, "2": 0.0} and not lm["bootstrap"]["excludes_zero"]
 
+    (tmp_path / "b" / "seed3" / "pruned").mkdir(parents=True)  # still training: no files
+    assert compare_rows(tmp_path / "a" / "dense", tmp_path / "b" / "pruned",
+                        resamples=200)[0]["per_seed"] == {"1": 25.0, "2": 50.0}
+
     one = compare_rows(tmp_path / "a" / "seed3" / "dense", tmp_path / "a" / "seed2" / "dense")
     assert one[0]["per_seed"] == {"-": 0.0} and one[0]["seeds"] is None
     with pytest.raises(ValueError, match="pairs with a run folder"):
