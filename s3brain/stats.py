@@ -419,9 +419,9 @@ def rows_table(reference, systems, **options):
 
 
 def main(argv=None):
-    """``python -m s3brain.stats REFERENCE SYSTEM [SYSTEM ...]``: any two rows of one or two
-    comparisons, paired seed by seed (the intervals ``s3brain.compare`` gives each row against
-    its reference, for rows it did not pair).
+    """The command line: any two rows of one or two comparisons (``python -m s3brain.stats
+    REFERENCE SYSTEM [SYSTEM ...]``), paired seed by seed: the intervals ``s3brain.compare``
+    gives each row against its reference, for the rows it did not pair.
 
     Arguments
     ---------
