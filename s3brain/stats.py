@@ -322,7 +322,7 @@ def seed_runs(row):
         Seed (str) to folder, in seed order; empty when nothing is found.
     """
     row = Path(row)
-    if row.is_dir() and (any(row.glob("wer_*.txt")) or (row / "predictions_test.csv").exists()):
+    if row.is_dir() and _scored_files(row):
         return {"-": row}
     found = {p.parent.name[len("seed"):]: p for p in row.parent.glob(f"seed*/{row.name}")
              if p.is_dir()}
@@ -330,10 +330,13 @@ def seed_runs(row):
 
 
 def _scored_files(folder):
-    """The per-utterance files of a run: ``wer_*.txt`` (greedy, then ``wer_lm_``), or
-    ``predictions_test.csv`` for a classification run."""
-    files = sorted(p.name for p in Path(folder).glob("wer_*.txt"))
-    files.sort(key=lambda name: name.startswith("wer_lm_"))
+    """The per-utterance files of a run: ``s3brain.compare.error_files`` of the WER and PER
+    kinds (greedy, then the LM decoding's), or ``predictions_test.csv`` for a classification
+    run."""
+    from s3brain.compare import error_files
+
+    files = [p.name for kind in ("wer", "per") for p in error_files(folder, kind, lm=True).values()]
+    files.sort(key=lambda name: name[4:].startswith("lm_"))
     if not files and (Path(folder) / "predictions_test.csv").exists():
         files = ["predictions_test.csv"]
     return files
