@@ -17,8 +17,9 @@
 - ``error_rate``: the corpus-level error rate (points) of one ``utterance_errors`` dict.
 - ``paired_differences``: both intervals and the per-seed differences of pairs of such files.
 - ``compare_rows`` / ``python -m s3brain.stats REFERENCE SYSTEM ...``: any two rows of
-  ``s3brain.compare`` folders (``<out>/<row>``, paired seed by seed), both intervals per
-  per-utterance file: the pairs the comparison's own table does not give.
+  ``s3brain.compare`` folders (``<out>/<row>``, paired seed by seed) or cells of
+  ``benchmarks/s3router_sweep.py --seeds``, both intervals per per-utterance file: the pairs the
+  comparison's own table does not give.
 
 Example
 -------
@@ -308,8 +309,11 @@ def paired_differences(pairs, read=utterance_errors, confidence=0.95, resamples=
 
 def seed_runs(row):
     """``{seed: run folder}`` of one row of a comparison: ``<out>/<row>`` stands for the
-    ``<out>/seed<S>/<row>`` folders ``python -m s3brain.compare --seeds`` writes; a run folder
-    itself (one seed, shown as ``-``) is taken as it is.
+    ``<out>/seed<S>/<row>`` folders ``python -m s3brain.compare --seeds`` writes. A run folder
+    with such siblings is the layout of ``benchmarks/s3router_sweep.py --seeds`` (the yamls' own
+    seed in ``<out>/<row>``, the others in ``<out>/seed<S>/<row>``): it joins them under the
+    seed its ``hyperparams.yaml`` ran with. A run folder without siblings is one seed, shown as
+    ``-``.
 
     Arguments
     ---------
@@ -320,13 +324,33 @@ def seed_runs(row):
     -------
     dict
         Seed (str) to folder, in seed order; empty when nothing is found.
+
+    Raises
+    ------
+    ValueError
+        When a run folder with seed siblings has no readable seed, or one of theirs.
     """
     row = Path(row)
-    if row.is_dir() and _scored_files(row):
-        return {"-": row}
     found = {p.parent.name[len("seed"):]: p for p in row.parent.glob(f"seed*/{row.name}")
              if p.is_dir()}
+    if row.is_dir() and _scored_files(row):
+        if not found:
+            return {"-": row}
+        seed = run_seed(row)
+        if seed is None or seed in found:
+            raise ValueError(f"{row}: its seed ({seed or 'not in hyperparams.yaml'}) cannot "
+                             f"join its siblings' ({', '.join(sorted(found))})")
+        found[seed] = row
     return dict(sorted(found.items()))
+
+
+def run_seed(folder):
+    """The ``seed:`` a run's ``hyperparams.yaml`` records (str), or None."""
+    path = Path(folder) / "hyperparams.yaml"
+    if not path.exists():
+        return None
+    match = re.search(r"^seed:\s*(\S+)", path.read_text(), re.MULTILINE)
+    return match.group(1) if match else None
 
 
 def _scored_files(folder):
@@ -437,7 +461,8 @@ def main(argv=None):
         prog="python -m s3brain.stats",
         description="Error-rate differences (system - reference, points) between rows of "
                     "s3brain.compare folders: <out>/<row> pairs <out>/seed<S>/<row> seed by "
-                    "seed; a run folder is one seed. '*': the interval excludes 0.")
+                    "seed; a run folder of benchmarks/s3router_sweep.py joins its seed<S>/ "
+                    "siblings, any other run folder is one seed. '*': the interval excludes 0.")
     parser.add_argument("reference", type=Path)
     parser.add_argument("systems", type=Path, nargs="+")
     parser.add_argument("--confidence", type=float, default=0.95)

@@ -164,3 +164,38 @@ def test_compare_rows_pairs_two_comparisons_seed_by_seed(tmp_path, capsys):
     main([str(tmp_path / "a" / "dense"), str(tmp_path / "b" / "pruned"), "--resamples", "200"])
     printed = capsys.readouterr().out
     assert "| +25.00 / +50.00 (1, 2) | +37.50 [" in printed and "] * |" in printed
+
+
+def test_compare_rows_joins_a_sweep_cell_with_its_seed_siblings(tmp_path):
+    """``benchmarks/s3router_sweep.py --seeds`` keeps the yamls' seed in ``<split>/<cell>`` and
+    the others in ``<split>/seed<S>/<cell>``: such a run folder is paired under the seed its
+    ``hyperparams.yaml`` ran with, beside its siblings, and against a comparison row too."""
+    from s3brain.stats import compare_rows, run_seed, seed_runs
+
+    refs = {f"u{i}": "one two three four" for i in range(4)}
+    wrong = {"u0": "x two three four", "u1": "one two three four", "u2": "one two three four",
+             "u3": "one two three four"}
+    two_wrong = dict(wrong, u1="one x three four")
+    split = tmp_path / "train-10m"
+    for cell, hyps in (("dense", refs), ("sparse", wrong)):
+        (split / cell).mkdir(parents=True)
+        (split / cell / "hyperparams.yaml").write_text("strategy: x\nseed: 1986\nlr: 1\n")
+        _wer_file(split / cell / "wer_test-clean.txt", refs, hyps)
+        run = split / "seed1987" / cell
+        run.mkdir(parents=True)
+        _wer_file(run / "wer_test-clean.txt", refs, refs if cell == "dense" else two_wrong)
+    assert run_seed(split / "dense") == "1986" and run_seed(split / "seed1987" / "dense") is None
+    assert list(seed_runs(split / "sparse")) == ["1986", "1987"]
+    greedy, = compare_rows(split / "dense", split / "sparse", resamples=200)
+    assert greedy["per_seed"] == {"1986": 6.25, "1987": 12.5}  # 1 and 2 of 16 words
+
+    comparison = tmp_path / "cmp"  # a comparison row of the same seeds
+    for seed in ("1986", "1987"):
+        (comparison / f"seed{seed}" / "dense").mkdir(parents=True)
+        _wer_file(comparison / f"seed{seed}" / "dense" / "wer_test-clean.txt", refs, refs)
+    assert compare_rows(comparison / "dense", split / "sparse",
+                        resamples=200)[0]["per_seed"] == {"1986": 6.25, "1987": 12.5}
+
+    (split / "seed1986" / "dense").mkdir(parents=True)  # the same seed twice: refused
+    with pytest.raises(ValueError, match="cannot join"):
+        seed_runs(split / "dense")
