@@ -94,6 +94,9 @@ def test_lora_unchanged_at_init_counted_frozen_and_merged(folder, targets):
 def test_houlsby_unchanged_at_init_counted_and_frozen(folder):
     model = _model(folder)
     wav = _wav()
+    # frozen as the adapters leave it: WavLM's attention (torch's multi_head_attention_forward)
+    # takes another kernel when no weight requires grad, equal to the last bits only on some CPUs
+    model.requires_grad_(False)
     with torch.no_grad():
         plain = model(wav).last_hidden_state
     pretrained = _backbone_tensors(model)
