@@ -32,6 +32,23 @@ def test_shipped_backbone_is_a_small_pretrained_hf_model():
     assert json.loads((SHIPPED / "training.json").read_text())["steps"] > 0
 
 
+def test_longer_pretrained_backbone_is_the_default_architecture_with_other_weights():
+    longer = SHIPPED.parent / "w2v2-tiny-8k"
+    configs = [json.loads((f / "config.json").read_text()) for f in (SHIPPED, longer)]
+    for config in configs:
+        config.pop("transformers_version")
+    assert configs[0] == configs[1]
+    model = AutoModel.from_pretrained(longer, local_files_only=True)
+    default = AutoModel.from_pretrained(SHIPPED, local_files_only=True).state_dict()
+    stored = load_file(longer / "model.safetensors")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, stored[name]), name
+    name = "encoder.layers.0.feed_forward.intermediate_dense.weight"
+    assert not torch.equal(model.state_dict()[name], default[name])  # not a copy of the default
+    assert json.loads((longer / "training.json").read_text())["steps"] == 8000
+    assert "test-clean" in (longer / "README.md").read_text()
+
+
 def test_speechbrain_wrapper_gives_the_transformers_output(tmp_path):
     ssl = load_ssl(SHIPPED, tmp_path)
     assert ssl.ssl_init == "pretrained"
