@@ -10,7 +10,9 @@ backbones weight fine-tuning and S3-Router (``recipes/LibriSpeech/hparams/weight
 ``scaling.png``, gives per backbone its pretraining steps and seconds, both test-clean WERs
 (greedy and with the LM, mean +- std over the seeds) and the gap (S3-Router minus weight
 fine-tuning, greedy) with its paired bootstrap 95 % interval over the test utterances of every
-seed (``s3brain.compare.pooled_over_seeds``).
+seed (``s3brain.compare.pooled_over_seeds``) and its t interval over the seeds, how far the gap
+and weight fine-tuning's WER moved from the first backbone's (seed by seed), and the
+pretraining compute in TFLOPs (``s3brain.pretraining.step_flops`` times the steps).
 
 On a GPU (each fine-tuning run its own process; several fit on one large GPU at once)::
 
@@ -50,6 +52,7 @@ from pathlib import Path
 from s3brain.compare import (SubprocessLauncher, add_executor_options, finished_results,
                              launcher_for, markdown_table, pooled_over_seeds, row_for,
                              run_strategy, write_tables)
+from s3brain.stats import error_rate, seed_interval, utterance_errors
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
@@ -59,9 +62,9 @@ YAMLS = ("weight_ft.yaml", "s3router.yaml")
 #: one fine-tuning run: the backbone's ``step``, the ``seed``, the ``yaml``, its ``folder`` and
 #: its command-line ``overrides``
 Job = collections.namedtuple("Job", "step seed yaml folder overrides")
-COLUMNS = ["steps", "pretrain_seconds", "status", "weight_ft_wer_test_clean",
+COLUMNS = ["steps", "pretrain_tflops", "pretrain_seconds", "status", "weight_ft_wer_test_clean",
            "s3router_wer_test_clean", "gap_wer_test_clean", "gap_wer_test_clean_seeds",
-           "weight_ft_wer_test_clean_lm",
+           "gap_change_seeds", "weight_ft_change_seeds", "weight_ft_wer_test_clean_lm",
            "s3router_wer_test_clean_lm", "gap_wer_test_clean_lm"]
 
 
@@ -81,6 +84,46 @@ def backbone_card(out, step):
     """
     path = backbone_folder(out, step) / "training.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_hparams(out):
+    """The pretraining run's options as it saved them (``<out>/pretrain/hyperparams.yaml``,
+    overrides applied); the ``!tags`` read as None. None while the run has not started."""
+    import yaml
+
+    path = Path(out) / "pretrain" / "hyperparams.yaml"
+    if not path.exists():
+        return None
+
+    class Loader(yaml.SafeLoader):
+        """Reads HyperPyYAML's tags as None."""
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def pretrain_tflops(out, step):
+    """The pretraining compute of the backbone at ``step``: ``step`` times the FLOPs of one
+    optimizer step (forward and backward, ``s3brain.pretraining.step_flops``) on a batch of the
+    run's ``batch_size`` crops of ``crop_seconds``, in TFLOPs (1e12). An upper bound where
+    utterances are shorter than the crop (their batches are padded to it, and counted so).
+
+    Returns
+    -------
+    float or None
+        None without the run's options or the backbone's config, or when the run trained on
+        whole utterances (``crop_seconds: 0``: its steps differ in length).
+    """
+    from s3brain.pretraining import step_flops
+
+    hparams = run_hparams(out)
+    config = backbone_folder(out, step) / "config.json"
+    if not hparams or not config.exists() or not hparams.get("crop_seconds"):
+        return None
+    per_step = step_flops(config.parent, hparams["batch_size"], hparams["crop_seconds"],
+                          mask_prob=hparams.get("mask_prob", 0.5),
+                          mask_length=hparams.get("mask_length", 5))
+    return round(step * per_step / 1e12, 2)
 
 
 def pretrain_command(steps, out, yaml="wav2vec2_tiny.yaml", run_opts=""):
@@ -200,6 +243,30 @@ def fine_tune(jobs, out, jobs_at_once=1, threads=None, launcher=None):
         list(pool.map(one, ready))
 
 
+def seed_wers(out, step, seeds):
+    """Each seed's test-clean greedy WER per strategy, from its per-utterance file, for the seeds
+    where both strategies finished: ``{seed: {"weight_ft": wer, "s3router": wer}}``."""
+    wers = {}
+    for seed in seeds:
+        runs = [Path(out) / f"step{step}" / f"seed{seed}" / Path(y).stem for y in YAMLS]
+        files = [run / "wer_test-clean.txt" for run in runs]
+        if all(finished_results(run) and f.exists() for run, f in zip(runs, files)):
+            wers[seed] = {Path(y).stem: error_rate(utterance_errors(f))
+                          for y, f in zip(YAMLS, files)}
+    return wers
+
+
+def change_over_seeds(first, this, value):
+    """The t interval over the seeds of ``value(this[seed]) - value(first[seed])``: how much a
+    figure moved from the first backbone to this one, fine-tuning seed by fine-tuning seed (the
+    backbones share the seeds, so the seed pairs them). None with fewer than two seeds in both.
+    """
+    seeds = sorted(set(first) & set(this))
+    if len(seeds) < 2:
+        return None
+    return seed_interval([value(this[s]) - value(first[s]) for s in seeds])
+
+
 def scaling_rows(out, steps, seeds):
     """One row per backbone from the runs there are: its pretraining steps and seconds, each
     strategy's test-clean WERs (mean and ``_std`` over the seeds) and the gap.
@@ -221,10 +288,15 @@ def scaling_rows(out, steps, seeds):
         ``s3brain.stats.paired_bootstrap`` gives it; None without a finished pair);
         ``gap_wer_test_clean_seeds``: the t interval of the same gap over the seeds
         (``s3brain.stats.seed_interval``; None with fewer than two finished pairs);
-        ``gap_wer_test_clean_lm``: the difference of the LM WERs' means.
+        ``gap_wer_test_clean_lm``: the difference of the LM WERs' means;
+        ``gap_change_seeds`` and ``weight_ft_change_seeds``: how far the gap and weight
+        fine-tuning's WER moved from the first backbone's (``change_over_seeds``; None on the
+        first row); ``pretrain_tflops``: ``pretrain_tflops``.
     """
     rows = []
-    for step in sorted(set(steps)):
+    steps = sorted(set(steps))
+    first = seed_wers(out, steps[0], seeds)
+    for step in steps:
         folder = Path(out) / f"step{step}"
         per_seed = {}
         for seed in seeds:
@@ -236,7 +308,8 @@ def scaling_rows(out, steps, seeds):
         pooled = {r["name"]: r for r in pooled_over_seeds(per_seed, folder, YAMLS[0],
                                                           ("test-clean",))}
         card = backbone_card(out, step) or {}
-        row = {"steps": step, "pretrain_seconds": card.get("train_seconds"),
+        row = {"steps": step, "pretrain_tflops": pretrain_tflops(out, step),
+               "pretrain_seconds": card.get("train_seconds"),
                "status": ", ".join(f"{name} {r['status']}" for name, r in pooled.items())}
         for name, r in pooled.items():
             finished = sum(run["name"] == name and run["status"] == "ok"
@@ -249,6 +322,12 @@ def scaling_rows(out, steps, seeds):
         row["gap_wer_test_clean_seeds"] = pooled["s3router"].get("s_wer_test_clean")
         lm = [row.get(f"{n}_wer_test_clean_lm") for n in ("s3router", "weight_ft")]
         row["gap_wer_test_clean_lm"] = round(lm[0] - lm[1], 2) if None not in lm else None
+        this = seed_wers(out, step, seeds)
+        later = step != steps[0]
+        row["gap_change_seeds"] = change_over_seeds(
+            first, this, lambda w: w["s3router"] - w["weight_ft"]) if later else None
+        row["weight_ft_change_seeds"] = change_over_seeds(
+            first, this, lambda w: w["weight_ft"]) if later else None
         rows.append(row)
     return rows
 
@@ -283,12 +362,21 @@ def plot(rows, path):
     gaps.axhline(0, color="k", lw=0.8)
     gaps.set_ylabel("WER points")
     gaps.set_title("gap: S3-Router - weight fine-tuning (greedy, 95 % interval)", fontsize=9)
+    # one run: its compute is proportional to its steps, so a second axis on top gives it
+    per_step = [r["pretrain_tflops"] / r["steps"] for r in rows if r.get("pretrain_tflops")]
     for ax in (wers, gaps):
         ax.set_xscale("log")
         ax.set_xticks([r["steps"] for r in rows], [f"{r['steps']:g}" for r in rows])
         ax.minorticks_off()
         ax.set_xlabel("pretraining steps")
         ax.grid(alpha=0.3)
+        if per_step:
+            top = ax.secondary_xaxis("top", functions=(lambda s: s * per_step[0],
+                                                       lambda t: t / per_step[0]))
+            top.set_xticks([r["steps"] * per_step[0] for r in rows],
+                           [f"{r['steps'] * per_step[0]:.3g}" for r in rows])
+            top.minorticks_off()
+            top.set_xlabel("pretraining TFLOPs", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -303,7 +391,10 @@ def write_report(out, steps, seeds):
     text = markdown_table(rows, COLUMNS) + (
         f"\n\n+- : std over fine-tuning seeds {' '.join(map(str, seeds))}; gap: S3-Router minus "
         "weight fine-tuning (greedy), paired bootstrap 95 % interval over the test-clean "
-        "utterances of every seed, * = excludes 0; the LM gap is the difference of the means.")
+        "utterances of every seed, * = excludes 0; the LM gap is the difference of the means. "
+        "gap_change_seeds / weight_ft_change_seeds: the gap / weight fine-tuning's greedy WER "
+        f"minus the {min(steps)}-step backbone's, t interval over the seeds (paired by seed). "
+        "pretrain_tflops: steps x the FLOPs of one step (forward and backward) on a full batch.")
     (Path(out) / "scaling.md").write_text(text + "\n")
     return text
 

@@ -2,7 +2,9 @@
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over a real forward pass, with a
 formula added for the CPU kernel of ``scaled_dot_product_attention`` (torch has none, so the
-attention products of wav2vec2, HuBERT and data2vec-audio were not counted before); latency is
+attention products of wav2vec2, HuBERT and data2vec-audio were not counted before) and one for
+the backward of a grouped convolution (torch's overcounts it, which matters when training compute
+is counted: ``s3brain.pretraining.step_flops``); latency is
 the median wall time of repeated forward passes on the CPU with a fixed number of threads.
 
 Example
@@ -21,7 +23,7 @@ import time
 import warnings
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 
 def count_parameters(module, trainable_only=False):
@@ -78,10 +80,29 @@ ATTENTION_FLOP_FORMULAS = {
 }
 
 
+def _convolution_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding,
+                                _dilation, transposed, _output_padding, _groups, output_mask,
+                                out_shape=None, **kwargs):
+    # Each gradient asked for (of the input, of the weight) multiplies the same pairs of numbers
+    # as the forward convolution, once each.
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape),
+                              transposed=transposed)
+    return forward * (bool(output_mask[0]) + bool(output_mask[1]))
+
+
+#: torch's formula for the backward of a convolution (2.13) counts the weight's gradient as if
+#: the convolution had one group: 17x too much for wav2vec2's positional convolution (16
+#: groups). Replaced here by the forward count once per gradient asked for, which is exact for
+#: grouped, strided and transposed convolutions alike.
+BACKWARD_FLOP_FORMULAS = {torch.ops.aten.convolution_backward: _convolution_backward_flops}
+
+
 def flop_counter():
-    """A silent ``FlopCounterMode`` that also counts the CPU attention kernel; the formulas are
-    given to this counter only, so torch's global registry is left as it is."""
-    return FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOP_FORMULAS)
+    """A silent ``FlopCounterMode`` that also counts the CPU attention kernel and counts the
+    backward of grouped convolutions right; the formulas are given to this counter only, so
+    torch's global registry is left as it is."""
+    return FlopCounterMode(display=False,
+                           custom_mapping={**ATTENTION_FLOP_FORMULAS, **BACKWARD_FLOP_FORMULAS})
 
 
 def count_flops(forward, *inputs):

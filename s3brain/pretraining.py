@@ -72,6 +72,33 @@ def pretraining_step(model, wavs, rel_lens, mask_prob, mask_length, num_negative
     return out, int(np.sum(mask))
 
 
+def step_flops(config_dir, batch_size, seconds, sample_rate=16000, mask_prob=0.5, mask_length=5):
+    """FLOPs of one pretraining optimizer step, forward and backward, on ``batch_size`` crops of
+    ``seconds`` each (the recipe's ``batch_size`` and ``crop_seconds``): the pretraining compute
+    per step, so that backbones can be compared by what their pretraining cost.
+
+    Counted as ``s3brain.efficiency.count_flops`` counts (matrix products, convolutions,
+    attention; a multiply-add is 2), in training mode. Not counted: elementwise work, including
+    the quantizer's weighted sum of codevectors and the cosine similarities of the contrastive
+    loss, which transformers compute elementwise; the optimizer's update.
+
+    Example
+    -------
+    >>> from s3brain.backbone import default_backbone
+    >>> one = step_flops(default_backbone(), 1, 1.0)
+    >>> step_flops(default_backbone(), 2, 1.0) == 2 * one
+    True
+    """
+    from s3brain.efficiency import flop_counter
+
+    model = new_pretraining_model(config_dir).train()
+    wavs = torch.randn(batch_size, int(round(seconds * sample_rate)))
+    with flop_counter() as counter:
+        out, _ = pretraining_step(model, wavs, torch.ones(batch_size), mask_prob, mask_length)
+        out.loss.backward()
+    return int(counter.get_total_flops())
+
+
 def export_backbone(model, config_dir, out_dir, card=None):
     """Write the encoder as a HF model folder (config, safetensors, preprocessor config)."""
     out_dir = Path(out_dir)

@@ -150,3 +150,37 @@ def test_attention_backward_counts_as_plain_matmuls():
             attention(q, k, v).sum().backward()
         counts.append(counter.get_total_flops())
     assert counts[0] == counts[1] == 3 * 2 * (2 * 2 * 3 * 20 * 20 * 8)
+
+
+@pytest.mark.parametrize("groups, transposed, input_grad", [
+    (4, False, True), (1, False, False), (2, True, True)])
+def test_convolution_backward_counts_each_gradient_as_the_forward(groups, transposed, input_grad):
+    """Each gradient of a convolution (input, weight) multiplies the pairs the forward does: the
+    backward counts the forward once per gradient, grouped (torch 2.13's own formula counts
+    the weight's gradient ``groups`` times over), strided or transposed alike."""
+    from s3brain.efficiency import flop_counter
+
+    kind = torch.nn.ConvTranspose1d if transposed else torch.nn.Conv1d
+    conv = kind(32, 16, 6, stride=2, padding=3, groups=groups, bias=False)
+    x = torch.randn(2, 32, 50, requires_grad=input_grad)
+    with flop_counter() as counter:
+        y = conv(x)
+        forward = counter.get_total_flops()
+        y.sum().backward()
+    # a multiply-add per input channel of the group, kernel tap, output channel and position
+    positions = (50 if transposed else y.shape[-1]) * 2
+    assert forward == 2 * positions * (32 // groups) * 6 * 16
+    assert counter.get_total_flops() == forward * (3 if input_grad else 2)
+
+
+def test_pretraining_step_counts_three_forward_passes():
+    """One pretraining step of w2v2-tiny: the backward counts twice the forward (every product
+    has both gradients; transformers lets the waveform require grad in training)."""
+    from s3brain.efficiency import flop_counter
+    from s3brain.pretraining import new_pretraining_model, pretraining_step, step_flops
+
+    model = new_pretraining_model(TINY).train()
+    with torch.no_grad(), flop_counter() as counter:
+        pretraining_step(model, torch.randn(2, 8000), torch.ones(2), 0.5, 5)
+    assert counter.get_total_flops() > 0
+    assert step_flops(TINY, 2, 0.5) == 3 * counter.get_total_flops()

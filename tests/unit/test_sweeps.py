@@ -7,6 +7,7 @@ of a single-seed sweep exactly as before."""
 import csv
 import importlib.util
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -508,10 +509,11 @@ def test_prediction_errors_count_an_utterance_wrong_when_any_target_is(tmp_path)
 scaling = load("backbone_scaling")
 
 
-def scaling_runs(out):
+def scaling_runs(out, unfinished=True):
     """Two backbones (4000 and 8000 pretraining steps), two seeds each: S3-Router has two more
     words wrong per utterance than weight fine-tuning on the 4000-step backbone and one more on
-    the 8000-step one (the gap shrinks); seed 1987's second S3-Router run did not finish."""
+    the 8000-step one (the gap shrinks), and weight fine-tuning one word fewer on the 8000-step
+    one; with ``unfinished``, seed 1987's second S3-Router run did not finish."""
     wers = {}
     for step, extra, seconds in ((4000, 2, 700), (8000, 1, 1400)):
         folder = scaling.backbone_folder(out, step)
@@ -526,7 +528,8 @@ def scaling_runs(out):
             wers.setdefault((step, "s3router"), []).append(
                 wer_run(root / "s3router", every(dense + extra), strategy="s3router",
                         sparsity=0.1))
-    (out / "step8000" / "seed1987" / "s3router" / "results.json").unlink()
+    if unfinished:
+        (out / "step8000" / "seed1987" / "s3router" / "results.json").unlink()
     return wers
 
 
@@ -566,8 +569,37 @@ def test_scaling_table_gives_both_wers_and_the_gap_per_backbone(tmp_path):
                                              f"{200 / WORDS:+.2f}] *"
     assert float(table[1]["s3router_wer_test_clean"]) == wers[8000, "s3router"][0]
     assert text == (tmp_path / "scaling.md").read_text().rstrip("\n")
-    assert "| 4000 | 700 |" in text and "±" in text
+    assert "| 4000 |  | 700 |" in text and "±" in text
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    # one seed finished both runs on both backbones: no interval over seeds for the change
+    assert [r["gap_change_seeds"] for r in rows] == [None, None]
+    assert [r["pretrain_tflops"] for r in rows] == [None, None]  # no run options, no configs
+
+
+def test_scaling_change_seed_by_seed_and_pretraining_compute(tmp_path):
+    from s3brain.backbone import default_backbone
+    from s3brain.pretraining import step_flops
+
+    scaling_runs(tmp_path, unfinished=False)
+    (tmp_path / "pretrain" / "hyperparams.yaml").write_text(
+        "seed: 1234\nmodel_config: &id001 !apply:s3brain.backbone.default_backbone []\n"
+        "batch_size: 2\ncrop_seconds: 0.5  # a comment\nmask_prob: 0.5\nmask_length: 5\n"
+        "model: !apply:s3brain.pretraining.new_pretraining_model\n  config_dir: *id001\n")
+    shutil.copy(Path(default_backbone()) / "config.json",
+                scaling.backbone_folder(tmp_path, 8000) / "config.json")
+    rows = scaling.scaling_rows(tmp_path, [4000, 8000], [1986, 1987])
+    assert rows[0]["gap_change_seeds"] is None and rows[0]["weight_ft_change_seeds"] is None
+    # per seed, the gap goes from two words in nine to one, weight fine-tuning loses one word
+    for key in ("gap_change_seeds", "weight_ft_change_seeds"):
+        change = rows[1][key]
+        assert change["seeds"] == 2 and change["excludes_zero"]
+        assert change["difference"] == pytest.approx(-100 / WORDS)
+        assert change["low"] == pytest.approx(change["high"])
+    assert rows[0]["pretrain_tflops"] is None  # this backbone has no config
+    assert rows[1]["pretrain_tflops"] == round(8000 * step_flops(default_backbone(), 2, 0.5)
+                                               / 1e12, 2) > 0
+    (tmp_path / "pretrain" / "hyperparams.yaml").write_text("batch_size: 2\ncrop_seconds: 0\n")
+    assert scaling.pretrain_tflops(tmp_path, 8000) is None  # whole utterances: steps differ
 
 
 def test_scaling_jobs_and_pretraining_command(tmp_path, monkeypatch):
