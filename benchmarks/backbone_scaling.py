@@ -50,7 +50,7 @@ import sys
 from pathlib import Path
 
 from s3brain.compare import (SubprocessLauncher, add_executor_options, finished_results,
-                             launcher_for, markdown_table, pooled_over_seeds, row_for,
+                             interval_text, launcher_for, markdown_table, pooled_over_seeds, row_for,
                              run_strategy, write_tables)
 from s3brain.stats import error_rate, seed_interval, utterance_errors
 
@@ -267,6 +267,39 @@ def change_over_seeds(first, this, value):
     return seed_interval([value(this[s]) - value(first[s]) for s in seeds])
 
 
+def trend_over_seeds(out, steps, seeds):
+    """How the gap and weight fine-tuning's WER move per doubling of pretraining: per seed, the
+    least-squares slope of the figure against log2(steps) over every backbone, then the t
+    interval of the slopes over the seeds (the seeds finished on every backbone).
+
+    Returns
+    -------
+    dict or None
+        ``{"gap": interval, "weight_ft": interval}`` (``s3brain.stats.seed_interval``, with
+        ``slopes``: each seed's), None with fewer than three backbones or two seeds.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> round(float(np.polyfit(np.log2([1000, 2000, 4000]), [5.0, 4.0, 3.0], 1)[0]), 6)
+    -1.0
+    """
+    import numpy as np
+
+    steps = sorted(set(steps))
+    per_step = [seed_wers(out, step, seeds) for step in steps]
+    common = sorted(set.intersection(*(set(w) for w in per_step)))
+    if len(steps) < 3 or len(common) < 2:
+        return None
+    trends = {}
+    for name, value in (("gap", lambda w: w["s3router"] - w["weight_ft"]),
+                        ("weight_ft", lambda w: w["weight_ft"])):
+        slopes = [float(np.polyfit(np.log2(steps), [value(w[s]) for w in per_step], 1)[0])
+                  for s in common]
+        trends[name] = {**seed_interval(slopes), "slopes": slopes}
+    return trends
+
+
 def scaling_rows(out, steps, seeds):
     """One row per backbone from the runs there are: its pretraining steps and seconds, each
     strategy's test-clean WERs (mean and ``_std`` over the seeds) and the gap.
@@ -395,6 +428,13 @@ def write_report(out, steps, seeds):
         "gap_change_seeds / weight_ft_change_seeds: the gap / weight fine-tuning's greedy WER "
         f"minus the {min(steps)}-step backbone's, t interval over the seeds (paired by seed). "
         "pretrain_tflops: steps x the FLOPs of one step (forward and backward) on a full batch.")
+    trends = trend_over_seeds(out, steps, seeds)
+    if trends:
+        text += "\n\nPer doubling of pretraining (least-squares slope against log2 steps, per seed" \
+                ", then the t interval over the seeds): " + "; ".join(
+                    f"{label} {interval_text(trends[name])} (per seed "
+                    + " / ".join(f"{x:+.2f}" for x in trends[name]["slopes"]) + ")"
+                    for name, label in (("gap", "gap"), ("weight_ft", "weight_ft WER")))
     (Path(out) / "scaling.md").write_text(text + "\n")
     return text
 

@@ -600,6 +600,18 @@ def test_scaling_change_seed_by_seed_and_pretraining_compute(tmp_path):
                                                / 1e12, 2) > 0
     (tmp_path / "pretrain" / "hyperparams.yaml").write_text("batch_size: 2\ncrop_seconds: 0\n")
     assert scaling.pretrain_tflops(tmp_path, 8000) is None  # whole utterances: steps differ
+    assert scaling.trend_over_seeds(tmp_path, [4000, 8000], [1986, 1987]) is None  # two points
+    # a third backbone, 16000 steps: no gap, weight fine-tuning a word better again
+    for seed in (1986, 1987):
+        root = tmp_path / "step16000" / f"seed{seed}"
+        wer_run(root / "weight_ft", every(2 + seed % 2))
+        wer_run(root / "s3router", every(2 + seed % 2), strategy="s3router", sparsity=0.1)
+    trends = scaling.trend_over_seeds(tmp_path, [4000, 8000, 16000], [1986, 1987])
+    for name in ("gap", "weight_ft"):  # one word in nine less per doubling, every seed
+        assert trends[name]["slopes"] == pytest.approx([-100 / WORDS] * 2)
+        assert trends[name]["difference"] == pytest.approx(-100 / WORDS)
+    text = scaling.write_report(tmp_path, [4000, 8000, 16000], [1986, 1987])
+    assert f"gap {-100 / WORDS:+.2f} [" in text.split("Per doubling")[1]
 
 
 def test_scaling_jobs_and_pretraining_command(tmp_path, monkeypatch):
