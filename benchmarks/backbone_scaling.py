@@ -391,10 +391,19 @@ def plot(rows, path):
         gap = [r["gap_wer_test_clean"] for r in points]
         gaps.errorbar([r["steps"] for r in points], [g["difference"] for g in gap],
                       yerr=[[g["difference"] - g["low"] for g in gap],
-                            [g["high"] - g["difference"] for g in gap]], fmt="-o", capsize=3)
+                            [g["high"] - g["difference"] for g in gap]], fmt="-o", capsize=3,
+                      label="by test utterances")
+    points = [r for r in rows if r.get("gap_wer_test_clean_seeds")]
+    if points:  # beside the other, a little to the right
+        gap = [r["gap_wer_test_clean_seeds"] for r in points]
+        gaps.errorbar([r["steps"] * 1.06 for r in points], [g["difference"] for g in gap],
+                      yerr=[[g["difference"] - g["low"] for g in gap],
+                            [g["high"] - g["difference"] for g in gap]], fmt="o", capsize=3,
+                      color="tab:gray", label="over seeds (t)")
+        gaps.legend(fontsize=8)
     gaps.axhline(0, color="k", lw=0.8)
     gaps.set_ylabel("WER points")
-    gaps.set_title("gap: S3-Router - weight fine-tuning (greedy, 95 % interval)", fontsize=9)
+    gaps.set_title("gap: S3-Router - weight fine-tuning (greedy, 95 % intervals)", fontsize=9)
     # one run: its compute is proportional to its steps, so a second axis on top gives it
     per_step = [r["pretrain_tflops"] / r["steps"] for r in rows if r.get("pretrain_tflops")]
     for ax in (wers, gaps):
