@@ -243,13 +243,14 @@ def fine_tune(jobs, out, jobs_at_once=1, threads=None, launcher=None):
         list(pool.map(one, ready))
 
 
-def seed_wers(out, step, seeds):
-    """Each seed's test-clean greedy WER per strategy, from its per-utterance file, for the seeds
-    where both strategies finished: ``{seed: {"weight_ft": wer, "s3router": wer}}``."""
+def seed_wers(out, step, seeds, lm=False):
+    """Each seed's test-clean WER per strategy (greedy, or with the LM), from its per-utterance
+    file, for the seeds where both strategies finished:
+    ``{seed: {"weight_ft": wer, "s3router": wer}}``."""
     wers = {}
     for seed in seeds:
         runs = [Path(out) / f"step{step}" / f"seed{seed}" / Path(y).stem for y in YAMLS]
-        files = [run / "wer_test-clean.txt" for run in runs]
+        files = [run / ("wer_lm_test-clean.txt" if lm else "wer_test-clean.txt") for run in runs]
         if all(finished_results(run) and f.exists() for run, f in zip(runs, files)):
             wers[seed] = {Path(y).stem: error_rate(utterance_errors(f))
                           for y, f in zip(YAMLS, files)}
@@ -275,8 +276,9 @@ def trend_over_seeds(out, steps, seeds):
     Returns
     -------
     dict or None
-        ``{"gap": interval, "weight_ft": interval}`` (``s3brain.stats.seed_interval``, with
-        ``slopes``: each seed's), None with fewer than three backbones or two seeds.
+        ``{"gap": interval, "weight_ft": interval, "gap_lm": interval}``
+        (``s3brain.stats.seed_interval``, with ``slopes``: each seed's; ``gap_lm``: the gap
+        with the LM, None without LM files), None with fewer than three backbones or two seeds.
 
     Example
     -------
@@ -287,17 +289,24 @@ def trend_over_seeds(out, steps, seeds):
     import numpy as np
 
     steps = sorted(set(steps))
-    per_step = [seed_wers(out, step, seeds) for step in steps]
-    common = sorted(set.intersection(*(set(w) for w in per_step)))
-    if len(steps) < 3 or len(common) < 2:
+    if len(steps) < 3:
         return None
-    trends = {}
-    for name, value in (("gap", lambda w: w["s3router"] - w["weight_ft"]),
-                        ("weight_ft", lambda w: w["weight_ft"])):
-        slopes = [float(np.polyfit(np.log2(steps), [value(w[s]) for w in per_step], 1)[0])
-                  for s in common]
-        trends[name] = {**seed_interval(slopes), "slopes": slopes}
-    return trends
+
+    def slopes(per_step, value):
+        common = sorted(set.intersection(*(set(w) for w in per_step)))
+        if len(common) < 2:
+            return None
+        per_seed = [float(np.polyfit(np.log2(steps), [value(w[s]) for w in per_step], 1)[0])
+                    for s in common]
+        return {**seed_interval(per_seed), "slopes": per_seed}
+
+    def gap(w):
+        return w["s3router"] - w["weight_ft"]
+
+    greedy = [seed_wers(out, step, seeds) for step in steps]
+    trends = {"gap": slopes(greedy, gap), "weight_ft": slopes(greedy, lambda w: w["weight_ft"]),
+              "gap_lm": slopes([seed_wers(out, step, seeds, lm=True) for step in steps], gap)}
+    return trends if trends["gap"] else None
 
 
 def scaling_rows(out, steps, seeds):
@@ -443,7 +452,8 @@ def write_report(out, steps, seeds):
                 ", then the t interval over the seeds): " + "; ".join(
                     f"{label} {interval_text(trends[name])} (per seed "
                     + " / ".join(f"{x:+.2f}" for x in trends[name]["slopes"]) + ")"
-                    for name, label in (("gap", "gap"), ("weight_ft", "weight_ft WER")))
+                    for name, label in (("gap", "gap"), ("weight_ft", "weight_ft WER"),
+                                        ("gap_lm", "gap with the LM")) if trends[name])
     (Path(out) / "scaling.md").write_text(text + "\n")
     return text
 

@@ -610,6 +610,7 @@ def test_scaling_change_seed_by_seed_and_pretraining_compute(tmp_path):
     for name in ("gap", "weight_ft"):  # one word in nine less per doubling, every seed
         assert trends[name]["slopes"] == pytest.approx([-100 / WORDS] * 2)
         assert trends[name]["difference"] == pytest.approx(-100 / WORDS)
+    assert trends["gap_lm"] is None  # no LM decoding's files here
     text = scaling.write_report(tmp_path, [4000, 8000, 16000], [1986, 1987])
     assert f"gap {-100 / WORDS:+.2f} [" in text.split("Per doubling")[1]
 
