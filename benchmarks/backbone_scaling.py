@@ -50,8 +50,8 @@ import sys
 from pathlib import Path
 
 from s3brain.compare import (SubprocessLauncher, add_executor_options, finished_results,
-                             interval_text, launcher_for, markdown_table, pooled_over_seeds, row_for,
-                             run_strategy, write_tables)
+                             interval_text, launcher_for, markdown_table, pooled_over_seeds,
+                             row_for, run_strategy, write_tables)
 from s3brain.stats import error_rate, seed_interval, utterance_errors
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,6 +257,11 @@ def seed_wers(out, step, seeds, lm=False):
     return wers
 
 
+def gap_of(wers):
+    """S3-Router's WER minus weight fine-tuning's, for one seed's ``seed_wers``."""
+    return wers["s3router"] - wers["weight_ft"]
+
+
 def change_over_seeds(first, this, value):
     """The t interval over the seeds of ``value(this[seed]) - value(first[seed])``: how much a
     figure moved from the first backbone to this one, fine-tuning seed by fine-tuning seed (the
@@ -300,12 +305,10 @@ def trend_over_seeds(out, steps, seeds):
                     for s in common]
         return {**seed_interval(per_seed), "slopes": per_seed}
 
-    def gap(w):
-        return w["s3router"] - w["weight_ft"]
-
     greedy = [seed_wers(out, step, seeds) for step in steps]
-    trends = {"gap": slopes(greedy, gap), "weight_ft": slopes(greedy, lambda w: w["weight_ft"]),
-              "gap_lm": slopes([seed_wers(out, step, seeds, lm=True) for step in steps], gap)}
+    trends = {"gap": slopes(greedy, gap_of),
+              "weight_ft": slopes(greedy, lambda w: w["weight_ft"]),
+              "gap_lm": slopes([seed_wers(out, step, seeds, lm=True) for step in steps], gap_of)}
     return trends if trends["gap"] else None
 
 
@@ -366,8 +369,7 @@ def scaling_rows(out, steps, seeds):
         row["gap_wer_test_clean_lm"] = round(lm[0] - lm[1], 2) if None not in lm else None
         this = seed_wers(out, step, seeds)
         later = step != steps[0]
-        row["gap_change_seeds"] = change_over_seeds(
-            first, this, lambda w: w["s3router"] - w["weight_ft"]) if later else None
+        row["gap_change_seeds"] = change_over_seeds(first, this, gap_of) if later else None
         row["weight_ft_change_seeds"] = change_over_seeds(
             first, this, lambda w: w["weight_ft"]) if later else None
         rows.append(row)
@@ -448,8 +450,8 @@ def write_report(out, steps, seeds):
         "pretrain_tflops: steps x the FLOPs of one step (forward and backward) on a full batch.")
     trends = trend_over_seeds(out, steps, seeds)
     if trends:
-        text += "\n\nPer doubling of pretraining (least-squares slope against log2 steps, per seed" \
-                ", then the t interval over the seeds): " + "; ".join(
+        text += "\n\nPer doubling of pretraining (least-squares slope against log2 steps, " \
+                "per seed, then the t interval over the seeds): " + "; ".join(
                     f"{label} {interval_text(trends[name])} (per seed "
                     + " / ".join(f"{x:+.2f}" for x in trends[name]["slopes"]) + ")"
                     for name, label in (("gap", "gap"), ("weight_ft", "weight_ft WER"),
