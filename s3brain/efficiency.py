@@ -91,9 +91,10 @@ def _convolution_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride
 
 
 #: torch's formula for the backward of a convolution (2.13) counts the weight's gradient as if
-#: the convolution had one group: 17x too much for wav2vec2's positional convolution (16
-#: groups). Replaced here by the forward count once per gradient asked for, which is exact for
-#: grouped, strided and transposed convolutions alike.
+#: the convolution had one group: ``groups`` times too much, 16 times for wav2vec2's positional
+#: convolution (its whole backward then counts 8.5 times what it should). Replaced here by the
+#: forward count once per gradient asked for, exact for grouped, strided and transposed
+#: convolutions alike.
 BACKWARD_FLOP_FORMULAS = {torch.ops.aten.convolution_backward: _convolution_backward_flops}
 
 
