@@ -102,28 +102,32 @@ def run_hparams(out):
     return yaml.load(path.read_text(), Loader=Loader)
 
 
-def pretrain_tflops(out, step):
-    """The pretraining compute of the backbone at ``step``: ``step`` times the FLOPs of one
-    optimizer step (forward and backward, ``s3brain.pretraining.step_flops``) on a batch of the
-    run's ``batch_size`` crops of ``crop_seconds``, in TFLOPs (1e12). An upper bound where
-    utterances are shorter than the crop (their batches are padded to it, and counted so).
+def pretrain_tflops(out, steps):
+    """The pretraining compute of the backbones at ``steps``: each step count times the FLOPs
+    of one optimizer step (forward and backward, ``s3brain.pretraining.step_flops``) on a batch
+    of the run's ``batch_size`` crops of ``crop_seconds``, in TFLOPs (1e12). An upper bound where
+    utterances are shorter than the crop (their batches are padded to it, and counted so). The
+    backbones of one run share their architecture, so one step is counted once.
 
     Returns
     -------
-    float or None
-        None without the run's options or the backbone's config, or when the run trained on
-        whole utterances (``crop_seconds: 0``: its steps differ in length).
+    dict
+        ``{step: TFLOPs}``; None for a backbone without its config, and for every backbone
+        without the run's options or when the run trained on whole utterances
+        (``crop_seconds: 0``: its steps differ in length).
     """
     from s3brain.pretraining import step_flops
 
     hparams = run_hparams(out)
-    config = backbone_folder(out, step) / "config.json"
-    if not hparams or not config.exists() or not hparams.get("crop_seconds"):
-        return None
-    per_step = step_flops(config.parent, hparams["batch_size"], hparams["crop_seconds"],
+    configs = {step: backbone_folder(out, step) / "config.json" for step in steps}
+    written = [c for c in configs.values() if c.exists()]
+    if not hparams or not written or not hparams.get("crop_seconds"):
+        return dict.fromkeys(steps)
+    per_step = step_flops(written[0].parent, hparams["batch_size"], hparams["crop_seconds"],
                           mask_prob=hparams.get("mask_prob", 0.5),
                           mask_length=hparams.get("mask_length", 5))
-    return round(step * per_step / 1e12, 2)
+    return {step: round(step * per_step / 1e12, 2) if config.exists() else None
+            for step, config in configs.items()}
 
 
 def pretrain_command(steps, out, yaml="wav2vec2_tiny.yaml", run_opts=""):
@@ -340,7 +344,8 @@ def scaling_rows(out, steps, seeds):
     """
     rows = []
     steps = sorted(set(steps))
-    first = seed_wers(out, steps[0], seeds)
+    wers = {step: seed_wers(out, step, seeds) for step in steps}
+    tflops = pretrain_tflops(out, steps)
     for step in steps:
         folder = Path(out) / f"step{step}"
         per_seed = {}
@@ -353,7 +358,7 @@ def scaling_rows(out, steps, seeds):
         pooled = {r["name"]: r for r in pooled_over_seeds(per_seed, folder, YAMLS[0],
                                                           ("test-clean",))}
         card = backbone_card(out, step) or {}
-        row = {"steps": step, "pretrain_tflops": pretrain_tflops(out, step),
+        row = {"steps": step, "pretrain_tflops": tflops[step],
                "pretrain_seconds": card.get("train_seconds"),
                "status": ", ".join(f"{name} {r['status']}" for name, r in pooled.items())}
         for name, r in pooled.items():
@@ -367,7 +372,7 @@ def scaling_rows(out, steps, seeds):
         row["gap_wer_test_clean_seeds"] = pooled["s3router"].get("s_wer_test_clean")
         lm = [row.get(f"{n}_wer_test_clean_lm") for n in ("s3router", "weight_ft")]
         row["gap_wer_test_clean_lm"] = round(lm[0] - lm[1], 2) if None not in lm else None
-        this = seed_wers(out, step, seeds)
+        first, this = wers[steps[0]], wers[step]
         later = step != steps[0]
         row["gap_change_seeds"] = change_over_seeds(first, this, gap_of) if later else None
         row["weight_ft_change_seeds"] = change_over_seeds(

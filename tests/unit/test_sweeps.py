@@ -599,7 +599,7 @@ def test_scaling_change_seed_by_seed_and_pretraining_compute(tmp_path):
     assert rows[1]["pretrain_tflops"] == round(8000 * step_flops(default_backbone(), 2, 0.5)
                                                / 1e12, 2) > 0
     (tmp_path / "pretrain" / "hyperparams.yaml").write_text("batch_size: 2\ncrop_seconds: 0\n")
-    assert scaling.pretrain_tflops(tmp_path, 8000) is None  # whole utterances: steps differ
+    assert scaling.pretrain_tflops(tmp_path, [8000]) == {8000: None}  # whole utterances
     assert scaling.trend_over_seeds(tmp_path, [4000, 8000], [1986, 1987]) is None  # two points
     # a third backbone, 16000 steps: no gap, weight fine-tuning a word better again
     for seed in (1986, 1987):
