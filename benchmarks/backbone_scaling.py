@@ -38,6 +38,10 @@ On the CPU (about 6 h of pretraining alone for 32k steps)::
 The backbones of one run are not those of separate runs of each length: the 4k backbone of a
 32k run is taken while the learning rate is still high. That is the cheap way to ask the
 question (one pretraining), and what the table's "pretraining steps" means.
+``--one-run-per-length`` asks it the dear way: one pretraining run per length, each with its
+learning rate decaying to 0 at its own end (``<out>/len<N>`` is then the folder of this benchmark
+run with ``--steps N`` alone; the report joins them), so that a figure that moves with the
+length is not the end of the learning-rate schedule.
 """
 
 import argparse
@@ -59,36 +63,52 @@ RECIPE = REPO / "recipes" / "LibriSpeech"
 PRETRAIN = RECIPE / "pretrain"
 #: the reference first: the gap is the other minus it
 YAMLS = ("weight_ft.yaml", "s3router.yaml")
-#: one fine-tuning run: the backbone's ``step``, the ``seed``, the ``yaml``, its ``folder`` and
-#: its command-line ``overrides``
-Job = collections.namedtuple("Job", "step seed yaml folder overrides")
+#: one fine-tuning run: the backbone's ``step``, the ``seed``, the ``yaml``, its ``folder``, its
+#: command-line ``overrides`` and the ``backbone``'s folder
+Job = collections.namedtuple("Job", "step seed yaml folder overrides backbone")
 COLUMNS = ["steps", "pretrain_tflops", "pretrain_seconds", "status", "weight_ft_wer_test_clean",
            "s3router_wer_test_clean", "gap_wer_test_clean", "gap_wer_test_clean_seeds",
            "gap_change_seeds", "weight_ft_change_seeds", "weight_ft_wer_test_clean_lm",
            "s3router_wer_test_clean_lm", "gap_wer_test_clean_lm"]
 
 
-def backbone_folder(out, step):
+def run_folder(out, step, per_length=False):
+    """The folder of the one-run benchmark that holds the backbone at ``step`` and its
+    fine-tuning runs: ``out`` itself, or with ``per_length`` (one pretraining run per length)
+    ``out/len<step>``.
+
+    Example
+    -------
+    >>> run_folder(Path("scaling"), 4000, per_length=True).as_posix()
+    'scaling/len4000'
+    """
+    return Path(out) / f"len{step}" if per_length else Path(out)
+
+
+def backbone_folder(out, step, per_length=False):
     """Where the pretraining run writes its encoder at ``step``.
 
     Example
     -------
     >>> backbone_folder(Path("scaling"), 4000).as_posix()
     'scaling/pretrain/hf_model_step4000'
+    >>> backbone_folder(Path("scaling"), 4000, per_length=True).as_posix()
+    'scaling/len4000/pretrain/hf_model_step4000'
     """
-    return Path(out) / "pretrain" / f"hf_model_step{step}"
+    return run_folder(out, step, per_length) / "pretrain" / f"hf_model_step{step}"
 
 
-def backbone_card(out, step):
+def backbone_card(out, step, per_length=False):
     """The backbone's ``training.json`` (steps, train_seconds...), None while it is not written.
     """
-    path = backbone_folder(out, step) / "training.json"
+    path = backbone_folder(out, step, per_length) / "training.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
 def run_hparams(out):
     """The pretraining run's options as it saved them (``<out>/pretrain/hyperparams.yaml``,
-    overrides applied); the ``!tags`` read as None. None while the run has not started."""
+    overrides applied; ``out`` a ``run_folder``); the ``!tags`` read as None. None while the run
+    has not started."""
     import yaml
 
     path = Path(out) / "pretrain" / "hyperparams.yaml"
@@ -102,12 +122,13 @@ def run_hparams(out):
     return yaml.load(path.read_text(), Loader=Loader)
 
 
-def pretrain_tflops(out, steps):
+def pretrain_tflops(out, steps, per_length=False):
     """The pretraining compute of the backbones at ``steps``: each step count times the FLOPs
     of one optimizer step (forward and backward, ``s3brain.pretraining.step_flops``) on a batch
     of the run's ``batch_size`` crops of ``crop_seconds``, in TFLOPs (1e12). An upper bound where
     utterances are shorter than the crop (their batches are padded to it, and counted so). The
-    backbones of one run share their architecture, so one step is counted once.
+    backbones share their architecture and options (one run, or with ``per_length`` one
+    command's runs), so one step is counted once, from the first run that saved its options.
 
     Returns
     -------
@@ -118,8 +139,9 @@ def pretrain_tflops(out, steps):
     """
     from s3brain.pretraining import step_flops
 
-    hparams = run_hparams(out)
-    configs = {step: backbone_folder(out, step) / "config.json" for step in steps}
+    hparams = next(filter(None, (run_hparams(run_folder(out, step, per_length))
+                                 for step in steps)), None)
+    configs = {step: backbone_folder(out, step, per_length) / "config.json" for step in steps}
     written = [c for c in configs.values() if c.exists()]
     if not hparams or not written or not hparams.get("crop_seconds"):
         return dict.fromkeys(steps)
@@ -163,32 +185,37 @@ def pretrain_command(steps, out, yaml="wav2vec2_tiny.yaml", run_opts=""):
 
 
 def pretrain(args, launcher=None):
-    """Run (or continue) the pretraining unless every backbone of ``args.steps`` is written.
+    """Run (or continue) the pretraining unless every backbone of ``args.steps`` is written:
+    one run to the largest, or with ``args.per_length`` one run per length, one after the other.
 
     Returns
     -------
     list of int
-        The steps whose backbone is missing after the run (the run failed or its epochs
+        The steps whose backbone is missing after the runs (a run failed or its epochs
         ended first: raise ``--number_of_epochs`` in ``--pretrain_run_opts``).
     """
-    missing = [s for s in args.steps if backbone_card(args.out, s) is None]
-    if missing:
-        folder = args.out / "pretrain"
+    runs = [[s] for s in sorted(set(args.steps))] if args.per_length else [args.steps]
+    env = dict(os.environ)
+    if args.threads:
+        env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    missing = []
+    for steps in runs:
+        out = run_folder(args.out, steps[0], args.per_length)
+        if all(backbone_card(out, s) is not None for s in steps):
+            continue
+        folder = out / "pretrain"
         folder.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        if args.threads:
-            env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        cmd = pretrain_command(args.steps, args.out, args.pretrain_yaml, args.pretrain_run_opts)
-        print(f"pretraining to step {max(args.steps)}, log in {folder / 'scaling.log'}",
-              flush=True)
+        cmd = pretrain_command(steps, out, args.pretrain_yaml, args.pretrain_run_opts)
+        print(f"pretraining to step {max(steps)}, log in {folder / 'scaling.log'}", flush=True)
         code = (launcher or SubprocessLauncher()).run(cmd, env, folder / "scaling.log")
-        missing = [s for s in args.steps if backbone_card(args.out, s) is None]
-        if code != 0 or missing:
-            print(f"pretraining: exit {code}, no backbone at steps {missing}", flush=True)
+        lost = [s for s in steps if backbone_card(out, s) is None]
+        if code != 0 or lost:
+            print(f"pretraining: exit {code}, no backbone at steps {lost}", flush=True)
+        missing += lost
     return missing
 
 
-def jobs_for(steps, seeds, out, overrides=()):
+def jobs_for(steps, seeds, out, overrides=(), per_length=False):
     """Every fine-tuning run: per backbone step and seed, weight fine-tuning then S3-Router.
 
     Arguments
@@ -201,6 +228,8 @@ def jobs_for(steps, seeds, out, overrides=()):
         The benchmark's folder.
     overrides : list of str
         Options of every run.
+    per_length : bool
+        One pretraining run per length (``run_folder``).
 
     Returns
     -------
@@ -211,12 +240,18 @@ def jobs_for(steps, seeds, out, overrides=()):
     >>> [(j.step, j.seed, j.yaml) for j in jobs_for([4000], [1, 2], Path("o"))][:3]
     [(4000, 1, 'weight_ft.yaml'), (4000, 1, 's3router.yaml'), (4000, 2, 'weight_ft.yaml')]
     """
-    return [Job(step, seed, yaml, Path(out) / f"step{step}" / f"seed{seed}" / Path(yaml).stem,
-                [f"--ssl_hub={backbone_folder(out, step)}", *overrides, f"--seed={seed}"])
-            for step in sorted(set(steps)) for seed in seeds for yaml in YAMLS]
+    jobs = []
+    for step in sorted(set(steps)):
+        backbone = backbone_folder(out, step, per_length)
+        for seed in seeds:
+            jobs += [Job(step, seed, yaml, run_folder(out, step, per_length) / f"step{step}"
+                         / f"seed{seed}" / Path(yaml).stem,
+                         [f"--ssl_hub={backbone}", *overrides, f"--seed={seed}"], backbone)
+                     for yaml in YAMLS]
+    return jobs
 
 
-def fine_tune(jobs, out, jobs_at_once=1, threads=None, launcher=None):
+def fine_tune(jobs, jobs_at_once=1, threads=None, launcher=None):
     """Run every job whose backbone is written, ``jobs_at_once`` at a time; finished runs are
     reused (``s3brain.compare.run_strategy``).
 
@@ -224,8 +259,6 @@ def fine_tune(jobs, out, jobs_at_once=1, threads=None, launcher=None):
     ---------
     jobs : list of Job
         The runs (``jobs_for``).
-    out : Path
-        The benchmark's folder.
     jobs_at_once : int
         Runs at the same time.
     threads : int, optional
@@ -242,18 +275,19 @@ def fine_tune(jobs, out, jobs_at_once=1, threads=None, launcher=None):
         print(f"step {job.step} seed {job.seed} {Path(job.yaml).stem}: {status}, "
               f"WER test-clean {wer}", flush=True)
 
-    ready = [j for j in jobs if backbone_card(out, j.step) is not None]
+    ready = [j for j in jobs if (j.backbone / "training.json").exists()]
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs_at_once)) as pool:
         list(pool.map(one, ready))
 
 
-def seed_wers(out, step, seeds, lm=False):
+def seed_wers(out, step, seeds, lm=False, per_length=False):
     """Each seed's test-clean WER per strategy (greedy, or with the LM), from its per-utterance
     file, for the seeds where both strategies finished:
     ``{seed: {"weight_ft": wer, "s3router": wer}}``."""
     wers = {}
+    folder = run_folder(out, step, per_length) / f"step{step}"
     for seed in seeds:
-        runs = [Path(out) / f"step{step}" / f"seed{seed}" / Path(y).stem for y in YAMLS]
+        runs = [folder / f"seed{seed}" / Path(y).stem for y in YAMLS]
         files = [run / ("wer_lm_test-clean.txt" if lm else "wer_test-clean.txt") for run in runs]
         if all(finished_results(run) and f.exists() for run, f in zip(runs, files)):
             wers[seed] = {Path(y).stem: error_rate(utterance_errors(f))
@@ -277,7 +311,7 @@ def change_over_seeds(first, this, value):
     return seed_interval([value(this[s]) - value(first[s]) for s in seeds])
 
 
-def trend_over_seeds(out, steps, seeds):
+def trend_over_seeds(out, steps, seeds, per_length=False):
     """How the gap and weight fine-tuning's WER move per doubling of pretraining: per seed, the
     least-squares slope of the figure against log2(steps) over every backbone, then the t
     interval of the slopes over the seeds (the seeds finished on every backbone).
@@ -309,14 +343,15 @@ def trend_over_seeds(out, steps, seeds):
                     for s in common]
         return {**seed_interval(per_seed), "slopes": per_seed}
 
-    greedy = [seed_wers(out, step, seeds) for step in steps]
+    greedy = [seed_wers(out, step, seeds, per_length=per_length) for step in steps]
+    with_lm = [seed_wers(out, step, seeds, lm=True, per_length=per_length) for step in steps]
     trends = {"gap": slopes(greedy, gap_of),
               "weight_ft": slopes(greedy, lambda w: w["weight_ft"]),
-              "gap_lm": slopes([seed_wers(out, step, seeds, lm=True) for step in steps], gap_of)}
+              "gap_lm": slopes(with_lm, gap_of)}
     return trends if trends["gap"] else None
 
 
-def scaling_rows(out, steps, seeds):
+def scaling_rows(out, steps, seeds, per_length=False):
     """One row per backbone from the runs there are: its pretraining steps and seconds, each
     strategy's test-clean WERs (mean and ``_std`` over the seeds) and the gap.
 
@@ -328,6 +363,8 @@ def scaling_rows(out, steps, seeds):
         The backbones' steps.
     seeds : list of int
         The fine-tuning seeds.
+    per_length : bool
+        One pretraining run per length (``run_folder``).
 
     Returns
     -------
@@ -344,10 +381,10 @@ def scaling_rows(out, steps, seeds):
     """
     rows = []
     steps = sorted(set(steps))
-    wers = {step: seed_wers(out, step, seeds) for step in steps}
-    tflops = pretrain_tflops(out, steps)
+    wers = {step: seed_wers(out, step, seeds, per_length=per_length) for step in steps}
+    tflops = pretrain_tflops(out, steps, per_length)
     for step in steps:
-        folder = Path(out) / f"step{step}"
+        folder = run_folder(out, step, per_length) / f"step{step}"
         per_seed = {}
         for seed in seeds:
             per_seed[seed] = []
@@ -357,7 +394,7 @@ def scaling_rows(out, steps, seeds):
                                               "ok" if results else "not finished"))
         pooled = {r["name"]: r for r in pooled_over_seeds(per_seed, folder, YAMLS[0],
                                                           ("test-clean",))}
-        card = backbone_card(out, step) or {}
+        card = backbone_card(out, step, per_length) or {}
         row = {"steps": step, "pretrain_tflops": tflops[step],
                "pretrain_seconds": card.get("train_seconds"),
                "status": ", ".join(f"{name} {r['status']}" for name, r in pooled.items())}
@@ -441,9 +478,9 @@ def plot(rows, path):
     return path
 
 
-def write_report(out, steps, seeds):
+def write_report(out, steps, seeds, per_length=False):
     """``scaling.md``, ``scaling.csv`` and ``scaling.png`` in ``out``; the Markdown text."""
-    rows = scaling_rows(out, steps, seeds)
+    rows = scaling_rows(out, steps, seeds, per_length)
     write_tables(rows, out, "scaling", COLUMNS)
     plot(rows, Path(out) / "scaling.png")
     text = markdown_table(rows, COLUMNS) + (
@@ -452,8 +489,11 @@ def write_report(out, steps, seeds):
         "utterances of every seed, * = excludes 0; the LM gap is the difference of the means. "
         "gap_change_seeds / weight_ft_change_seeds: the gap / weight fine-tuning's greedy WER "
         f"minus the {min(steps)}-step backbone's, t interval over the seeds (paired by seed). "
-        "pretrain_tflops: steps x the FLOPs of one step (forward and backward) on a full batch.")
-    trends = trend_over_seeds(out, steps, seeds)
+        "pretrain_tflops: steps x the FLOPs of one step (forward and backward) on a full batch. "
+        + ("One pretraining run per length, each learning rate decaying to 0 at its end."
+           if per_length else "One pretraining run, its learning rate decaying to 0 at "
+           f"step {max(steps)}: the other backbones are taken on the way."))
+    trends = trend_over_seeds(out, steps, seeds, per_length)
     if trends:
         text += "\n\nPer doubling of pretraining (least-squares slope against log2 steps, " \
                 "per seed, then the t interval over the seeds): " + "; ".join(
@@ -476,6 +516,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[4000, 8000, 16000, 32000],
                         help="pretraining steps of the backbones (one run to the largest)")
+    parser.add_argument("--one-run-per-length", dest="per_length", action="store_true",
+                        help="one pretraining run per length of --steps (in <out>/len<N>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1986],
                         help="fine-tuning seeds (default: the yamls' own)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "scaling")
@@ -496,12 +538,12 @@ def main(argv=None):
     """Pretrain, fine-tune, report; 0 when every run finished."""
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs = jobs_for(args.steps, args.seeds, args.out, args.overrides)
+    jobs = jobs_for(args.steps, args.seeds, args.out, args.overrides, args.per_length)
     if not args.report_only:
         launcher = launcher_for(args, args.threads)
         pretrain(args, launcher)
-        fine_tune(jobs, args.out, args.jobs, args.threads, launcher)
-    print(write_report(args.out, args.steps, args.seeds))
+        fine_tune(jobs, args.jobs, args.threads, launcher)
+    print(write_report(args.out, args.steps, args.seeds, args.per_length))
     print(f"tables and plot in {args.out}")
     return 0 if all(finished_results(j.folder) for j in jobs) else 1
 

@@ -509,19 +509,20 @@ def test_prediction_errors_count_an_utterance_wrong_when_any_target_is(tmp_path)
 scaling = load("backbone_scaling")
 
 
-def scaling_runs(out, unfinished=True):
+def scaling_runs(out, unfinished=True, per_length=False):
     """Two backbones (4000 and 8000 pretraining steps), two seeds each: S3-Router has two more
     words wrong per utterance than weight fine-tuning on the 4000-step backbone and one more on
     the 8000-step one (the gap shrinks), and weight fine-tuning one word fewer on the 8000-step
-    one; with ``unfinished``, seed 1987's second S3-Router run did not finish."""
+    one; with ``unfinished``, seed 1987's second S3-Router run did not finish; with
+    ``per_length``, each backbone from its own pretraining run."""
     wers = {}
     for step, extra, seconds in ((4000, 2, 700), (8000, 1, 1400)):
-        folder = scaling.backbone_folder(out, step)
+        folder = scaling.backbone_folder(out, step, per_length)
         folder.mkdir(parents=True)
         (folder / "training.json").write_text(json.dumps({"steps": step,
                                                           "train_seconds": seconds}))
         for seed in (1986, 1987):
-            root = out / f"step{step}" / f"seed{seed}"
+            root = scaling.run_folder(out, step, per_length) / f"step{step}" / f"seed{seed}"
             dense = 3 + seed % 2 + (step == 4000)
             wers.setdefault((step, "weight_ft"), []).append(
                 wer_run(root / "weight_ft", every(dense)))
@@ -529,7 +530,8 @@ def scaling_runs(out, unfinished=True):
                 wer_run(root / "s3router", every(dense + extra), strategy="s3router",
                         sparsity=0.1))
     if unfinished:
-        (out / "step8000" / "seed1987" / "s3router" / "results.json").unlink()
+        (scaling.run_folder(out, 8000, per_length) / "step8000" / "seed1987" / "s3router"
+         / "results.json").unlink()
     return wers
 
 
@@ -652,3 +654,48 @@ def test_scaling_jobs_and_pretraining_command(tmp_path, monkeypatch):
     assert launcher.commands == [cmd]
     assert scaling.pretrain(args, launcher) == []  # every backbone written: not run again
     assert len(launcher.commands) == 1
+
+
+def test_scaling_one_pretraining_run_per_length(tmp_path):
+    """Each length its own run in ``len<N>``: one pretraining command per length, the jobs
+    fine-tune from that run's backbone, and the report reads the same figures as from one run."""
+    args = scaling.parse_args(["--steps", "8000", "4000", "--seeds", "1", "--out", str(tmp_path),
+                               "--one-run-per-length", "--", "--device=cuda:0"])
+    jobs = scaling.jobs_for(args.steps, args.seeds, args.out, args.overrides, args.per_length)
+    assert [(j.step, j.folder.relative_to(tmp_path).as_posix(), j.overrides[0]) for j in jobs] == [
+        (step, f"len{step}/step{step}/seed1/{name}",
+         f"--ssl_hub={tmp_path / f'len{step}' / 'pretrain' / f'hf_model_step{step}'}")
+        for step in (4000, 8000) for name in ("weight_ft", "s3router")]
+
+    class Recorder:
+        """A launcher that writes the backbone of the command's run (its one export step)."""
+        commands = []
+
+        def run(self, cmd, env, log_path):
+            self.commands.append(cmd)
+            step = int(cmd[-1].removeprefix("--export_steps=[").removesuffix("]"))
+            folder = Path(cmd[3].split("=", 1)[1]) / f"hf_model_step{step}"
+            folder.mkdir(parents=True)
+            (folder / "training.json").write_text(json.dumps({"steps": step}))
+            return 0
+
+    launcher = Recorder()
+    assert scaling.pretrain(args, launcher) == []
+    assert [c[3:] for c in launcher.commands] == [
+        [f"--output_folder={tmp_path / f'len{step}' / 'pretrain'}", f"--max_steps={step}",
+         f"--total_steps={step}", f"--export_steps=[{step}]"] for step in (4000, 8000)]
+    assert [scaling.backbone_card(tmp_path, s, per_length=True)["steps"] for s in (4000, 8000)] \
+        == [4000, 8000]
+    assert scaling.pretrain(args, launcher) == [] and len(launcher.commands) == 2  # not again
+
+    one, each = tmp_path / "one", tmp_path / "each"
+    assert scaling_runs(one) == scaling_runs(each, per_length=True)
+    assert not (each / "step4000").exists()
+    rows = scaling.scaling_rows(each, [4000, 8000], [1986, 1987], per_length=True)
+    assert rows == scaling.scaling_rows(one, [4000, 8000], [1986, 1987])
+    assert rows[0]["gap_wer_test_clean"]["difference"] == pytest.approx(200 / WORDS, abs=0.01)
+    assert [r["pretrain_seconds"] for r in rows] == [700, 1400]
+    text = scaling.write_report(each, [4000, 8000], [1986, 1987], per_length=True)
+    assert "One pretraining run per length" in text
+    assert "One pretraining run, its learning rate" in scaling.write_report(
+        one, [4000, 8000], [1986, 1987])
