@@ -300,6 +300,11 @@ def gap_of(wers):
     return wers["s3router"] - wers["weight_ft"]
 
 
+#: the figures of one seed's ``seed_wers``: each strategy's WER and the gap
+FIGURES = {"weight_ft": lambda w: w["weight_ft"], "s3router": lambda w: w["s3router"],
+           "gap": gap_of}
+
+
 def change_over_seeds(first, this, value):
     """The t interval over the seeds of ``value(this[seed]) - value(first[seed])``: how much a
     figure moved from the first backbone to this one, fine-tuning seed by fine-tuning seed (the
@@ -346,7 +351,7 @@ def trend_over_seeds(out, steps, seeds, per_length=False):
     greedy = [seed_wers(out, step, seeds, per_length=per_length) for step in steps]
     with_lm = [seed_wers(out, step, seeds, lm=True, per_length=per_length) for step in steps]
     trends = {"gap": slopes(greedy, gap_of),
-              "weight_ft": slopes(greedy, lambda w: w["weight_ft"]),
+              "weight_ft": slopes(greedy, FIGURES["weight_ft"]),
               "gap_lm": slopes(with_lm, gap_of)}
     return trends if trends["gap"] else None
 
@@ -413,7 +418,7 @@ def scaling_rows(out, steps, seeds, per_length=False):
         later = step != steps[0]
         row["gap_change_seeds"] = change_over_seeds(first, this, gap_of) if later else None
         row["weight_ft_change_seeds"] = change_over_seeds(
-            first, this, lambda w: w["weight_ft"]) if later else None
+            first, this, FIGURES["weight_ft"]) if later else None
         rows.append(row)
     return rows
 
@@ -478,6 +483,97 @@ def plot(rows, path):
     return path
 
 
+def schedule_effect(one_run, per_length, steps, seeds):
+    """What ending the learning-rate schedule at the backbone's own length changes: per step of
+    ``steps`` present in both, each figure (weight fine-tuning's and S3-Router's WER, the gap;
+    greedy and with the LM) of the per-length run's backbone minus that of the one-run export
+    at the same step, paired by fine-tuning seed (``change_over_seeds``).
+
+    Arguments
+    ---------
+    one_run : Path
+        A benchmark folder of one pretraining run (its exports at ``steps``).
+    per_length : Path
+        A ``--one-run-per-length`` benchmark folder.
+    steps, seeds : list of int
+        The backbones' steps and the fine-tuning seeds.
+
+    Returns
+    -------
+    list of dict
+        ``{"steps": N, "<figure>": interval, "<figure>_lm": interval}`` (None where fewer than
+        two seeds finished in both).
+    """
+    rows = []
+    for step in sorted(set(steps)):
+        row = {"steps": step}
+        for lm in (False, True):
+            exported = seed_wers(one_run, step, seeds, lm=lm)
+            own = seed_wers(per_length, step, seeds, lm=lm, per_length=True)
+            for name, value in FIGURES.items():
+                row[name + ("_lm" if lm else "")] = change_over_seeds(exported, own, value)
+        rows.append(row)
+    return rows
+
+
+def plot_schedules(one_run, per_length, steps, seeds, path):
+    """Each figure of ``FIGURES`` (greedy) against the pretraining steps, for the exports of one
+    run (dashed) and one run per length (solid): mean over the seeds, error bars their std (the
+    gap's: its t interval over the seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    steps = sorted(set(steps))
+    fig, (wers, gaps) = plt.subplots(1, 2, figsize=(10, 4))
+    for folder, each, style, label in ((one_run, False, "--", "exports of one run"),
+                                       (per_length, True, "-", "one run per length")):
+        per_step = {step: seed_wers(folder, step, seeds, per_length=each) for step in steps}
+        for name, ax, colour in (("weight_ft", wers, "tab:blue"), ("s3router", wers, "tab:red"),
+                                 ("gap", gaps, "tab:gray" if not each else "k")):
+            points = [s for s in steps if len(per_step[s]) > 1]
+            values = [[FIGURES[name](w) for w in per_step[s].values()] for s in points]
+            if not points:
+                continue
+            errors = [seed_interval(v)["high"] - np.mean(v) if name == "gap" else np.std(v, ddof=1)
+                      for v in values]
+            ax.errorbar([s * (1.04 if each else 1) for s in points], [np.mean(v) for v in values],
+                        yerr=errors, fmt=style + "o", color=colour, capsize=3,
+                        label=f"{name}, {label}")
+    wers.set_ylabel("test-clean WER % (greedy)")
+    wers.set_title("WER (error bars: std over seeds)", fontsize=9)
+    gaps.axhline(0, color="k", lw=0.8)
+    gaps.set_ylabel("WER points")
+    gaps.set_title("gap: S3-Router - weight fine-tuning (t interval over seeds)", fontsize=9)
+    for ax in (wers, gaps):
+        ax.set_xscale("log")
+        ax.set_xticks(steps, [f"{s:g}" for s in steps])
+        ax.minorticks_off()
+        ax.set_xlabel("pretraining steps")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def schedule_report(one_run, per_length, steps, seeds):
+    """``schedules.md`` and ``schedules.png`` in ``per_length`` (``schedule_effect``,
+    ``plot_schedules``); the Markdown text."""
+    rows = schedule_effect(one_run, per_length, steps, seeds)
+    columns = ["steps", *FIGURES, *(f"{name}_lm" for name in FIGURES)]
+    text = markdown_table(rows, columns) + (
+        f"\n\nThe backbone of its own run (learning rate 0 at its end) minus the export of "
+        f"{one_run} at the same step, greedy and with the LM (_lm), t interval over the "
+        f"fine-tuning seeds {' '.join(map(str, seeds))} (paired by seed), * = excludes 0.")
+    (Path(per_length) / "schedules.md").write_text(text + "\n")
+    plot_schedules(one_run, per_length, steps, seeds, Path(per_length) / "schedules.png")
+    return text
+
+
 def write_report(out, steps, seeds, per_length=False):
     """``scaling.md``, ``scaling.csv`` and ``scaling.png`` in ``out``; the Markdown text."""
     rows = scaling_rows(out, steps, seeds, per_length)
@@ -518,6 +614,9 @@ def parse_args(argv=None):
                         help="pretraining steps of the backbones (one run to the largest)")
     parser.add_argument("--one-run-per-length", dest="per_length", action="store_true",
                         help="one pretraining run per length of --steps (in <out>/len<N>)")
+    parser.add_argument("--against-one-run", type=Path, default=None, metavar="OUT",
+                        help="with --one-run-per-length: also compare each backbone with the "
+                             "export at the same step of the one-run benchmark in OUT")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1986],
                         help="fine-tuning seeds (default: the yamls' own)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "scaling")
@@ -530,6 +629,9 @@ def parse_args(argv=None):
     parser.add_argument("--report-only", action="store_true",
                         help="the report from the runs there are, nothing run")
     args = parser.parse_args(argv)
+    if args.against_one_run and not args.per_length:
+        parser.error("--against-one-run compares one run per length with one run: "
+                     "add --one-run-per-length")
     args.overrides = overrides
     return args
 
@@ -544,6 +646,8 @@ def main(argv=None):
         pretrain(args, launcher)
         fine_tune(jobs, args.jobs, args.threads, launcher)
     print(write_report(args.out, args.steps, args.seeds, args.per_length))
+    if args.against_one_run:
+        print(schedule_report(args.against_one_run, args.out, args.steps, args.seeds))
     print(f"tables and plot in {args.out}")
     return 0 if all(finished_results(j.folder) for j in jobs) else 1
 

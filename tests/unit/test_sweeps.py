@@ -699,3 +699,30 @@ def test_scaling_one_pretraining_run_per_length(tmp_path):
     assert "One pretraining run per length" in text
     assert "One pretraining run, its learning rate" in scaling.write_report(
         one, [4000, 8000], [1986, 1987])
+
+
+def test_scaling_schedule_effect_against_the_exports_of_one_run(tmp_path):
+    """Per length, the own run's backbone minus the one-run export, paired by seed: here the own
+    4000-step run gives S3-Router one word fewer per utterance than the export (every seed), so
+    its WER and the gap drop by a ninth and weight fine-tuning's does not move."""
+    FIGURES = scaling.FIGURES
+    one, each = tmp_path / "one", tmp_path / "each"
+    scaling_runs(one, unfinished=False)
+    scaling_runs(each, unfinished=False, per_length=True)
+    for seed in (1986, 1987):
+        wer_run(scaling.run_folder(each, 4000, True) / "step4000" / f"seed{seed}" / "s3router",
+                every(3 + seed % 2 + 1 + 1), strategy="s3router", sparsity=0.1)
+    rows = scaling.schedule_effect(one, each, [8000, 4000], [1986, 1987])
+    assert [r["steps"] for r in rows] == [4000, 8000]
+    for name in ("s3router", "gap"):
+        assert rows[0][name]["difference"] == pytest.approx(-100 / WORDS)
+        assert rows[0][name]["excludes_zero"] and rows[0][name]["seeds"] == 2
+    assert rows[0]["weight_ft"]["difference"] == 0 and not rows[0]["weight_ft"]["excludes_zero"]
+    assert all(rows[1][k]["difference"] == 0 for k in FIGURES)  # the same runs
+    assert all(r[f"{k}_lm"] is None for r in rows for k in FIGURES)  # no LM decoding's files
+    text = scaling.schedule_report(one, each, [4000, 8000], [1986, 1987])
+    assert f"| 4000 | +0.00 [+0.00, +0.00] | {-100 / WORDS:+.2f} [" in text
+    assert (each / "schedules.md").read_text().rstrip("\n") == text
+    assert (each / "schedules.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit):  # the comparison needs the per-length layout
+        scaling.parse_args(["--against-one-run", str(one), "--report-only"])
