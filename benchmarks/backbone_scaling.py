@@ -41,7 +41,12 @@ question (one pretraining), and what the table's "pretraining steps" means.
 ``--one-run-per-length`` asks it the dear way: one pretraining run per length, each with its
 learning rate decaying to 0 at its own end (``<out>/len<N>`` is then the folder of this benchmark
 run with ``--steps N`` alone; the report joins them), so that a figure that moves with the
-length is not the end of the learning-rate schedule.
+length is not the end of the learning-rate schedule. ``--against-one-run <one-run out>`` adds
+each such backbone minus the export at the same step of one run (``schedules.md``,
+``schedules.png``)::
+
+    python benchmarks/backbone_scaling.py --steps 2000 4000 8000 --one-run-per-length \
+        --seeds 1986 1987 1988 --out results/scaling_lengths --against-one-run results/scaling
 """
 
 import argparse
