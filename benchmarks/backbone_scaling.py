@@ -492,7 +492,9 @@ def schedule_effect(one_run, per_length, steps, seeds):
     """What ending the learning-rate schedule at the backbone's own length changes: per step of
     ``steps`` present in both, each figure (weight fine-tuning's and S3-Router's WER, the gap;
     greedy and with the LM) of the per-length run's backbone minus that of the one-run export
-    at the same step, paired by fine-tuning seed (``change_over_seeds``).
+    at the same step, paired by fine-tuning seed (``change_over_seeds``). A step whose two
+    backbones are one folder (the one-run benchmark's last run linked as ``len<N>``: a run to
+    N steps is the same run whatever it exports) has no row.
 
     Arguments
     ---------
@@ -511,6 +513,9 @@ def schedule_effect(one_run, per_length, steps, seeds):
     """
     rows = []
     for step in sorted(set(steps)):
+        if backbone_folder(one_run, step).resolve() == \
+                backbone_folder(per_length, step, True).resolve():
+            continue
         row = {"steps": step}
         for lm in (False, True):
             exported = seed_wers(one_run, step, seeds, lm=lm)

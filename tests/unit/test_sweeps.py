@@ -724,5 +724,9 @@ def test_scaling_schedule_effect_against_the_exports_of_one_run(tmp_path):
     assert f"| 4000 | +0.00 [+0.00, +0.00] | {-100 / WORDS:+.2f} [" in text
     assert (each / "schedules.md").read_text().rstrip("\n") == text
     assert (each / "schedules.png").read_bytes()[:4] == b"\x89PNG"
+    shutil.rmtree(each / "len8000")
+    (each / "len8000").symlink_to(one)  # the one run to 8000 steps is the 8000-step run
+    assert [r["steps"] for r in scaling.schedule_effect(one, each, [4000, 8000], [1986])] \
+        == [4000]
     with pytest.raises(SystemExit):  # the comparison needs the per-length layout
         scaling.parse_args(["--against-one-run", str(one), "--report-only"])
