@@ -541,8 +541,10 @@ def plot_schedules(one_run, per_length, steps, seeds, path):
     for folder, each, style, label in ((one_run, False, "--", "exports of one run"),
                                        (per_length, True, "-", "one run per length")):
         per_step = {step: seed_wers(folder, step, seeds, per_length=each) for step in steps}
-        for name, ax, colour in (("weight_ft", wers, "tab:blue"), ("s3router", wers, "tab:red"),
-                                 ("gap", gaps, "tab:gray" if not each else "k")):
+        for name, text, ax, colour in (
+                ("weight_ft", "weight fine-tuning", wers, "tab:blue"),
+                ("s3router", "S3-Router", wers, "tab:red"),
+                ("gap", "gap", gaps, "tab:gray" if not each else "k")):
             points = [s for s in steps if len(per_step[s]) > 1]
             values = [[FIGURES[name](w) for w in per_step[s].values()] for s in points]
             if not points:
@@ -551,7 +553,7 @@ def plot_schedules(one_run, per_length, steps, seeds, path):
                       for v in values]
             ax.errorbar([s * (1.04 if each else 1) for s in points], [np.mean(v) for v in values],
                         yerr=errors, fmt=style + "o", color=colour, capsize=3,
-                        label=f"{name}, {label}")
+                        label=f"{text}, {label}")
     wers.set_ylabel("test-clean WER % (greedy)")
     wers.set_title("WER (error bars: std over seeds)", fontsize=9)
     gaps.axhline(0, color="k", lw=0.8)
