@@ -541,14 +541,14 @@ def plot_schedules(one_run, per_length, steps, seeds, path):
     for folder, each, style, label in ((one_run, False, "--", "exports of one run"),
                                        (per_length, True, "-", "one run per length")):
         per_step = {step: seed_wers(folder, step, seeds, per_length=each) for step in steps}
+        points = [s for s in steps if len(per_step[s]) > 1]  # a spread needs two seeds
+        if not points:
+            continue
         for name, text, ax, colour in (
                 ("weight_ft", "weight fine-tuning", wers, "tab:blue"),
                 ("s3router", "S3-Router", wers, "tab:red"),
                 ("gap", "gap", gaps, "tab:gray" if not each else "k")):
-            points = [s for s in steps if len(per_step[s]) > 1]
             values = [[FIGURES[name](w) for w in per_step[s].values()] for s in points]
-            if not points:
-                continue
             errors = [seed_interval(v)["high"] - np.mean(v) if name == "gap" else np.std(v, ddof=1)
                       for v in values]
             ax.errorbar([s * (1.04 if each else 1) for s in points], [np.mean(v) for v in values],
