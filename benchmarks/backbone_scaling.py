@@ -428,6 +428,15 @@ def scaling_rows(out, steps, seeds, per_length=False):
     return rows
 
 
+def steps_axis(ax, steps):
+    """The pretraining steps on a log axis, ticked at ``steps``, with a grid."""
+    ax.set_xscale("log")
+    ax.set_xticks(steps, [f"{s:g}" for s in steps])
+    ax.minorticks_off()
+    ax.set_xlabel("pretraining steps")
+    ax.grid(alpha=0.3)
+
+
 def plot(rows, path):
     """Both strategies' test-clean WER (error bars: std over seeds) and the gap (error bars:
     its interval) against the pretraining steps, on a log axis."""
@@ -470,11 +479,7 @@ def plot(rows, path):
     # one run: its compute is proportional to its steps, so a second axis on top gives it
     per_step = [r["pretrain_tflops"] / r["steps"] for r in rows if r.get("pretrain_tflops")]
     for ax in (wers, gaps):
-        ax.set_xscale("log")
-        ax.set_xticks([r["steps"] for r in rows], [f"{r['steps']:g}" for r in rows])
-        ax.minorticks_off()
-        ax.set_xlabel("pretraining steps")
-        ax.grid(alpha=0.3)
+        steps_axis(ax, [r["steps"] for r in rows])
         if per_step:
             top = ax.secondary_xaxis("top", functions=(lambda s: s * per_step[0],
                                                        lambda t: t / per_step[0]))
@@ -560,11 +565,7 @@ def plot_schedules(one_run, per_length, steps, seeds, path):
     gaps.set_ylabel("WER points")
     gaps.set_title("gap: S3-Router - weight fine-tuning (t interval over seeds)", fontsize=9)
     for ax in (wers, gaps):
-        ax.set_xscale("log")
-        ax.set_xticks(steps, [f"{s:g}" for s in steps])
-        ax.minorticks_off()
-        ax.set_xlabel("pretraining steps")
-        ax.grid(alpha=0.3)
+        steps_axis(ax, steps)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
