@@ -9,8 +9,8 @@ when the scores learn slowly.
 Every folder below the given ones that holds a finished S3-Router run (``task_mask.safetensors``
 and ``hyperparams.yaml``) is read. Its initial masks are rebuilt exactly as the recipe built them
 (``s3brain.masks.add_masks`` on the backbone with the run's sparsity, init, scope, blocks and
-``seed``), after checking that the backbone is the one the masks were trained on (the file's
-fingerprint). Per run, averaged over the masked layers:
+``seed``) on the backbone the run recorded in its ``results.json`` (``--backbone`` to give
+another), after checking that it is the one the masks were trained on (the file's fingerprint). Per run, averaged over the masked layers:
 
 - ``moved``: the share of the initially removed weights that the trained mask keeps (the same
   number of kept weights swapped out). 0: the mask never moved; a mask drawn afresh, independent
@@ -46,6 +46,30 @@ def yaml_value(folder, key):
     match = re.search(rf"^{key}:\s*([^\s#]+)", (Path(folder) / "hyperparams.yaml").read_text(),
                       re.MULTILINE)
     return match.group(1) if match else None
+
+
+def run_backbone(folder, given=None):
+    """The backbone to rebuild a run's initial masks on: ``given``, else the local folder the
+    run's ``results.json`` records as its ``ssl_hub``, else the default backbone.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as run:
+    ...     _ = (Path(run) / "results.json").write_text(json.dumps({"ssl_hub": run}))
+    ...     run_backbone(run) == run, run_backbone(run, "other")
+    (True, 'other')
+    >>> run_backbone("/nowhere") == default_backbone()
+    True
+    """
+    if given is not None:
+        return given
+    results = Path(folder) / "results.json"
+    if results.is_file():
+        recorded = json.loads(results.read_text()).get("ssl_hub")
+        if recorded and Path(recorded).is_dir():
+            return recorded
+    return default_backbone()
 
 
 def moved_share(initial, final):
@@ -139,8 +163,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path,
                         help="run folders, or folders to search for S3-Router runs")
-    parser.add_argument("--backbone", default=default_backbone(),
-                        help="the pretrained backbone the runs started from")
+    parser.add_argument("--backbone", default=None,
+                        help="the pretrained backbone the runs started from (default: the one "
+                             "each run's results.json records)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where to write mask_drift.md / .csv (default: the first folder)")
     args = parser.parse_args(argv)
@@ -149,7 +174,7 @@ def main(argv=None):
         # the sweep links runs made elsewhere into its folders: follow the links
         for folder, _, files in sorted(os.walk(root, followlinks=True)):
             if {"task_mask.safetensors", "hyperparams.yaml"} <= set(files):
-                result = drift(Path(folder), args.backbone)
+                result = drift(Path(folder), run_backbone(folder, args.backbone))
                 if result is not None:
                     runs[Path(folder)] = result
     if not runs:

@@ -53,7 +53,7 @@ def jobs_for(args):
     """
     jobs = []
     for split in args.splits:
-        base = {"train_splits": f"[{split}]", "seed": args.seed}
+        base = {"train_splits": f"[{split}]", "seed": args.seed, **args.common}
         if args.epochs:  # the same number of epochs for every row of the split
             base["number_of_epochs"] = args.epochs
         root = args.out / split
@@ -89,7 +89,7 @@ def superb_jobs_for(args, task):
     -------
     list of tuple
     """
-    base = {"seed": args.seed}
+    base = {"seed": args.seed, **args.common}
     if args.epochs:
         base["number_of_epochs"] = args.epochs
     root, recipe = superb_out(args.out, task), REPO / "recipes" / task
@@ -416,9 +416,12 @@ def main():
                         help="number_of_epochs for every run (default: each yaml's own: 30 "
                              "for LibriSpeech, 15 for SUPERB); "
                              "train-1h at 5 covers about as many updates as train-10m at 30")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an hparams override for every run (--set ssl_hub=<folder>)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
+    args.common = dict(item.split("=", 1) for item in args.set)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.recipe != ["LibriSpeech"]:
         superb(parser, args)

@@ -11,7 +11,9 @@ Each strategy runs as ``<recipe>/train.py <yaml> --output_folder=<out>/<yaml ste
 overrides after ``--``. Every recipe writes the same ``results.json`` format
 (``s3brain.report``): the table shows its test metrics (``metric_keys``) and its cost, and the
 plots its ``primary_metric`` (WER, PER or accuracy). A run whose ``results.json`` holds its
-primary metric is reused, not rerun; a run
+primary metric is reused, not rerun, unless it started from another backbone than the command
+asks for (its recorded ``ssl_hub`` against ``--ssl_hub`` or the yaml's): that row fails with one
+line saying so, rather than mixing backbones in one table; a run
 that fails becomes a row saying so. A yaml with an ``init_from`` key (the pruning strategies)
 starts from this comparison's weight fine-tuning run, which then runs first; the fair dense
 reference of such rows, the same extra epochs without the strategy
@@ -108,6 +110,47 @@ def finished_results(folder):
         return None
     results = json.loads(path.read_text())
     return results if results.get(primary_metric(results)) is not None else None
+
+
+def requested_backbone(yaml_path, overrides):
+    r"""The backbone a run of ``yaml_path`` with ``overrides`` starts from: ``--ssl_hub``, else the
+    yaml's ``ssl_hub`` (the project's default backbone where the yaml calls
+    ``default_backbone``); None when the yaml has no ``ssl_hub``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+    ...     _ = f.write("ssl_hub: facebook/wav2vec2-base  # the hub\n"); f.flush()
+    ...     requested_backbone(f.name, []), requested_backbone(f.name, ["--ssl_hub=/m", "--x=1"])
+    ('facebook/wav2vec2-base', '/m')
+    """
+    from s3brain.backbone import default_backbone
+
+    for override in overrides:
+        if override.startswith("--ssl_hub="):
+            return override.split("=", 1)[1]
+    path = Path(yaml_path)
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("ssl_hub:"):
+            value = line.split(":", 1)[1].split(" #")[0].strip()
+            return default_backbone() if "default_backbone" in value else value
+    return None
+
+
+def same_backbone(a, b):
+    """Whether two ``ssl_hub`` values name one backbone (local folders compared resolved).
+
+    Example
+    -------
+    >>> same_backbone("s3brain/../s3brain", "s3brain"), same_backbone("a/b", "a/c")
+    (True, False)
+    """
+    if a == b:
+        return True
+    return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
 
 
 def columns_for(rows):
@@ -347,6 +390,11 @@ def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="com
     """
     done = finished(folder)
     if done:
+        recorded = done.get("ssl_hub")
+        requested = requested_backbone(Path(recipe) / "hparams" / yaml, overrides)
+        if recorded and requested and not same_backbone(recorded, requested):
+            return None, (f"failed: {folder} was trained from {recorded}, not {requested}: "
+                          f"give another --out, or --ssl_hub={recorded} to reuse it")
         return done, "ok (reused)"
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

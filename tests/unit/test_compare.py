@@ -164,3 +164,34 @@ def test_rows_from_weight_ft_are_compared_with_its_continuation_and_get_a_detect
         argv = json.loads((out / f"seed{seed}" / "dropping" / "argv.json").read_text())
         assert f"--salad_detector={detector}" in argv and "--lm_weight=0.5" in argv
     assert table["dropping"]["status"] == "2/2 seeds ok"
+
+
+def test_a_finished_run_of_another_backbone_is_not_reused(tmp_path):
+    """A finished run stands for its row only when it started from the backbone the command asks
+    for (``--ssl_hub``, else the yaml's, the default backbone where the yaml calls
+    ``default_backbone``): otherwise the row fails with one line and nothing runs."""
+    import json
+
+    from s3brain.backbone import default_backbone
+
+    recipe = tmp_path / "recipe"
+    (recipe / "hparams").mkdir(parents=True)
+    (recipe / "train.py").write_text("raise SystemExit('finished runs are reused')\n")
+    (recipe / "hparams" / "weight_ft.yaml").write_text(
+        "ssl_hub: !apply:s3brain.backbone.default_backbone []\n")
+    earlier = str(tmp_path / "earlier")
+    (tmp_path / "earlier").mkdir()
+    run = tmp_path / "out" / "weight_ft"
+    run.mkdir(parents=True)
+    results = {"strategy": "weight_ft", "wer_test_clean": 80.0, "ssl_hub": earlier}
+    (run / "results.json").write_text(json.dumps(results))
+    done, status = compare.run_strategy(recipe, "weight_ft.yaml", run)
+    assert done is None and status.startswith("failed: ")
+    assert earlier in status and default_backbone() in status and "--ssl_hub=" in status
+    # asked for on the command line, by another path to the same folder: reused
+    (tmp_path / "link").symlink_to(earlier)
+    assert compare.run_strategy(recipe, "weight_ft.yaml", run, [f"--ssl_hub={tmp_path}/link"]) \
+        == (results, "ok (reused)")
+    results["ssl_hub"] = default_backbone()
+    (run / "results.json").write_text(json.dumps(results))
+    assert compare.run_strategy(recipe, "weight_ft.yaml", run)[1] == "ok (reused)"

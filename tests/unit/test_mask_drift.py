@@ -3,6 +3,7 @@ on run folders written here from a tiny random wav2vec2 (``save_pretrained``) wi
 changes are known."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -92,3 +93,15 @@ def test_masks_of_another_backbone_are_refused(tmp_path, backbone):
     model.save_pretrained(other)
     with pytest.raises(SystemExit, match="another backbone"):
         drift.drift(tmp_path / "run", str(other))
+
+
+def test_each_run_is_rebuilt_on_the_backbone_its_results_record(tmp_path, backbone):
+    layers, numel = run(tmp_path / "run", backbone, "ori", seed=0, swaps=2)
+    (tmp_path / "run" / "results.json").write_text(json.dumps({"ssl_hub": str(backbone)}))
+    rows = drift.main([str(tmp_path / "run"), "--out", str(tmp_path)])
+    removed = numel - round((1 - SPARSITY) * numel)
+    assert rows[0]["moved"] == pytest.approx(2 / removed / layers)
+    # without the record the default backbone is tried, and it is not the run's: refused
+    (tmp_path / "run" / "results.json").unlink()
+    with pytest.raises(SystemExit, match="another backbone"):
+        drift.main([str(tmp_path / "run"), "--out", str(tmp_path)])

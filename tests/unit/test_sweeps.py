@@ -475,6 +475,27 @@ def test_superb_jobs_per_seed(tmp_path):
     assert all("seed" not in o for *_, o in superb.jobs_for(args))
 
 
+def test_storage_sweep_passes_its_overrides_to_every_run(tmp_path, monkeypatch):
+    """``per_task_storage.py --set``: a backbone named once reaches every run (LibriSpeech and
+    SUPERB), beside each row's own knob."""
+    storage = load("per_task_storage")
+    ran = []
+    monkeypatch.setattr(storage, "run", lambda job: ran.append(job) or (job[0], None, 0.0))
+    monkeypatch.setattr(storage, "write_report", lambda out: None)
+    monkeypatch.setattr(storage, "write_superb_report", lambda out, tasks: None)
+    common = ["--out", str(tmp_path), "--lora-ranks", "2", "--adapters", "16", "--seed", "1987",
+              "--set", "ssl_hub=s3brain/backbones/w2v2-tiny", "--set", "lm_weight=0.75"]
+    for recipe in (["LibriSpeech"], ["SUPERB/KS"]):
+        monkeypatch.setattr(sys, "argv", ["per_task_storage.py", "--recipe", *recipe, *common])
+        storage.main()
+    # LibriSpeech: weight_ft, S3-Router, LoRA, adapter, top blocks; KS: all but top blocks
+    assert len(ran) == 5 + 4
+    for name, _, _, overrides, *_ in ran:
+        assert overrides["ssl_hub"] == "s3brain/backbones/w2v2-tiny", name
+        assert overrides["lm_weight"] == "0.75" and overrides["seed"] == 1987, name
+    assert {job[0]: job[3].get("lora_rank") for job in ran}["train-10m/lora r2"] == 2
+
+
 def test_prediction_errors_count_an_utterance_wrong_when_any_target_is(tmp_path):
     """Intent classification's three targets, written by the recipes' own writer."""
     import io
