@@ -14,39 +14,41 @@ from s3brain.backbone import BackboneUnavailableError, default_backbone, load_ss
 SHIPPED = Path(default_backbone())
 
 
-def test_shipped_backbone_is_a_small_pretrained_hf_model():
-    assert (SHIPPED / "model.safetensors").exists(), "the pretrained weights are not shipped"
-    size = sum(f.stat().st_size for f in SHIPPED.iterdir())
+@pytest.mark.parametrize("name", ["w2v2-tiny", "w2v2-tiny-8k"])
+def test_shipped_backbone_is_a_small_pretrained_hf_model(name):
+    folder = SHIPPED.parent / name
+    assert (folder / "model.safetensors").exists(), "the pretrained weights are not shipped"
+    size = sum(f.stat().st_size for f in folder.iterdir())
     assert size <= 20 * 2**20
-    model = AutoModel.from_pretrained(SHIPPED, local_files_only=True)
+    model = AutoModel.from_pretrained(folder, local_files_only=True)
     assert model.config.model_type == "wav2vec2"
     assert 1e6 <= sum(p.numel() for p in model.parameters()) <= 5e6
-    stored = load_file(SHIPPED / "model.safetensors")
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, stored[name]), name
+    stored = load_file(folder / "model.safetensors")
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, stored[key]), key
     # same module names as wav2vec2-base, so every strategy finds its layers
     layer = model.encoder.layers[0]
     assert hasattr(layer.feed_forward, "intermediate_dense") and hasattr(layer.attention, "q_proj")
-    card = (SHIPPED / "README.md").read_text()
+    card = (folder / "README.md").read_text()
     assert "test-clean" in card and "test-other" in card
-    assert json.loads((SHIPPED / "training.json").read_text())["steps"] > 0
+    assert json.loads((folder / "training.json").read_text())["steps"] > 0
 
 
-def test_longer_pretrained_backbone_is_the_default_architecture_with_other_weights():
-    longer = SHIPPED.parent / "w2v2-tiny-8k"
-    configs = [json.loads((f / "config.json").read_text()) for f in (SHIPPED, longer)]
+def test_default_is_the_longest_pretrained_of_one_architecture():
+    """The default is the shipped backbone pretrained longest; the earlier default, with which
+    the READMEs' older tables were made, has its architecture and other weights."""
+    folders = [f for f in SHIPPED.parent.iterdir() if (f / "config.json").exists()]
+    steps = {f: json.loads((f / "training.json").read_text())["steps"] for f in folders}
+    assert max(steps, key=steps.get) == SHIPPED and steps[SHIPPED] == 8000
+    earlier = SHIPPED.parent / "w2v2-tiny"
+    assert steps[earlier] == 4000
+    configs = [json.loads((f / "config.json").read_text()) for f in (SHIPPED, earlier)]
     for config in configs:
         config.pop("transformers_version")
     assert configs[0] == configs[1]
-    model = AutoModel.from_pretrained(longer, local_files_only=True)
-    default = load_file(SHIPPED / "model.safetensors")
-    stored = load_file(longer / "model.safetensors")
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, stored[name]), name
-    name = "encoder.layers.0.feed_forward.intermediate_dense.weight"
-    assert not torch.equal(model.state_dict()[name], default[name])  # not a copy of the default
-    assert json.loads((longer / "training.json").read_text())["steps"] == 8000
-    assert "test-clean" in (longer / "README.md").read_text()
+    key = "encoder.layers.0.feed_forward.intermediate_dense.weight"
+    weights = [load_file(f / "model.safetensors")[key] for f in (SHIPPED, earlier)]
+    assert not torch.equal(*weights)  # not a copy of the earlier default
 
 
 def test_speechbrain_wrapper_gives_the_transformers_output(tmp_path):
