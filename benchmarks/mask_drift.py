@@ -10,7 +10,8 @@ Every folder below the given ones that holds a finished S3-Router run (``task_ma
 and ``hyperparams.yaml``) is read. Its initial masks are rebuilt exactly as the recipe built them
 (``s3brain.masks.add_masks`` on the backbone with the run's sparsity, init, scope, blocks and
 ``seed``) on the backbone the run recorded in its ``results.json`` (``--backbone`` to give
-another), after checking that it is the one the masks were trained on (the file's fingerprint). Per run, averaged over the masked layers:
+another), after checking that it is the one the masks were trained on (the file's
+fingerprint). Per run, averaged over the masked layers:
 
 - ``moved``: the share of the initially removed weights that the trained mask keeps (the same
   number of kept weights swapped out). 0: the mask never moved; a mask drawn afresh, independent

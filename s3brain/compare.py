@@ -115,7 +115,8 @@ def finished_results(folder):
 def requested_backbone(yaml_path, overrides):
     r"""The backbone a run of ``yaml_path`` with ``overrides`` starts from: ``--ssl_hub``, else the
     yaml's ``ssl_hub`` (the project's default backbone where the yaml calls
-    ``default_backbone``); None when the yaml has no ``ssl_hub``.
+    ``default_backbone``); None when the yaml has no ``ssl_hub`` or builds it otherwise (another
+    tag: not known without loading the yaml, so not checked).
 
     Example
     -------
@@ -124,6 +125,10 @@ def requested_backbone(yaml_path, overrides):
     ...     _ = f.write("ssl_hub: facebook/wav2vec2-base  # the hub\n"); f.flush()
     ...     requested_backbone(f.name, []), requested_backbone(f.name, ["--ssl_hub=/m", "--x=1"])
     ('facebook/wav2vec2-base', '/m')
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+    ...     _ = f.write("ssl_hub: !ref <data>/model\n"); f.flush()
+    ...     print(requested_backbone(f.name, []))
+    None
     """
     from s3brain.backbone import default_backbone
 
@@ -136,7 +141,9 @@ def requested_backbone(yaml_path, overrides):
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("ssl_hub:"):
             value = line.split(":", 1)[1].split(" #")[0].strip()
-            return default_backbone() if "default_backbone" in value else value
+            if "default_backbone" in value:
+                return default_backbone()
+            return None if value.startswith("!") else value
     return None
 
 
@@ -145,7 +152,7 @@ def same_backbone(a, b):
 
     Example
     -------
-    >>> same_backbone("s3brain/../s3brain", "s3brain"), same_backbone("a/b", "a/c")
+    >>> same_backbone(".", str(Path.cwd())), same_backbone("a/b", "a/c")
     (True, False)
     """
     if a == b:
