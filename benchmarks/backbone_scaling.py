@@ -12,7 +12,7 @@ backbones weight fine-tuning and S3-Router (``recipes/LibriSpeech/hparams/weight
 fine-tuning, greedy) with its paired bootstrap 95 % interval over the test utterances of every
 seed (``s3brain.compare.pooled_over_seeds``) and its t interval over the seeds, how far the gap
 and weight fine-tuning's WER moved from the first backbone's (seed by seed), and the
-pretraining compute in TFLOPs (``s3brain.pretraining.step_flops`` times the steps).
+pretraining compute in TFLOPs (``s3brain.training.pretraining.step_flops`` times the steps).
 
 On a GPU (each fine-tuning run its own process; several fit on one large GPU at once)::
 
@@ -58,10 +58,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from s3brain.compare import (SubprocessLauncher, add_executor_options, finished_results,
-                             interval_text, launcher_for, markdown_table, pooled_over_seeds,
-                             row_for, run_strategy, write_tables)
-from s3brain.stats import error_rate, seed_interval, utterance_errors
+from s3brain.compare.collect import finished_results, pooled_over_seeds, row_for
+from s3brain.compare.launch import (
+    SubprocessLauncher,
+    add_executor_options,
+    launcher_for,
+    run_strategy,
+)
+from s3brain.compare.stats import error_rate, seed_interval, utterance_errors
+from s3brain.compare.tables import interval_text, markdown_table, write_tables
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
@@ -129,7 +134,7 @@ def run_hparams(out):
 
 def pretrain_tflops(out, steps, per_length=False):
     """The pretraining compute of the backbones at ``steps``: each step count times the FLOPs
-    of one optimizer step (forward and backward, ``s3brain.pretraining.step_flops``) on a batch
+    of one optimizer step (forward and backward, ``s3brain.training.pretraining.step_flops``) on a batch
     of the run's ``batch_size`` crops of ``crop_seconds``, in TFLOPs (1e12). An upper bound where
     utterances are shorter than the crop (their batches are padded to it, and counted so). The
     backbones share their architecture and options (one run, or with ``per_length`` one
@@ -142,7 +147,7 @@ def pretrain_tflops(out, steps, per_length=False):
         without the run's options or when the run trained on whole utterances
         (``crop_seconds: 0``: its steps differ in length).
     """
-    from s3brain.pretraining import step_flops
+    from s3brain.training.pretraining import step_flops
 
     hparams = next(filter(None, (run_hparams(run_folder(out, step, per_length))
                                  for step in steps)), None)
@@ -330,7 +335,7 @@ def trend_over_seeds(out, steps, seeds, per_length=False):
     -------
     dict or None
         ``{"gap": interval, "weight_ft": interval, "gap_lm": interval}``
-        (``s3brain.stats.seed_interval``, with ``slopes``: each seed's; ``gap_lm``: the gap
+        (``s3brain.compare.stats.seed_interval``, with ``slopes``: each seed's; ``gap_lm``: the gap
         with the LM, None without LM files), None with fewer than three backbones or two seeds.
 
     Example
@@ -381,9 +386,9 @@ def scaling_rows(out, steps, seeds, per_length=False):
     list of dict
         ``gap_wer_test_clean``: S3-Router minus weight fine-tuning, the paired bootstrap
         interval over the test utterances of every seed where both finished (a dict, as
-        ``s3brain.stats.paired_bootstrap`` gives it; None without a finished pair);
+        ``s3brain.compare.stats.paired_bootstrap`` gives it; None without a finished pair);
         ``gap_wer_test_clean_seeds``: the t interval of the same gap over the seeds
-        (``s3brain.stats.seed_interval``; None with fewer than two finished pairs);
+        (``s3brain.compare.stats.seed_interval``; None with fewer than two finished pairs);
         ``gap_wer_test_clean_lm``: the difference of the LM WERs' means;
         ``gap_change_seeds`` and ``weight_ft_change_seeds``: how far the gap and weight
         fine-tuning's WER moved from the first backbone's (``change_over_seeds``; None on the

@@ -7,10 +7,10 @@ int8; dense int8 with the CNN in int8 too; input downsampling x2 (the signal res
 before the model, SpeechBrain's ``Downsampler`` family); SAFARI at sparsity 0.3 (physically
 shrunk); SAFARI 0.3 + int8; S6-DAMON (SAFARI 0.3 on the share of frames SALAD keeps, the
 detector's own cost included); S6-DAMON + int8; S6-DAMON + int8 with the CNN in int8 too; token
-merging (``s3brain.token_merging``, the yaml's schedule). The model has random weights: timing
+merging (``s3brain.strategies.token_merging.merging``, the yaml's schedule). The model has random weights: timing
 and FLOPs do not depend on them.
 
-int8 is dynamic quantization of the linear layers in onnxruntime (``s3brain.quantization``;
+int8 is dynamic quantization of the linear layers in onnxruntime (``s3brain.deployment.int8``;
 1.73x against torch's 1.36x at this size, ``benchmarks/int8_backends.py``): the whole path
 exported as one graph, or for S6-DAMON, whose frame choice depends on the data,
 ``SplitInt8``: the CNN and the transformer exported apart with the choice between them in torch.
@@ -19,7 +19,7 @@ activation scales calibrated beforehand; here on noise, which does not change th
 effect on WER is measured on a trained run with ``int8_backends.py --run RUN --cnn-int8 32``).
 Each rung is timed at 1 and 2 threads, batch 1, 10 s of audio, the median of ``--repeats``; the
 rungs are timed in rounds, one repeat of every rung per round, so a load change on the machine
-touches every rung alike. FLOPs count attention (``s3brain.efficiency.count_flops``); int8 and
+touches every rung alike. FLOPs count attention (``s3brain.utils.efficiency.count_flops``); int8 and
 onnxruntime keep their float torch counterpart's FLOPs. The word error rates of the rungs are
 the tiny backbone's, from runs given with ``--wer RUNG=results.json`` (printed beside the
 timings).
@@ -39,13 +39,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, Wav2Vec2Config
 
-from s3brain.downsampling import InputDownsampling
-from s3brain.efficiency import count_flops
-from s3brain.efficiency import export_onnx, onnx_session
-from s3brain.quantization import OnnxInt8, SplitInt8
-from s3brain.salad import SaladDetector, forward_with_dropping, uniform_keep
-from s3brain.structured import Safari, shrink
-from s3brain.token_merging import forward_with_merging
+from s3brain.deployment.int8 import OnnxInt8, SplitInt8
+from s3brain.strategies.downsampling import InputDownsampling
+from s3brain.strategies.pruning.structured import Safari, shrink
+from s3brain.strategies.token_dropping import SaladDetector, forward_with_dropping, uniform_keep
+from s3brain.strategies.token_merging.merging import forward_with_merging
+from s3brain.utils.efficiency import count_flops, export_onnx, onnx_session
 
 RUNGS = ("dense", "dense onnxruntime", "dense int8", "dense int8 + CNN int8", "downsampling x2",
          "SAFARI 0.3", "SAFARI 0.3 int8", "S6-DAMON", "S6-DAMON int8", "S6-DAMON int8 + CNN int8",
@@ -73,7 +72,7 @@ def salad_keep(detector, kept):
 
     Arguments
     ---------
-    detector : s3brain.salad.SaladDetector
+    detector : s3brain.strategies.token_dropping.SaladDetector
         The detector whose cost counts.
     kept : float
         Share of the CNN frames kept.
@@ -99,7 +98,7 @@ def dropping(model, detector, kept):
     ---------
     model : transformers.PreTrainedModel
         The (shrunk) model.
-    detector : s3brain.salad.SaladDetector
+    detector : s3brain.strategies.token_dropping.SaladDetector
         The detector whose cost counts.
     kept : float
         Share of the CNN frames kept.

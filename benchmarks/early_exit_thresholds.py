@@ -19,7 +19,8 @@ import json
 import shutil
 from pathlib import Path
 
-from s3brain.compare import finished_results, run_strategy
+from s3brain.compare.collect import finished_results
+from s3brain.compare.launch import run_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"

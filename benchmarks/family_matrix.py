@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every recipe row on every backbone family and layout: the family x layout x recipe matrix.
 
-A tiny random-init model of each family and layout (``s3brain.tiny_models``: wav2vec2, HuBERT and
+A tiny random-init model of each family and layout (``s3brain.backbone.tiny_models``: wav2vec2, HuBERT and
 WavLM in the base and the large layout, data2vec-audio in its one layout) is written with
 ``save_pretrained``, as a downloaded hub folder is, and passed as ``--ssl_hub`` to every row of
 ``tests/recipes/*.csv`` in its debug configuration (SSL pretraining left out). Prints the matrix
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from recipe_rows import index_rows, markdown, prerequisites, run_row
 
-from s3brain.tiny_models import FAMILY_LAYOUTS, write_tiny_model
+from s3brain.backbone.tiny_models import FAMILY_LAYOUTS, write_tiny_model
 
 
 def main(argv=None):

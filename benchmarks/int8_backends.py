@@ -3,7 +3,7 @@
 
 The whole model (CNN feature extractor, transformer, a 29-output CTC head) on 10 s of audio,
 batch 1: torch fp32, torch dynamic int8 (``torch.ao``), onnxruntime fp32 and onnxruntime dynamic
-int8 (``s3brain.quantization``: per-channel weight scales as deployed, and per-tensor); median
+int8 (``s3brain.deployment.int8``: per-channel weight scales as deployed, and per-tensor); median
 latency at each thread count, speed-up against torch fp32, and how far the int8 outputs are
 from fp32's (largest difference over the logits' std, share of frames with the same arg-max).
 Random weights: timing does not depend on them.
@@ -13,12 +13,12 @@ Random weights: timing does not depend on them.
 
 With ``--run``, a finished LibriSpeech run instead (read only: its manifests and its best
 checkpoint, loaded into the recipe's yaml, ``weight_ft.yaml`` unless ``--hparams``): its deployed
-model's fp32 and int8 latency (``s3brain.report.deployment_cost``) and test error rates, batch 1
-on the CPU (``s3brain.report.int8_error_rates``; fp32 scored by the same function).
+model's fp32 and int8 latency (``s3brain.deployment.model.deployment_cost``) and test error rates, batch 1
+on the CPU (``s3brain.deployment.model.int8_error_rates``; fp32 scored by the same function).
 
     ./s3env python benchmarks/int8_backends.py --run results/weight_ft/1986
 
-With ``--cnn-int8 N`` as well, the int8 model is ``s3brain.quantization.SplitInt8``: the CNN
+With ``--cnn-int8 N`` as well, the int8 model is ``s3brain.deployment.int8.SplitInt8``: the CNN
 feature encoder in static int8 too, calibrated on N training utterances of the run (evenly
 spread over its training manifest), the transformer's linear layers in dynamic int8.
 
@@ -36,9 +36,9 @@ from types import SimpleNamespace
 import torch
 from transformers import AutoModel, Wav2Vec2Config
 
-from s3brain.backbone import default_backbone
-from s3brain.efficiency import export_onnx, median_latency_ms, onnx_session
-from s3brain.quantization import OnnxInt8, frame_agreement, torch_int8
+from s3brain.backbone.wrapper import default_backbone
+from s3brain.deployment.int8 import OnnxInt8, frame_agreement, torch_int8
+from s3brain.utils.efficiency import export_onnx, median_latency_ms, onnx_session
 
 
 def main(argv=None):
@@ -108,8 +108,8 @@ def measure_run(folder, yaml, threads, repeats, cnn_int8=0):
     written into ``folder``."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from s3brain.experiment import load_finetuned
-    from s3brain.report import deploy, deployment_cost, int8_error_rates
+    from s3brain.deployment.model import deploy, deployment_cost, int8_error_rates
+    from s3brain.utils.checkpoint import load_finetuned
 
     recipe_dir = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech"
     sys.path.insert(0, str(recipe_dir))
@@ -129,7 +129,7 @@ def measure_run(folder, yaml, threads, repeats, cnn_int8=0):
         deployment = deploy(hparams["ssl"], head)
         cost = deployment_cost(deployment, seconds=10, repeats=repeats, threads=threads)
         if cnn_int8:
-            from s3brain.quantization import SplitInt8
+            from s3brain.deployment.int8 import SplitInt8
 
             step = max(1, len(train) // cnn_int8)
             calibration = [train[i]["sig"][None].float() for i in range(0, len(train), step)]

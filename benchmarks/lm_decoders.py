@@ -11,10 +11,10 @@ padding), then decodes them with
   one to one (see ``MAPPING``),
 - ``sb_beam_full_hist``: the same with ``prune_history=False`` (no merging of beams whose last
   n-1 words agree; pyctcdecode's ``decode`` always prunes),
-- ``s3brain.lm``: the recipe's ``CTCBeamLMDecoder``, which is ``sb_beam`` with the end-of-sentence
+- ``s3brain.training.lm``: the recipe's ``CTCBeamLMDecoder``, which is ``sb_beam`` with the end-of-sentence
   LM score added to the final hypotheses, as pyctcdecode does (SpeechBrain 1.1.2's
   ``finalize_decoding`` never passes ``is_eos=True`` to ``get_lm_beams``, so
-  log P(</s> | last words) is left out; ``s3brain.lm.sentence_end_scoring`` adds it),
+  log P(</s> | last words) is left out; ``s3brain.training.lm.sentence_end_scoring`` adds it),
 - ``sb_prefix``: ``speechbrain.decoders.ctc.CTCPrefixBeamSearcher`` at the same settings,
 - ``sb_beam_lm<w>``: ``sb_beam`` at other LM weights (``--sb_lm_weights``),
 
@@ -57,7 +57,7 @@ def load_run(run):
     """The run's hyperparameters with the best checkpoint loaded into backbone and head."""
     from hyperpyyaml import load_hyperpyyaml
 
-    from s3brain.experiment import load_finetuned
+    from s3brain.utils.checkpoint import load_finetuned
 
     with open(run / "hyperparams.yaml") as f:
         hparams = load_hyperpyyaml(f)
@@ -71,8 +71,8 @@ def test_log_probs(run, hparams, splits, limit=None):
     """``{split: [(utterance id, reference words, [frames, labels] log-probs)]}``."""
     import speechbrain as sb
 
-    from s3brain.audio import backbone_rate, read_audio
-    from s3brain.strategies import encode
+    from s3brain.backbone.audio import backbone_rate, read_audio
+    from s3brain.strategies.base import encode
 
     rate = backbone_rate(hparams["ssl"])
     strategies = hparams.get("strategies") or []
@@ -101,14 +101,14 @@ def greedy(labels, blank):
 
 
 def pyctcdecode_decoder(labels, arpa, beam, alpha, beta):
-    """pyctcdecode's beam search, built as the recipe built it (``s3brain.lm`` before #16)."""
+    """pyctcdecode's beam search, built as the recipe built it (``s3brain.training.lm`` before #16)."""
     try:
         from pyctcdecode import build_ctcdecoder
     except ImportError:
         sys.exit('the reference column needs pyctcdecode: '
                  'pip install pyctcdecode==0.5.0 "numpy<2"')
 
-    from s3brain.lm import arpa_unigrams
+    from s3brain.training.lm import arpa_unigrams
 
     decoder = build_ctcdecoder(list(labels), kenlm_model_path=str(arpa),
                                unigrams=arpa_unigrams(arpa), alpha=alpha, beta=beta)
@@ -155,7 +155,7 @@ def main(argv=None):
 
     import speechbrain as sb
 
-    from s3brain.lm import CTCBeamLMDecoder
+    from s3brain.training.lm import CTCBeamLMDecoder
 
     torch.set_num_threads(1)
     hparams = load_run(args.run)
@@ -178,7 +178,7 @@ def main(argv=None):
                 "sb_beam": speechbrain_decoder(labels, blank, arpa, beam, alpha, beta),
                 "sb_beam_full_hist": speechbrain_decoder(labels, blank, arpa, beam, alpha, beta,
                                                          prune_history=False),
-                "s3brain.lm": CTCBeamLMDecoder(labels, arpa, beam, alpha, beta).decode}
+                "s3brain.training.lm": CTCBeamLMDecoder(labels, arpa, beam, alpha, beta).decode}
     if not args.no_prefix:
         decoders["sb_prefix"] = speechbrain_decoder(labels, blank, arpa, beam, alpha, beta,
                                                     prefix=True)

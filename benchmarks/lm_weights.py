@@ -2,7 +2,7 @@
 """Tune the recipe's LM weight and word insertion bonus on a dev split of a finished run.
 
 The recipes decode with ``lm_weight * ln P(word | history) + lm_word_insertion`` per word
-(``s3brain.lm.CTCBeamLMDecoder``). Their defaults (2.0, -1.0) were tuned on the grammar corpus;
+(``s3brain.training.lm.CTCBeamLMDecoder``). Their defaults (2.0, -1.0) were tuned on the grammar corpus;
 another corpus or LM text needs its own. This script computes the CTC log-probabilities of the
 run's dev utterances once (``benchmarks/lm_decoders.py``'s ``test_log_probs``), estimates the
 n-gram as the recipe now would (``lm_text_splits`` plus ``lm_text_files``; or takes
@@ -63,7 +63,7 @@ def main(argv=None):
     sys.path.insert(0, str(REPO / "benchmarks"))
     from lm_decoders import greedy, load_run, test_log_probs
 
-    from s3brain.lm import CTCBeamLMDecoder
+    from s3brain.training.lm import CTCBeamLMDecoder
 
     torch.set_num_threads(1)
     hparams = load_run(args.run)

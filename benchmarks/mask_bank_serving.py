@@ -1,4 +1,4 @@
-"""One backbone serving 4 S3-Router tasks (``s3brain.inference.S3RouterASR``) against 4
+"""One backbone serving 4 S3-Router tasks (``s3brain.inference.interfaces.S3RouterASR``) against 4
 separate exported models (``EncoderASR`` each): a batch of 4 utterances, one per task,
 latency and memory side by side.
 
@@ -52,7 +52,7 @@ def utterances(runs):
     """One test utterance per task, cropped to the same length (no padding)."""
     import csv
 
-    from s3brain.audio import read_audio
+    from s3brain.backbone.audio import read_audio
 
     signals = []
     for i, run in enumerate(runs):
@@ -81,7 +81,7 @@ def serve(way, runs, folder, repeats):
     from speechbrain.inference.ASR import EncoderASR
     from speechbrain.inference.interfaces import foreign_class
 
-    import s3brain.inference  # noqa: F401 (imports are not the models' memory)
+    import s3brain.deployment.export  # noqa: F401 (imports are not the models' memory)
 
     before = resident_mb()
     if way == "bank":
@@ -128,7 +128,7 @@ def main(argv=None):
     runs = [Path(r) for r in args.runs] or tiny_runs()
     if args.serve:
         return serve(args.serve, runs, args.folder, args.repeats)
-    from s3brain.inference import export_inference, export_mask_bank
+    from s3brain.deployment.export import export_inference, export_mask_bank
 
     bank = export_mask_bank(runs, Path(tempfile.mkdtemp()) / "bank",
                             names=[f"task{i}" for i in range(len(runs))])

@@ -8,7 +8,7 @@ when the scores learn slowly.
 
 Every folder below the given ones that holds a finished S3-Router run (``task_mask.safetensors``
 and ``hyperparams.yaml``) is read. Its initial masks are rebuilt exactly as the recipe built them
-(``s3brain.masks.add_masks`` on the backbone with the run's sparsity, init, scope, blocks and
+(``s3brain.strategies.s3router.masks.add_masks`` on the backbone with the run's sparsity, init, scope, blocks and
 ``seed``) on the backbone the run recorded in its ``results.json`` (``--backbone`` to give
 another), after checking that it is the one the masks were trained on (the file's
 fingerprint). Per run, averaged over the masked layers:
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import torch
 
-from s3brain.backbone import default_backbone
-from s3brain.compare import markdown_table, write_tables
-from s3brain.mask_bank import backbone_fingerprint, read_mask_file
-from s3brain.masks import add_masks, binary_masks, magnitude_mask
-from s3brain.stats import mean_std
+from s3brain.backbone.wrapper import default_backbone
+from s3brain.compare.stats import mean_std
+from s3brain.compare.tables import markdown_table, write_tables
+from s3brain.strategies.s3router.mask_bank import backbone_fingerprint, read_mask_file
+from s3brain.strategies.s3router.masks import add_masks, binary_masks, magnitude_mask
 
 #: the Markdown table's columns (a value with a ``_std`` beside it is shown as mean +- std)
 COLUMNS = ["cell", "init", "score_lr", "sparsity", "seeds", "moved", "removed_small"]
@@ -89,7 +89,7 @@ def moved_share(initial, final):
 
 def removed_small_share(weight, final):
     """The share of the weights ``final`` removes that magnitude pruning at the same sparsity
-    (``s3brain.masks.magnitude_mask``) removes too.
+    (``s3brain.strategies.s3router.masks.magnitude_mask``) removes too.
 
     Example
     -------

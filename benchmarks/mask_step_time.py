@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, Wav2Vec2Config
 
-from s3brain import masks
-from s3brain.backbone import default_backbone
-from s3brain.mask_bank import MaskBank, save_mask
+from s3brain.backbone.wrapper import default_backbone
+from s3brain.strategies.s3router import masks
+from s3brain.strategies.s3router.mask_bank import MaskBank, save_mask
 
 
 def build(model_name):

@@ -29,7 +29,8 @@ import json
 import time
 from pathlib import Path
 
-from s3brain.compare import interval_text, markdown_table, run_strategy
+from s3brain.compare.launch import run_strategy
+from s3brain.compare.tables import interval_text, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
@@ -231,7 +232,7 @@ def write_report(out):
 
 def correct_per_utterance(folder):
     """``{utterance ID: (1 if every target is right else 0, 1)}`` of a SUPERB run's test pass
-    (``predictions_test.csv``), in the ``(errors, words)`` form of ``s3brain.stats``: the
+    (``predictions_test.csv``), in the ``(errors, words)`` form of ``s3brain.compare.stats``: the
     "error rate" of these counts is the run's accuracy, so ``paired_bootstrap`` over them gives
     the accuracy difference in points.
 
@@ -269,8 +270,8 @@ def collect_superb(out):
     -------
     list of dict
     """
-    from s3brain.compare import finished_results, primary_metric
-    from s3brain.stats import paired_bootstrap
+    from s3brain.compare.collect import finished_results, primary_metric
+    from s3brain.compare.stats import paired_bootstrap
 
     found = {}
     for path in sorted(Path(out).glob("*/results.json")):

@@ -10,7 +10,7 @@ frames kept (token dropping), the mean exit block (early exit). The SALAD detect
 do not change its cost, so an untrained one of the recorded shape (37,377 parameters) stands in.
 
 Each figure is printed twice: "before", counted as the READMEs were (torch's flop counter alone,
-which skips the CPU attention kernel), and "after" (``s3brain.efficiency.count_flops``).
+which skips the CPU attention kernel), and "after" (``s3brain.utils.efficiency.count_flops``).
 
     OMP_NUM_THREADS=1 ./s3env python benchmarks/remeasure_flops.py
     OMP_NUM_THREADS=1 ./s3env python benchmarks/remeasure_flops.py --only comparison
@@ -23,15 +23,15 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import s3brain.training.experiment
+import s3brain.deployment.model
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-import s3brain.experiment
-import s3brain.report
 import s3brain.strategies
-from s3brain import efficiency
-from s3brain.early_exit import flops_at_exit
-from s3brain.salad import SaladDetector, save_detector
+from s3brain.strategies.early_exit import flops_at_exit
+from s3brain.strategies.token_dropping import SaladDetector, save_detector
+from s3brain.utils import efficiency
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -109,7 +109,7 @@ def load_recipe(yaml, overrides, workdir):
     keys = {k: v for k, v in keys.items() if re.search(rf"^{k}:", text, re.M)}
     with open(yaml, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, keys)
-    s3brain.experiment.setup_strategies(hparams.get("strategies"), hparams)
+    s3brain.training.experiment.setup_strategies(hparams.get("strategies"), hparams)
     return hparams
 
 
@@ -123,7 +123,7 @@ def flops_10s(hparams, recorded):
         strategies)}).eval()  # as after the run's evaluation
     head = torch.nn.Sequential(modules["head"], modules["ctc_lin"])
     extra = [m for k, m in modules.items() if k not in ("ssl", "head", "ctc_lin")]
-    flops = s3brain.report.cost_report(modules["ssl"], head, strategies, seconds=10, repeats=1,
+    flops = s3brain.deployment.model.cost_report(modules["ssl"], head, strategies, seconds=10, repeats=1,
                                        extra=extra)["flops_10s"]
     if "mean_exit_block" in recorded:
         flops = flops_at_exit(modules.ssl, flops, recorded["mean_exit_block"])
@@ -137,7 +137,7 @@ def main():
                              "transformer")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    s3brain.report.Deployment.quantize = _no_onnx  # no ONNX export nor int8: FLOPs only
+    s3brain.deployment.model.Deployment.quantize = _no_onnx  # no ONNX export nor int8: FLOPs only
     sections = args.only or sorted({f[0] for f in FIGURES} | {"transformer"})
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

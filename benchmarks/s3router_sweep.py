@@ -32,7 +32,7 @@ claims):
   table ``sweep_seeds.md`` (and ``.csv``, ``sweep_seeds.png`` with error bars) gives each WER as
   mean +- std over the seeds and ``d_wer_test_clean`` / ``d_wer_test_other``: the difference
   against weight fine-tuning of the same split and seeds with its paired bootstrap 95 % interval
-  over the test utterances pooled over the seeds (``s3brain.stats``), ``*`` where it excludes 0.
+  over the test utterances pooled over the seeds (``s3brain.compare.stats``), ``*`` where it excludes 0.
   Without ``--seeds`` the folders and tables are exactly those of a single run.
 - ``--score-lrs LR ...``: also S3-Router at ``--score-lr-sparsity`` (0.1) for every init and
   every learning rate of the mask scores (the yaml's ``lr_ssl``: the backbone optimizer holds
@@ -55,8 +55,9 @@ import json
 import time
 from pathlib import Path
 
-from s3brain.compare import (add_executor_options, finished_results, launcher_for,
-                             markdown_table, pooled_over_seeds, row_for, run_strategy)
+from s3brain.compare.collect import finished_results, pooled_over_seeds, row_for
+from s3brain.compare.launch import add_executor_options, launcher_for, run_strategy
+from s3brain.compare.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
@@ -433,7 +434,7 @@ SEED_COLUMNS = ["split", "strategy", "init", "sparsity", "status", "wer_test_cle
 
 def write_seeds_report(rows, out, seeds):
     """``sweep_seeds.md`` / ``.csv`` and ``sweep_seeds.png`` from the pooled rows."""
-    from s3brain.compare import write_tables
+    from s3brain.compare.tables import write_tables
 
     axes = axis_columns(rows)
     columns = SEED_COLUMNS[:3] + axes + SEED_COLUMNS[3:]
@@ -479,7 +480,7 @@ def score_lr_findings(rows, split="test-clean"):
     seeds or more over the seeds' differences, training noise counted); per init, the rate with
     the lowest mean WER, against each other rate (paired the same two ways). ``rows``:
     ``score_lr_rows`` of one split."""
-    from s3brain.compare import interval_text
+    from s3brain.compare.tables import interval_text
 
     key = f"wer_{split.replace('-', '_')}"
     tag, seeds_tag = f"d_{key}", f"s_{key}"  # utterance bootstrap, interval over seeds
@@ -520,8 +521,8 @@ def paired_difference(reference, system, split, name, reference_name):
     """``<name> - <reference_name> <utterance interval> (over seeds <t interval>)``: the WER
     difference of two sweep rows on ``split``, paired by utterances over every seed where both
     runs finished, and over the seeds (two or more); None when no pair has finished."""
-    from s3brain.compare import interval_text
-    from s3brain.stats import paired_bootstrap_files, seed_interval_files
+    from s3brain.compare.stats import paired_bootstrap_files, seed_interval_files
+    from s3brain.compare.tables import interval_text
 
     files = [(a / f"wer_{split}.txt", b / f"wer_{split}.txt")
              for a, b in zip(reference["folders"], system["folders"])]

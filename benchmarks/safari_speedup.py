@@ -3,7 +3,7 @@
 
 A wav2vec2-base sized model (random weights: timing does not depend on them) is pruned with the
 SAFARI split (sp_heads - sp_ffn = 0.2) at each sparsity and physically shrunk. For each model the
-script measures, in one run with a fixed thread count, FLOPs (``s3brain.efficiency.count_flops``,
+script measures, in one run with a fixed thread count, FLOPs (``s3brain.utils.efficiency.count_flops``,
 attention products included) and CPU
 latency (median of repeats) of the transformer encoder on 10 s of audio, and of the whole model.
 Target: transformer speed-up >= 0.9 x the FLOPs reduction.
@@ -29,10 +29,10 @@ import copy
 import torch
 from transformers import AutoModel, Wav2Vec2Config
 
-from s3brain.backbone import default_backbone
-from s3brain.efficiency import count_flops, median_latency_ms
-from s3brain.salad import SaladDetector, forward_with_dropping, uniform_keep
-from s3brain.structured import Safari, shrink
+from s3brain.backbone.wrapper import default_backbone
+from s3brain.strategies.pruning.structured import Safari, shrink
+from s3brain.strategies.token_dropping import SaladDetector, forward_with_dropping, uniform_keep
+from s3brain.utils.efficiency import count_flops, median_latency_ms
 
 
 def main():

@@ -21,7 +21,7 @@ with that task switched in: the scores must equal the task's own run.
   sparsity with the best mean dev accuracy, and the accuracy difference S3-Router - weight
   fine-tuning with its paired bootstrap 95 % interval over the test utterances of every seed
   (from each run's ``predictions_test.csv``: an utterance counts as right when every target is,
-  ``s3brain.stats.prediction_errors``), ``*`` where it excludes 0; then the same per sparsity.
+  ``s3brain.compare.stats.prediction_errors``), ``*`` where it excludes 0; then the same per sparsity.
   Give ``--seeds`` with ``--report-only`` too.
 - ``--executor local|slurm`` (``--slurm-partition``, ``--timeout-min``): each run goes to
   submitit (``s3brain.compare.SubmititLauncher``), ``--jobs`` in flight at once.
@@ -35,13 +35,14 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 
-from s3brain.audio import backbone_rate
-from s3brain.backbone import default_backbone, load_ssl
-from s3brain.compare import (add_executor_options, interval_text, launcher_for,
-                             run_strategy)
-from s3brain.mask_bank import MaskBank
-from s3brain.stats import mean_std, paired_bootstrap_files, prediction_errors, seed_interval
-from s3brain.utterance import build_head, classification_metrics, dataio_prepare
+from s3brain.backbone.audio import backbone_rate
+from s3brain.backbone.wrapper import default_backbone, load_ssl
+from s3brain.compare.launch import add_executor_options, launcher_for, run_strategy
+from s3brain.compare.stats import mean_std, paired_bootstrap_files, prediction_errors, seed_interval
+from s3brain.compare.tables import interval_text
+from s3brain.lobes.heads import build_head
+from s3brain.strategies.s3router.mask_bank import MaskBank
+from s3brain.training.utterance import classification_metrics, dataio_prepare
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SEED = next(line.split(":", 1)[1].strip() for line in (

@@ -20,7 +20,8 @@ import concurrent.futures
 import json
 from pathlib import Path
 
-from s3brain.compare import finished_results, run_strategy
+from s3brain.compare.collect import finished_results
+from s3brain.compare.launch import run_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
@@ -54,8 +55,8 @@ def matched_merge_ratio(kept_share, merge_after):
     blocks compute ``kept_share`` of the token-block products."""
     from transformers import AutoConfig
 
-    from s3brain.backbone import default_backbone
-    from s3brain.token_merging import merge_ratio_for
+    from s3brain.backbone.wrapper import default_backbone
+    from s3brain.strategies.token_merging.base import merge_ratio_for
 
     blocks = AutoConfig.from_pretrained(default_backbone()).num_hidden_layers
     return round(merge_ratio_for(kept_share, blocks, list(merge_after)), 4)
@@ -91,8 +92,8 @@ def transformer_flops_ratio(kept_share, seconds=10):
     import torch
     from transformers import AutoModel
 
-    from s3brain.backbone import default_backbone
-    from s3brain.efficiency import count_flops
+    from s3brain.backbone.wrapper import default_backbone
+    from s3brain.utils.efficiency import count_flops
 
     model = AutoModel.from_pretrained(default_backbone()).eval()
     frames = int(model._get_feat_extract_output_lengths(torch.tensor(seconds * 16000)))
@@ -111,10 +112,10 @@ def merged_transformer_flops_ratio(run_folder, seconds=10):
     import yaml
     from transformers import AutoModel
 
-    from s3brain.backbone import default_backbone
-    from s3brain.efficiency import count_flops
-    from s3brain.families import Frames
-    from s3brain.token_merging import merged_blocks
+    from s3brain.backbone.families import Frames
+    from s3brain.backbone.wrapper import default_backbone
+    from s3brain.strategies.token_merging.merging import merged_blocks
+    from s3brain.utils.efficiency import count_flops
 
     keys = {}
     for line in (run_folder / "hyperparams.yaml").read_text().splitlines():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from s3brain.tiny_models import FAMILY_LAYOUTS, write_tiny_model  # noqa: F401 (tests import them from here)
+from s3brain.backbone.tiny_models import FAMILY_LAYOUTS, write_tiny_model  # noqa: F401 (tests import them from here)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "LibriSpeech"
@@ -27,6 +27,9 @@ INTEGRATION = TESTS / "integration"
 RECIPE_INDEX_COLUMNS = ["Task", "Dataset", "Script_file", "Hparam_file", "Data_prep_file",
                         "Readme_file", "Result_url", "HF_repo", "test_debug_flags",
                         "test_debug_checks", "performance"]
+
+#: exported folders kept as test data (their custom.py is not a test module)
+collect_ignore = ["fixtures"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -71,7 +74,7 @@ def tiny_corpus():
 
 #: imported once by the fork server that starts the recipe runs (see ``run_recipe``)
 PRELOAD = ["torch", "torchaudio", "transformers", "speechbrain", "speechbrain.integrations.huggingface",
-           "s3brain.experiment", "s3brain.strategies", "s3brain.report", "onnxruntime"]
+           "s3brain.training.experiment", "s3brain.strategies", "s3brain.deployment.model", "onnxruntime"]
 
 
 def _forked_main(argv, cwd, env, stdout, stderr):

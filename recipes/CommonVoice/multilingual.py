@@ -21,10 +21,10 @@ import torch
 from speechbrain.nnet.containers import Sequential
 from speechbrain.nnet.linear import Linear
 
-from s3brain.audio import backbone_rate, read_audio
-from s3brain.backbone import load_ssl
-from s3brain.compare import markdown_table
-from s3brain.mask_bank import MaskBank, read_mask_file
+from s3brain.backbone.audio import backbone_rate, read_audio
+from s3brain.backbone.wrapper import load_ssl
+from s3brain.compare.tables import markdown_table
+from s3brain.strategies.s3router.mask_bank import MaskBank, read_mask_file
 
 
 def head_for(state):

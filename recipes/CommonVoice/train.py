@@ -23,16 +23,26 @@ import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
-from s3brain.audio import backbone_rate, read_audio  # noqa: E402
-from s3brain.ctc import (decode_at_exits, early_exit_of, exit_outputs,  # noqa: E402
-                         frames_function, token_labels, usable_utterances, with_exit_loss)
+from s3brain.backbone.audio import backbone_rate, read_audio  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
-from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
-                                setup_strategies, start_experiment)
-from s3brain.finetuning import BackboneFineTuning  # noqa: E402
-from s3brain.inference import export_after_run  # noqa: E402
-from s3brain.report import (deploy, deployment_cost, int8_error_rates,  # noqa: E402
-                            split_results, write_results)
+from s3brain.deployment.export import export_after_run  # noqa: E402
+from s3brain.deployment.model import deploy, deployment_cost, int8_error_rates  # noqa: E402
+from s3brain.deployment.modules import token_labels
+from s3brain.strategies.early_exit import (  # noqa: E402
+    decode_at_exits,
+    early_exit_of,
+    exit_outputs,
+    with_exit_loss,
+)
+from s3brain.training.ctc import frames_function, usable_utterances
+from s3brain.training.experiment import (  # noqa: E402
+    seeded_loader_options,
+    setup_errors,
+    setup_strategies,
+    start_experiment,
+)
+from s3brain.training.finetuning import BackboneFineTuning  # noqa: E402
+from s3brain.training.reporting import split_results, write_results
 
 logger = logging.getLogger(__name__)
 

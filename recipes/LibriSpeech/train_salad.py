@@ -30,13 +30,19 @@ sys.path.insert(0, str(RECIPE_DIR))
 import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
-
-from s3brain.audio import backbone_rate, read_audio  # noqa: E402
-from s3brain.experiment import load_finetuned, setup_errors, start_experiment  # noqa: E402
-from s3brain.results import update_results  # noqa: E402
-from s3brain.salad import (SaladDetector, detection_stats, recall_aware_bce,  # noqa: E402
-                           salient_labels, save_detector)
 from train import label_encoder_for, prepare_data  # noqa: E402
+
+from s3brain.backbone.audio import backbone_rate, read_audio  # noqa: E402
+from s3brain.strategies.token_dropping import (  # noqa: E402
+    SaladDetector,
+    detection_stats,
+    recall_aware_bce,
+    salient_labels,
+    save_detector,
+)
+from s3brain.training.experiment import setup_errors, start_experiment
+from s3brain.utils.checkpoint import load_finetuned  # noqa: E402
+from s3brain.utils.results import update_results  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ True
 ['de', 'en', 'es']
 """
 
-import random
 
 # English: word classes of a toy narrative world (farm, town, sea, workshop).
 _EN = {

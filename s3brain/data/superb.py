@@ -55,8 +55,14 @@ import soundfile as sf
 from tqdm import tqdm
 
 from s3brain.data.lexicon import SentenceGrammar
-from s3brain.data.synthetic import (SAMPLE_RATE, TRAIN_VOICES, _check_tools, corpus_dir,
-                                    generation_lock, synthesize)
+from s3brain.data.synthetic import (
+    SAMPLE_RATE,
+    TRAIN_VOICES,
+    _check_tools,
+    corpus_dir,
+    generation_lock,
+    synthesize,
+)
 
 KEYWORDS = "yes no up down left right on off stop go".split()
 AUXILIARY = "zero one two three bed bird cat dog house tree".split()

@@ -1,4 +1,4 @@
-"""A finished SUPERB run's inference folder (``s3brain.inference.export_classifier``, written by
+"""A finished SUPERB run's inference folder (``s3brain.deployment.export.export_classifier``, written by
 the recipe at the end of ``main``) loaded through SpeechBrain's ``foreign_class`` as
 ``UtteranceClassifier`` classifies each test utterance as the recipe's own test pass did
 (``predictions_test.csv``): keyword spotting after weight fine-tuning, intent (three targets)
@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import REPO, run_python, run_recipe
 
 SUPERB = REPO / "recipes" / "SUPERB"
@@ -66,7 +65,7 @@ def recipe_predictions(run):
 def classify(classifier, wav):
     """A file with ``classify_file``; a segment (keyword spotting's ``_silence_`` clips of a
     noise file) read as the recipe reads it, with ``classify_batch``."""
-    from s3brain.audio import read_audio
+    from s3brain.backbone.audio import read_audio
 
     if isinstance(wav, str):
         return classifier.classify_file(wav)
@@ -107,7 +106,7 @@ def test_predictions_equal_the_recipes_test_pass(name, targets, trained, tmp_pat
 def test_batch_and_any_rate(trained, tmp_path):
     """A batch of keyword clips (one length: no padding) classifies as each file alone; an
     8 kHz stereo file reads as the recipe reads it and classifies as that signal does."""
-    from s3brain.audio import read_audio, resample
+    from s3brain.backbone.audio import read_audio, resample
 
     run = trained("ks")
     classifier = load_classifier(run / "inference", tmp_path / "classifier")

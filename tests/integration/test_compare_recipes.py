@@ -6,7 +6,7 @@ import shutil
 
 from conftest import RECIPE
 
-from s3brain import compare
+from s3brain.compare.cli import compare, main as compare_main
 
 TINY = ["--synthetic_size=tiny", "--number_of_epochs=1", "--cost_repeats=1", "--lm_decoding=False",
         "--int8_eval=False"]
@@ -16,7 +16,7 @@ def test_two_strategies_then_reuse_and_a_failure(tiny_corpus, tmp_path):
     out = tmp_path / "cmp"
     # omp starts from weight fine-tuning: asking for omp alone runs weight_ft first, and its
     # fair reference, weight_ft continued for omp's epochs, with it.
-    rows = compare.compare(RECIPE, ["omp.yaml"], out, TINY, threads=1)
+    rows = compare(RECIPE, ["omp.yaml"], out, TINY, threads=1)
     assert [r["name"] for r in rows] == ["weight_ft", "omp", "weight_ft_continued"]
     assert all(r["status"] == "ok" for r in rows), rows
     assert rows[1]["sparsity"] == 0.5 and rows[0]["sparsity"] == rows[2]["sparsity"] == 0.0
@@ -40,7 +40,7 @@ def test_two_strategies_then_reuse_and_a_failure(tiny_corpus, tmp_path):
     broken = (RECIPE / "hparams" / "weight_ft.yaml").read_text().replace(
         "ssl: !apply:s3brain.backbone.load_ssl", "ssl: !apply:s3brain.backbone.no_such_function")
     (recipe / "hparams" / "broken.yaml").write_text(broken)
-    code = compare.main([str(recipe), "--all", "--out", str(out), "--jobs", "2", "--", *TINY])
+    code = compare_main([str(recipe), "--all", "--out", str(out), "--jobs", "2", "--", *TINY])
     assert code == 1
     with open(out / "comparison.csv") as f:
         table = {t["name"]: t for t in csv.DictReader(f)}
@@ -53,7 +53,7 @@ def test_common_voice_runs_are_collected_like_librispeech_ones(tmp_path):
     as the table's accuracy column and the plots' y axis, the cost columns as for LibriSpeech."""
     recipe = RECIPE.parent / "CommonVoice"
     out = tmp_path / "cv"
-    code = compare.main([str(recipe), "weight_ft.yaml", "s3router.yaml", "--out", str(out),
+    code = compare_main([str(recipe), "weight_ft.yaml", "s3router.yaml", "--out", str(out),
                          "--threads", "1", "--", "--synthetic_size=tiny", "--language=de",
                          "--number_of_epochs=1", "--cost_repeats=1", "--int8_eval=False"])
     assert code == 0
@@ -77,7 +77,7 @@ def test_superb_runs_are_collected_like_librispeech_ones(tmp_path):
     task's own audio length (1 s clips for keyword spotting), mask file against whole model."""
     recipe = RECIPE.parent / "SUPERB" / "KS"
     out = tmp_path / "ks"
-    code = compare.main([str(recipe), "weight_ft.yaml", "s3router.yaml", "--out", str(out),
+    code = compare_main([str(recipe), "weight_ft.yaml", "s3router.yaml", "--out", str(out),
                          "--threads", "1", "--", "--synthetic_size=tiny", "--number_of_epochs=1",
                          "--cost_repeats=1"])
     assert code == 0

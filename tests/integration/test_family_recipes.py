@@ -2,7 +2,6 @@
 (``conftest.tiny_family_models``): the fewest that cover the recipe-level paths that once failed."""
 
 import pytest
-
 from conftest import REPO, run_recipe
 
 # Recipe runs: the fewest that cover the recipe-level paths that failed (debug, tiny corpus).

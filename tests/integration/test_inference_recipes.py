@@ -1,4 +1,4 @@
-"""A finished run's inference folder (``s3brain.inference.export_inference``) loaded with
+"""A finished run's inference folder (``s3brain.deployment.export.export_inference``) loaded with
 SpeechBrain's ``EncoderASR`` transcribes each test utterance as the recipe's own greedy decoding
 did (``wer_test-clean.txt`` / ``per_test.txt``), for every strategy family.
 
@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import REPO, run_python, run_recipe
 
 #: the backbone the budgets below were set on (the earlier default)
@@ -116,7 +115,7 @@ def load_asr(folder, savedir):
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_transcripts_equal_the_recipes_greedy_output(name, trained, tmp_path):
-    from s3brain.inference import export_inference
+    from s3brain.deployment.export import export_inference
 
     run = trained(name)
     folder = export_inference(run)
@@ -149,7 +148,7 @@ def test_transcripts_equal_the_recipes_greedy_output(name, trained, tmp_path):
 
 def test_deployed_model_is_smaller_and_shrunk(trained, tmp_path):
     """SAFARI's inference folder holds the shrunk model: fewer parameters than the dense one."""
-    from s3brain.inference import export_inference
+    from s3brain.deployment.export import export_inference
 
     dense = load_asr(export_inference(trained("weight_ft")), tmp_path / "dense")
     shrunk = load_asr(export_inference(trained("safari")), tmp_path / "shrunk")
@@ -160,10 +159,10 @@ def test_deployed_model_is_smaller_and_shrunk(trained, tmp_path):
 
 
 def test_any_rate_and_channels(trained, tmp_path):
-    """An 8 kHz stereo file reads as the recipe reads it (``s3brain.audio.read_audio``), and
+    """An 8 kHz stereo file reads as the recipe reads it (``s3brain.backbone.audio.read_audio``), and
     transcribes as that signal does."""
-    from s3brain.audio import read_audio, resample
-    from s3brain.inference import export_inference
+    from s3brain.backbone.audio import read_audio, resample
+    from s3brain.deployment.export import export_inference
 
     run = trained("weight_ft")
     asr = load_asr(export_inference(run), tmp_path / "asr")
@@ -181,12 +180,12 @@ def test_any_rate_and_channels(trained, tmp_path):
 def test_command_line(trained, tmp_path):
     run = trained("s3router")
     target = tmp_path / "exported"
-    proc = run_python("-m", "s3brain.inference", run, "--target", target)
+    proc = run_python("-m", "s3brain.deployment.export", run, "--target", target)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Path(proc.stdout.strip().splitlines()[-1]) == target
     assert {p.name for p in target.iterdir()} == {"hyperparams.yaml", "encoder.ckpt",
                                                   "tokenizer.ckpt"}
-    bad = run_python("-m", "s3brain.inference", tmp_path)
+    bad = run_python("-m", "s3brain.deployment.export", tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("ERROR: ")
 
 
@@ -196,8 +195,8 @@ def test_mask_bank_serves_each_task_as_its_own_model(trained, tmp_path):
     a task is added at run time; the backbone is never reloaded."""
     from speechbrain.inference.interfaces import foreign_class
 
-    from s3brain.audio import read_audio
-    from s3brain.inference import export_inference, export_mask_bank
+    from s3brain.backbone.audio import read_audio
+    from s3brain.deployment.export import export_inference, export_mask_bank
 
     runs = {"ls": trained("s3router"), "en": trained("cv_s3router")}
     bank_dir = export_mask_bank(list(runs.values()), tmp_path / "bank", names=list(runs))
@@ -233,7 +232,7 @@ def test_mask_bank_serves_each_task_as_its_own_model(trained, tmp_path):
         bank.transcribe_batch(batch[:1], torch.ones(1), ["de"])
 
     # the command line serves a bank's task too
-    proc = run_python("-m", "s3brain.transcribe", bank_dir, "--task", "en", "--no-progress",
+    proc = run_python("-m", "s3brain.inference.transcribe", bank_dir, "--task", "en", "--no-progress",
                       wavs["en"][0])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.rstrip("\n").split("\t")[1] == own["en"].transcribe_file(wavs["en"][0])
@@ -256,7 +255,7 @@ def run_snippet(code, cwd):
 
 
 def test_librispeech_readme_snippet_runs_as_written(trained, tmp_path):
-    from s3brain.inference import export_inference
+    from s3brain.deployment.export import export_inference
 
     run = trained("weight_ft")
     asr = load_asr(export_inference(run), tmp_path / "asr")
@@ -273,7 +272,7 @@ def test_librispeech_readme_snippet_runs_as_written(trained, tmp_path):
 def test_common_voice_readme_snippets_run_as_written(trained, tmp_path):
     import shutil
 
-    from s3brain.inference import export_inference, export_mask_bank
+    from s3brain.deployment.export import export_inference, export_mask_bank
 
     run, s3router = trained("cv_weight_ft"), trained("cv_s3router")
     export_inference(run)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import RECIPE, REPO, run_recipe
 
-from s3brain.results import RESULT_KEYS
+from s3brain.utils.results import RESULT_KEYS
 
 TINY = ["--synthetic_size=tiny"]
 
@@ -62,8 +62,8 @@ def test_debug_run_writes_results(debug_run):
 
 def test_flops_match_an_independent_count(debug_run, tmp_path):
     """flops_10s equals the flop counter over the backbone plus the head's two matmuls."""
-    from s3brain.backbone import default_backbone, load_ssl
-    from s3brain.efficiency import count_flops
+    from s3brain.backbone.wrapper import default_backbone, load_ssl
+    from s3brain.utils.efficiency import count_flops
 
     ssl = load_ssl(default_backbone(), tmp_path)
     ssl.eval()
@@ -181,7 +181,7 @@ def test_kill_mid_epoch_and_resume_gives_same_result(tmp_path):
     # the backbone was trained after its frozen phase, its CNN feature extractor never
     from safetensors.torch import load_file
 
-    from s3brain.backbone import default_backbone
+    from s3brain.backbone.wrapper import default_backbone
 
     initial = load_file(f"{default_backbone()}/model.safetensors")
     ffn = "encoder.layers.0.feed_forward.intermediate_dense.weight"

@@ -4,7 +4,7 @@ import json
 
 from conftest import run_recipe
 
-from s3brain.backbone import load_ssl
+from s3brain.backbone.wrapper import load_ssl
 
 
 def _lora_count(model, rank):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import RECIPE, run_recipe
 
-from s3brain.backbone import default_backbone, load_ssl
-from s3brain.mask_bank import MaskBank, read_mask_file
-from s3brain.masks import add_masks, binary_masks, masked_linears
+from s3brain.backbone.wrapper import default_backbone, load_ssl
+from s3brain.strategies.s3router.mask_bank import MaskBank, read_mask_file
+from s3brain.strategies.s3router.masks import add_masks, binary_masks, masked_linears
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,9 @@ import json
 
 import pytest
 import torch
-
 from conftest import REPO, run_recipe
 
-from s3brain.backbone import load_ssl
+from s3brain.backbone.wrapper import load_ssl
 
 KS = REPO / "recipes" / "SUPERB" / "KS"
 #: name -> (yaml, flags, wrapped layers per block, where the wrapped layer's own tensors sit)
@@ -41,7 +40,7 @@ def runs(tmp_path_factory):
 
 def best_checkpoint(run):
     """The tensors of the checkpoint the recipe tested: backbone (``ssl``) and head."""
-    from s3brain.checkpoint import Checkpointer
+    from s3brain.utils.checkpoint import Checkpointer
 
     best = Checkpointer(run / "save").find_checkpoint(min_key="error")
     return (torch.load(best.paramfiles["ssl"], map_location="cpu", weights_only=True),

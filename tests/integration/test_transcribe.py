@@ -1,4 +1,4 @@
-"""``python -m s3brain.transcribe`` over a list of files with bad ones among them: each good
+"""``python -m s3brain.inference.transcribe`` over a list of files with bad ones among them: each good
 file transcribed as ``EncoderASR`` transcribes it, each bad one named on stderr and skipped,
 exit status 1."""
 
@@ -6,14 +6,13 @@ import csv
 
 import numpy as np
 import soundfile as sf
-
 from conftest import run_python, run_recipe
 
 
 def test_transcribe_a_list_with_bad_files(tmp_path, tiny_corpus):
     from speechbrain.inference.ASR import EncoderASR
 
-    from s3brain.inference import export_inference
+    from s3brain.deployment.export import export_inference
 
     run = tmp_path / "run"
     proc = run_recipe("hparams/s3router.yaml", "--synthetic_size=tiny", "--number_of_epochs=1",
@@ -33,7 +32,7 @@ def test_transcribe_a_list_with_bad_files(tmp_path, tiny_corpus):
     garbage.write_bytes(b"not audio at all" * 10)
     missing = tmp_path / "missing.flac"
     files = [wavs[0], empty, garbage, wavs[1], missing, str(stereo), wavs[2]]
-    proc = run_python("-m", "s3brain.transcribe", folder, *files)
+    proc = run_python("-m", "s3brain.inference.transcribe", folder, *files)
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = [line.split("\t") for line in proc.stdout.splitlines()]
     assert [path for path, _ in lines] == [wavs[0], wavs[1], str(stereo), wavs[2]]
@@ -44,5 +43,5 @@ def test_transcribe_a_list_with_bad_files(tmp_path, tiny_corpus):
     for bad in (empty, garbage, missing):
         assert f"skipped {bad}:" in proc.stderr
     assert "transcribing" in proc.stderr  # the progress bar
-    good = run_python("-m", "s3brain.transcribe", "--no-progress", folder, wavs[0])
+    good = run_python("-m", "s3brain.inference.transcribe", "--no-progress", folder, wavs[0])
     assert good.returncode == 0 and good.stdout.count("\t") == 1

@@ -14,7 +14,7 @@ def test_utterance_brain_runs_the_pruning_hooks(tiny_corpus, tmp_path):
     yaml.write_text((recipe / "hparams" / "weight_ft.yaml").read_text() + """
 strategies:
     - !new:s3brain.strategies.Pruning
-        schedule: !new:s3brain.pruning.PruneAdjustReprune
+        schedule: !new:s3brain.strategies.pruning.schedules.PruneAdjustReprune
             sparsity: 0.5
             interval_steps: 1000  # never during these few steps: only before_eval re-prunes
 """)

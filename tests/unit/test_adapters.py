@@ -4,16 +4,24 @@ a checkpoint resumes (the LoRA recipe run: ``tests/integration/test_lora_recipe.
 
 import pytest
 import torch
+from conftest import FAMILY_LAYOUTS
 from transformers import AutoModel
 
-from conftest import FAMILY_LAYOUTS
-from s3brain.adapters import (Adapters, HoulsbyAdapter, LoRA, LoRAAdapters, adapter_state_dict,
-                              added_adapters, merge_lora, target_layers)
-from s3brain.backbone import load_ssl
-from s3brain.checkpoint import Checkpointer
-from s3brain.strategies import Adapters as AdapterStrategy
-from s3brain.strategies import LoRA as LoRAStrategy
-from s3brain.strategies import deployable, setup_strategies, task_payload
+from s3brain.backbone.wrapper import load_ssl
+from s3brain.strategies.adapters import Adapters as AdapterStrategy
+from s3brain.strategies.adapters import (
+    HoulsbyAdapter,
+    LoRAAdapters,
+    adapter_state_dict,
+    added_adapters,
+    merge_lora,
+    target_layers,
+)
+from s3brain.strategies.adapters import HoulsbyAdapters as Adapters
+from s3brain.strategies.adapters import LoRA as LoRAStrategy
+from s3brain.strategies.adapters import LoRALinear as LoRA
+from s3brain.strategies.base import deployable, setup_strategies, task_payload
+from s3brain.utils.checkpoint import Checkpointer
 
 IDS = [f"{family}-{layout}" for family, layout in FAMILY_LAYOUTS]
 

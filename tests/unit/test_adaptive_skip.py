@@ -1,4 +1,4 @@
-"""Adaptive skip (``s3brain.adaptive_skip``): what each token received and which tokens stay on
+"""Adaptive skip (``s3brain.strategies.token_merging.adaptive_skip``): what each token received and which tokens stay on
 hand-made probabilities; on every family and layout, a skip ratio of 0 is the plain forward and
 the scores are transformers' own attention probabilities (eager), summed over heads and real
 queries; the cascade against a reference written here in plain torch; padding, kept counts,
@@ -6,16 +6,23 @@ gradients, FLOPs (the scoring products counted), the int8 deployment and the exp
 
 import pytest
 import torch
+from conftest import FAMILY_LAYOUTS
 from transformers import AutoModel, Wav2Vec2Config, Wav2Vec2Model
 
-from conftest import FAMILY_LAYOUTS
-from s3brain.adaptive_skip import (AdaptiveSkip, SkippedTokensBackbone, attention_received,
-                                   encode_with_skipping, forward_with_skipping,
-                                   least_attended_keep, skip_counts, skipped_blocks)
-from s3brain.backbone import feature_frames, load_ssl, wrapper_forward
-from s3brain.efficiency import count_flops
-from s3brain.families import Frames, feature_frames_and_mask
-from s3brain.tiny_models import tiny_model
+from s3brain.backbone.families import Frames, feature_frames_and_mask
+from s3brain.backbone.tiny_models import tiny_model
+from s3brain.backbone.wrapper import feature_frames, load_ssl, wrapper_forward
+from s3brain.strategies.token_merging.adaptive_skip import (
+    AdaptiveSkip,
+    SkippedTokensBackbone,
+    attention_received,
+    encode_with_skipping,
+    forward_with_skipping,
+    least_attended_keep,
+    skip_counts,
+    skipped_blocks,
+)
+from s3brain.utils.efficiency import count_flops
 
 IDS = [f"{family}-{layout}" for family, layout in FAMILY_LAYOUTS]
 
@@ -255,8 +262,8 @@ def test_deployed_flops_count_the_kept_tokens_and_the_scoring():
 
 
 def test_int8_deployment_decodes_and_the_export_refuses(tmp_path, tiny_family_models):
-    from s3brain import inference
-    from s3brain.report import Deployment
+    from s3brain.deployment import export, modules
+    from s3brain.deployment.model import Deployment
 
     ssl = load_ssl(tiny_family_models[("wav2vec2", "base")], tmp_path).eval()
     head = torch.nn.Linear(ssl.model.config.hidden_size, 5)
@@ -271,8 +278,8 @@ def test_int8_deployment_decodes_and_the_export_refuses(tmp_path, tiny_family_mo
         plain = head(encode_with_skipping(ssl, wav, None, [0], 0.5)[0])
     assert out.shape == quantized.shape == (1, 25, 5)  # 49 frames, 24 skipped
     assert torch.allclose(out, plain, atol=1e-5)
-    with pytest.raises(inference.ExportError, match="AdaptiveSkip has no inference export"):
-        inference._strategy_parts([strategy])
+    with pytest.raises(export.ExportError, match="AdaptiveSkip has no inference export"):
+        export._strategy_parts([strategy])
 
 
 def test_a_padded_utterance_skips_as_it_does_alone(folder):

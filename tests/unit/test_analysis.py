@@ -1,13 +1,13 @@
-"""Mask and phoneme-inventory similarity and their correlation (s3brain.analysis)."""
+"""Mask and phoneme-inventory similarity and their correlation (s3brain.strategies.s3router.analysis)."""
 
 import numpy as np
 import pytest
 import torch
 from test_masks import small_model
 
-from s3brain import analysis
-from s3brain.mask_bank import save_mask
-from s3brain.masks import add_masks, topk_mask
+from s3brain.strategies.s3router import analysis
+from s3brain.strategies.s3router.mask_bank import save_mask
+from s3brain.strategies.s3router.masks import add_masks, topk_mask
 
 
 def random_mask(shape, keep, seed):

@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from s3brain import audio
-from s3brain.audio import AudioReadError, backbone_rate, read_audio
-from s3brain.backbone import default_backbone
+from s3brain.backbone import audio
+from s3brain.backbone.audio import AudioReadError, backbone_rate, read_audio
+from s3brain.backbone.wrapper import default_backbone
 
 RATES = [8000, 22050, 44100, 48000]
 CONTAINERS = {"wav": {"subtype": "PCM_16"}, "flac": {"subtype": "PCM_16"}, "mp3": {}}
@@ -95,9 +95,9 @@ def test_one_info_line_per_distinct_rate(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(audio, "_rates_seen", set())
     for i, rate in enumerate([8000, 8000, 44100, 8000]):
         sf.write(tmp_path / f"{i}.wav", np.zeros(rate // 10), rate)
-    with caplog.at_level(logging.INFO, logger="s3brain.audio"):
+    with caplog.at_level(logging.INFO, logger="s3brain.backbone.audio"):
         for i in range(4):
             read_audio(tmp_path / f"{i}.wav")
-    lines = [r.getMessage() for r in caplog.records if r.name == "s3brain.audio"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "s3brain.backbone.audio"]
     assert len(lines) == 2
     assert "8000 Hz resampled to 16000 Hz" in lines[0] and "44100 Hz" in lines[1]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import AutoModel
 
-from s3brain.backbone import BackboneUnavailableError, default_backbone, load_ssl
+from s3brain.backbone.wrapper import BackboneUnavailableError, default_backbone, load_ssl
 
 SHIPPED = Path(default_backbone())
 
@@ -81,7 +81,12 @@ def test_directory_without_config_is_a_clear_error(tmp_path):
 
 
 def test_wrapper_forward_steps_on_the_shipped_backbone(tmp_path):
-    from s3brain.backbone import normalized_input, output_normalized, wav_samples, wrapper_forward
+    from s3brain.backbone.wrapper import (
+        normalized_input,
+        output_normalized,
+        wav_samples,
+        wrapper_forward,
+    )
 
     ssl = load_ssl(default_backbone(), tmp_path, output_norm=True).eval()
     wavs = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))

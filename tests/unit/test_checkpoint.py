@@ -1,10 +1,10 @@
-"""Kill-safe checkpoints (s3brain.checkpoint); a recipe killed mid-epoch and resumed:
+"""Kill-safe checkpoints (s3brain.utils.checkpoint); a recipe killed mid-epoch and resumed:
 ``tests/integration/test_librispeech_recipe.py``."""
 
 import pytest
 import torch
 
-from s3brain.checkpoint import Checkpointer
+from s3brain.utils.checkpoint import Checkpointer
 
 
 def test_checkpoint_is_invisible_until_every_file_is_written(tmp_path):

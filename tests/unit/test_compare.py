@@ -4,7 +4,8 @@ stand-in recipe through submitit: pooled seeds, intervals, failures (over real t
 
 import csv
 
-from s3brain import compare
+from s3brain.compare.cli import main as compare_main
+from s3brain.compare.launch import run_strategy
 
 
 def test_seeds_give_mean_std_and_a_paired_interval_against_the_reference(tmp_path):
@@ -38,7 +39,7 @@ def test_seeds_give_mean_std_and_a_paired_interval_against_the_reference(tmp_pat
             (run / "results.json").write_text(json.dumps(
                 {"strategy": name, "wer_test_clean": wer, "wer_test_other": wer,
                  "flops_10s": 3e9}))
-    code = compare.main([str(recipe), "--all", "--out", str(out), "--seeds", "1", "2", "3"])
+    code = compare_main([str(recipe), "--all", "--out", str(out), "--seeds", "1", "2", "3"])
     assert code == 0
     with open(out / "comparison.csv") as f:
         table = {row["name"]: row for row in csv.DictReader(f)}
@@ -81,7 +82,7 @@ def test_runs_go_through_submitits_local_executor(tmp_path):
         "(out / 'results.json').write_text(json.dumps({'strategy': 'w', 'wer_test_clean': wer}))\n")
     for name in ("weight_ft", "broken"):
         (recipe / "hparams" / f"{name}.yaml").write_text(f"strategy: {name}\n")
-    code = compare.main([str(recipe), "--all", "--out", str(out), "--seeds", "1", "2",
+    code = compare_main([str(recipe), "--all", "--out", str(out), "--seeds", "1", "2",
                          "--executor", "local", "--timeout_min", "5"])
     assert code == 1  # the broken strategy failed
     with open(out / "comparison.csv") as f:
@@ -143,7 +144,7 @@ def test_rows_from_weight_ft_are_compared_with_its_continuation_and_get_a_detect
                     stats.write_stats(f)
             (run / "results.json").write_text(json.dumps(
                 {"wer_test_clean": stats.summarize("error_rate")}))
-    code = compare.main([str(recipe), "pruned.yaml", "other.yaml", "dropping.yaml", "--out",
+    code = compare_main([str(recipe), "pruned.yaml", "other.yaml", "dropping.yaml", "--out",
                          str(out), "--seeds", "1", "2", "--", "--lm_weight=0.5"])
     assert code == 0
     with open(out / "comparison.csv") as f:
@@ -172,7 +173,7 @@ def test_a_finished_run_of_another_backbone_is_not_reused(tmp_path):
     ``default_backbone``): otherwise the row fails with one line and nothing runs."""
     import json
 
-    from s3brain.backbone import default_backbone
+    from s3brain.backbone.wrapper import default_backbone
 
     recipe = tmp_path / "recipe"
     (recipe / "hparams").mkdir(parents=True)
@@ -185,13 +186,13 @@ def test_a_finished_run_of_another_backbone_is_not_reused(tmp_path):
     run.mkdir(parents=True)
     results = {"strategy": "weight_ft", "wer_test_clean": 80.0, "ssl_hub": earlier}
     (run / "results.json").write_text(json.dumps(results))
-    done, status = compare.run_strategy(recipe, "weight_ft.yaml", run)
+    done, status = run_strategy(recipe, "weight_ft.yaml", run)
     assert done is None and status.startswith("failed: ")
     assert earlier in status and default_backbone() in status and "--ssl_hub=" in status
     # asked for on the command line, by another path to the same folder: reused
     (tmp_path / "link").symlink_to(earlier)
-    assert compare.run_strategy(recipe, "weight_ft.yaml", run, [f"--ssl_hub={tmp_path}/link"]) \
+    assert run_strategy(recipe, "weight_ft.yaml", run, [f"--ssl_hub={tmp_path}/link"]) \
         == (results, "ok (reused)")
     results["ssl_hub"] = default_backbone()
     (run / "results.json").write_text(json.dumps(results))
-    assert compare.run_strategy(recipe, "weight_ft.yaml", run)[1] == "ok (reused)"
+    assert run_strategy(recipe, "weight_ft.yaml", run)[1] == "ok (reused)"

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from s3brain.backbone import default_backbone, feature_frames
-from s3brain.ctc import ctc_frames_needed
-from s3brain.downsampling import InputDownsampling
+from s3brain.backbone.wrapper import default_backbone, feature_frames
+from s3brain.strategies.downsampling import InputDownsampling
+from s3brain.training.ctc import ctc_frames_needed
 
 
 @pytest.mark.parametrize("kind", ["signal", "conv", "pool"])

@@ -5,7 +5,7 @@ import torch
 from test_masks import SMALL, audio
 from transformers import AutoModel, Data2VecAudioConfig, HubertConfig, Wav2Vec2Config
 
-from s3brain.early_exit import ExitHeads, early_exit, layer_outputs, mean_entropy
+from s3brain.strategies.early_exit import ExitHeads, early_exit, layer_outputs, mean_entropy
 
 
 def model_of(config_class=Wav2Vec2Config, **extra):
@@ -72,8 +72,8 @@ def test_unknown_criterion_is_an_error():
 
 
 def test_flops_at_exit_removes_exactly_the_blocks_not_run():
-    from s3brain.efficiency import count_flops
-    from s3brain.early_exit import block_flops, flops_at_exit
+    from s3brain.strategies.early_exit import block_flops, flops_at_exit
+    from s3brain.utils.efficiency import count_flops
 
     model = model_of()
     frames = int(model._get_feat_extract_output_lengths(torch.tensor(10 * 16000)))

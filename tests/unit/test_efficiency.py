@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from s3brain.efficiency import onnx_latency_ms, peak_memory_mb
+from s3brain.utils.efficiency import onnx_latency_ms, peak_memory_mb
 
 
 def test_peak_memory_counts_live_tensors_only():
@@ -63,7 +63,7 @@ def test_flops_count_attention_and_match_an_analytic_count():
     the config, and the same model with eager attention (plain matmuls) counts the same."""
     from transformers import AutoModel
 
-    from s3brain.efficiency import attention_products_flops, count_flops
+    from s3brain.utils.efficiency import attention_products_flops, count_flops
 
     wav = torch.randn(1, 160000, generator=torch.Generator().manual_seed(0)) * 0.1
     sdpa = AutoModel.from_pretrained(TINY, attn_implementation="sdpa").eval()
@@ -86,7 +86,7 @@ def test_attention_formula_leaves_torch_registry_alone():
     and a padding mask does not change the count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from s3brain.efficiency import count_flops
+    from s3brain.utils.efficiency import count_flops
 
     q = torch.randn(2, 3, 20, 8)
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -107,7 +107,7 @@ def test_every_family_counts_the_same_attention_as_eager(family):
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoConfig, AutoModel
 
-    from s3brain.efficiency import attention_products_flops, count_flops
+    from s3brain.utils.efficiency import attention_products_flops, count_flops
 
     config = AutoConfig.for_model(family, hidden_size=32, num_hidden_layers=2,
                                   num_attention_heads=4, intermediate_size=64,
@@ -135,7 +135,7 @@ def test_every_family_counts_the_same_attention_as_eager(family):
 def test_attention_backward_counts_as_plain_matmuls():
     """Training cost: the CPU kernel's backward counts what the same attention written with
     matmuls counts (the gradients of both products, twice the forward)."""
-    from s3brain.efficiency import flop_counter
+    from s3brain.utils.efficiency import flop_counter
 
     def fused(q, k, v):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v)
@@ -158,7 +158,7 @@ def test_convolution_backward_counts_each_gradient_as_the_forward(groups, transp
     """Each gradient of a convolution (input, weight) multiplies the pairs the forward does: the
     backward counts the forward once per gradient, grouped (torch 2.13's own formula counts
     the weight's gradient ``groups`` times over), strided or transposed alike."""
-    from s3brain.efficiency import flop_counter
+    from s3brain.utils.efficiency import flop_counter
 
     kind = torch.nn.ConvTranspose1d if transposed else torch.nn.Conv1d
     conv = kind(32, 16, 6, stride=2, padding=3, groups=groups, bias=False)
@@ -176,8 +176,8 @@ def test_convolution_backward_counts_each_gradient_as_the_forward(groups, transp
 def test_pretraining_step_counts_three_forward_passes():
     """One pretraining step of w2v2-tiny: the backward counts twice the forward (every product
     has both gradients; transformers lets the waveform require grad in training)."""
-    from s3brain.efficiency import flop_counter
-    from s3brain.pretraining import new_pretraining_model, pretraining_step, step_flops
+    from s3brain.training.pretraining import new_pretraining_model, pretraining_step, step_flops
+    from s3brain.utils.efficiency import flop_counter
 
     model = new_pretraining_model(TINY).train()
     with torch.no_grad(), flop_counter() as counter:

@@ -10,19 +10,25 @@ each (the debug recipe runs that cover the recipe-level paths that once failed:
 
 import pytest
 import torch
+from conftest import FAMILY_LAYOUTS
 from transformers import AutoModel
 
-from conftest import FAMILY_LAYOUTS
-from s3brain.adapters import Adapters
-from s3brain.backbone import hidden_layer_count, load_ssl, wrapper_forward
-from s3brain.downsampling import InputDownsampling
-from s3brain.early_exit import ExitHeads, early_exit, exit_inputs, layer_outputs
-from s3brain.families import (block_outputs, feature_frames_and_mask, final_layer_norm,
-                              is_stable_layer_norm, iter_blocks, run_blocks)
-from s3brain.masks import add_masks, fold
-from s3brain.salad import forward_with_dropping
-from s3brain.structured import Safari, save_shrunk, shrink
-from s3brain.utterance import UtteranceHead
+from s3brain.backbone.families import (
+    block_outputs,
+    feature_frames_and_mask,
+    final_layer_norm,
+    is_stable_layer_norm,
+    iter_blocks,
+    run_blocks,
+)
+from s3brain.backbone.wrapper import hidden_layer_count, load_ssl, wrapper_forward
+from s3brain.lobes.heads import UtteranceHead
+from s3brain.strategies.adapters import HoulsbyAdapters as Adapters
+from s3brain.strategies.downsampling import InputDownsampling
+from s3brain.strategies.early_exit import ExitHeads, early_exit, exit_inputs, layer_outputs
+from s3brain.strategies.pruning.structured import Safari, save_shrunk, shrink
+from s3brain.strategies.s3router.masks import add_masks, fold
+from s3brain.strategies.token_dropping import forward_with_dropping
 
 IDS = [f"{family}-{layout}" for family, layout in FAMILY_LAYOUTS]
 #: the SpecAugment overrides of the LibriSpeech and CommonVoice yamls (feature masking made

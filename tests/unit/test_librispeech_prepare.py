@@ -89,8 +89,13 @@ def test_lm_text_of_the_realtext_corpus_holds_no_evaluation_sentence(tmp_path):
     from librispeech_prepare import transcripts
 
     from s3brain.data import realtext
-    from s3brain.data.synthetic import (corpus_spec, generate, lm_text_files, plan_jobs,
-                                        unspoken_sentences)
+    from s3brain.data.synthetic import (
+        corpus_spec,
+        generate,
+        lm_text_files,
+        plan_jobs,
+        unspoken_sentences,
+    )
 
     splits = _lm_text_splits()
     assert set(splits) <= {"train-10m", "train-1h", "train-pool"}

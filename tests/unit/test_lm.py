@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from s3brain.lm import CTCBeamLMDecoder, arpa_unigrams, build_ngram
+from s3brain.training.lm import CTCBeamLMDecoder, arpa_unigrams, build_ngram
 
 LABELS = ["", " ", "A", "C", "D", "E", "H", "O", "G", "S", "T"]
 

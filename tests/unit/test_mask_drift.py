@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from s3brain.mask_bank import save_mask
-from s3brain.masks import add_masks, masked_linears
+from s3brain.strategies.s3router.mask_bank import save_mask
+from s3brain.strategies.s3router.masks import add_masks, masked_linears
 
 REPO = Path(__file__).resolve().parents[2]
 SPARSITY = 0.25

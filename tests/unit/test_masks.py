@@ -4,13 +4,21 @@ import copy
 
 import pytest
 import torch
-from transformers import (AutoModel, Data2VecAudioConfig, HubertConfig, Wav2Vec2Config,
-                          WavLMConfig)
+from transformers import AutoModel, Data2VecAudioConfig, HubertConfig, Wav2Vec2Config, WavLMConfig
 
-from s3brain import masks as M
-from s3brain.mask_bank import MaskBank, MaskBankError, pack_mask, save_mask, unpack_mask
-from s3brain.pruning import (IterativeMagnitudePruning, OneShotMagnitudePruning,
-                             PruneAdjustReprune)
+from s3brain.strategies.pruning.schedules import (
+    IterativeMagnitudePruning,
+    OneShotMagnitudePruning,
+    PruneAdjustReprune,
+)
+from s3brain.strategies.s3router import masks as M
+from s3brain.strategies.s3router.mask_bank import (
+    MaskBank,
+    MaskBankError,
+    pack_mask,
+    save_mask,
+    unpack_mask,
+)
 
 SMALL = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
              conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_feat_extract_layers=2,

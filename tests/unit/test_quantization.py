@@ -10,11 +10,11 @@ import pytest
 import speechbrain as sb
 import torch
 
-from s3brain.audio import read_audio
-from s3brain.backbone import default_backbone, load_ssl
-from s3brain.ctc import token_labels
-from s3brain.quantization import OnnxInt8, frame_agreement, torch_int8
-from s3brain.report import Deployment, int8_error_rates
+from s3brain.backbone.audio import read_audio
+from s3brain.backbone.wrapper import default_backbone, load_ssl
+from s3brain.deployment.int8 import OnnxInt8, frame_agreement, torch_int8
+from s3brain.deployment.model import Deployment, int8_error_rates
+from s3brain.deployment.modules import token_labels
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +175,8 @@ def test_split_int8_equals_the_dropping_forward_on_real_speech(deployed, cnn_int
     """Token dropping served in two onnxruntime graphs (``SplitInt8``) gives what torch's
     dropping forward gives on the same frames, within int8's error; the CNN in static int8
     too, calibrated on other utterances than the ones checked."""
-    from s3brain.quantization import SplitInt8
-    from s3brain.salad import forward_with_dropping
+    from s3brain.deployment.int8 import SplitInt8
+    from s3brain.strategies.token_dropping import forward_with_dropping
 
     hf, head = deployed
     files = sorted((tiny_corpus / "LibriSpeech" / "test-clean").rglob("*.flac"))

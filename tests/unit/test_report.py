@@ -9,9 +9,9 @@ import pytest
 import speechbrain as sb
 import torch
 
-from s3brain.backbone import default_backbone, load_ssl
-from s3brain.quantization import SplitInt8, frame_agreement
-from s3brain.report import Deployment, deployment_cost, int8_error_rates
+from s3brain.backbone.wrapper import default_backbone, load_ssl
+from s3brain.deployment.int8 import SplitInt8, frame_agreement
+from s3brain.deployment.model import Deployment, deployment_cost, int8_error_rates
 
 ALPHABET = " ABCD"  # label i + 1; blank 0
 
@@ -111,7 +111,7 @@ def test_cost_side_by_side_and_torch_fallback(ssl):
 
 
 def test_token_dropping_decodes_with_its_dropper(ssl):
-    from s3brain.strategies import TokenDropping
+    from s3brain.strategies.token_dropping import TokenDropping
 
     dropping = TokenDropping("uniform", drop_share=0.5)
     dropping.deployed_kept_share = 0.5  # as measured by a test pass

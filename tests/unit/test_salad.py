@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from s3brain import salad
+from s3brain.strategies import token_dropping as salad
 
 
 @pytest.mark.parametrize("frames,expected", [
@@ -128,13 +128,13 @@ def test_block_outputs_are_the_models_hidden_states():
 def test_lobe_forward_with_dropping_matches_the_lobe(tmp_path):
     """Keeping every frame, the recipe's path through the dropper gives what SpeechBrain's
     Wav2Vec2 lobe gives, on the valid frames of a padded batch, lengths included."""
-    from s3brain.backbone import default_backbone, load_ssl
+    from s3brain.backbone.wrapper import default_backbone, load_ssl
 
     ssl = load_ssl(default_backbone(), tmp_path / "ssl", freeze=True).eval()
     wavs = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
     wav_lens = torch.tensor([1.0, 0.6])
     wavs[1, 9600:] = 0
-    keep_all = salad.TokenDropping("uniform", drop_share=0.0)
+    keep_all = salad.TokenDropper("uniform", drop_share=0.0)
     with torch.no_grad():
         feats, rel, keep, blocks = salad.encode_with_dropping(ssl, wavs, wav_lens, keep_all,
                                                               blocks=True)
@@ -151,7 +151,7 @@ def test_lobe_forward_with_dropping_matches_the_lobe(tmp_path):
 def test_token_dropping_modules_count_and_choose_frames():
     lengths = torch.tensor([30, 18])
     features = torch.randn(2, 30, 8)
-    uniform = salad.TokenDropping("uniform", drop_share=0.5)
+    uniform = salad.TokenDropper("uniform", drop_share=0.5)
     keep = uniform(features, lengths)
     assert keep.sum(1).tolist() == [15, 9]
     assert uniform.kept_share == pytest.approx(24 / 48)
@@ -159,7 +159,7 @@ def test_token_dropping_modules_count_and_choose_frames():
     assert uniform.kept_share == 0.0
     # SALAD: frames the detector calls salient always stay
     detector = salad.SaladDetector(8, channels=4)
-    dropper = salad.TokenDropping("salad", skip_ratio=1.0, detector=detector)
+    dropper = salad.TokenDropper("salad", skip_ratio=1.0, detector=detector)
     keep = dropper(features, lengths)
     with torch.no_grad():
         salient = torch.sigmoid(detector(features)) >= 0.5
@@ -167,9 +167,9 @@ def test_token_dropping_modules_count_and_choose_frames():
         assert keep[b, :n].tolist() == salient[b, :n].tolist()  # skip_ratio 1: every NAT goes
     assert not any(p.requires_grad for p in detector.parameters())
     with pytest.raises(ValueError, match="detector"):
-        salad.TokenDropping("salad")
+        salad.TokenDropper("salad")
     with pytest.raises(ValueError, match="method"):
-        salad.TokenDropping("adaptive")
+        salad.TokenDropper("adaptive")
 
 
 def test_detector_save_load_round_trip(tmp_path):

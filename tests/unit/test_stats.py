@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from speechbrain.utils.metric_stats import ErrorRateStats
 
-from s3brain.stats import mean_std, paired_bootstrap, utterance_errors
+from s3brain.compare.stats import mean_std, paired_bootstrap, utterance_errors
 
 
 def _wer_file(path, refs, hyps):
@@ -73,7 +73,11 @@ def test_accuracy_interval_is_the_negated_error_rate_interval(tmp_path):
     """0/1 errors per utterance (one "word" each): the accuracy difference is minus the
     error-rate difference, its interval the mirror image; seeds with a missing file are left
     out of the pooled interval."""
-    from s3brain.stats import paired_bootstrap_accuracy, paired_bootstrap_files, prediction_errors
+    from s3brain.compare.stats import (
+        paired_bootstrap_accuracy,
+        paired_bootstrap_files,
+        prediction_errors,
+    )
 
     rng = np.random.default_rng(3)
     ref = {f"u{i}": (int(rng.random() < 0.4), 1) for i in range(50)}
@@ -104,7 +108,7 @@ def test_accuracy_interval_is_the_negated_error_rate_interval(tmp_path):
 def test_seed_interval_files_pairs_the_complete_seeds_only(tmp_path):
     """Seeds with one file missing are left out; with fewer than two pairs there is no
     interval; otherwise the t interval of the files' corpus WER differences."""
-    from s3brain.stats import seed_interval, seed_interval_files
+    from s3brain.compare.stats import seed_interval, seed_interval_files
 
     refs = {f"u{i}": "one two three four" for i in range(5)}
     pairs = []
@@ -119,11 +123,11 @@ def test_seed_interval_files_pairs_the_complete_seeds_only(tmp_path):
 
 
 def test_compare_rows_pairs_two_comparisons_seed_by_seed(tmp_path, capsys):
-    """``python -m s3brain.stats``: a row of one comparison folder against a row of another,
+    """``python -m s3brain.compare.stats``: a row of one comparison folder against a row of another,
     seed by seed (a seed only one side ran is left out): the per-seed differences are the
     files' corpus WER differences, the intervals those of ``paired_bootstrap`` and
     ``seed_interval`` on the same runs; a run folder does not pair with a row of seeds."""
-    from s3brain.stats import compare_rows, main, seed_interval
+    from s3brain.compare.stats import compare_rows, main, seed_interval
 
     refs = {f"u{i}": "one two three four" for i in range(8)}
 
@@ -170,7 +174,7 @@ def test_compare_rows_joins_a_sweep_cell_with_its_seed_siblings(tmp_path):
     """``benchmarks/s3router_sweep.py --seeds`` keeps the yamls' seed in ``<split>/<cell>`` and
     the others in ``<split>/seed<S>/<cell>``: such a run folder is paired under the seed its
     ``hyperparams.yaml`` ran with, beside its siblings, and against a comparison row too."""
-    from s3brain.stats import compare_rows, run_seed, seed_runs
+    from s3brain.compare.stats import compare_rows, run_seed, seed_runs
 
     refs = {f"u{i}": "one two three four" for i in range(4)}
     wrong = {"u0": "x two three four", "u1": "one two three four", "u2": "one two three four",

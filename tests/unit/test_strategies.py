@@ -7,9 +7,9 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from s3brain import strategies as st
-from s3brain.masks import binary_masks, weight_sparsity
-from s3brain.pruning import OneShotMagnitudePruning
-from s3brain.structured import Safari, prune_count, split_sparsity
+from s3brain.strategies.pruning.schedules import OneShotMagnitudePruning
+from s3brain.strategies.pruning.structured import Safari, prune_count, split_sparsity
+from s3brain.strategies.s3router.masks import binary_masks, weight_sparsity
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
@@ -126,11 +126,11 @@ def test_distillation_loss_is_the_layerwise_mse_on_the_kept_frames():
     """Against a direct computation: the teacher's blocks on the whole utterance, the student's
     on the frames it kept, mean squared error per block, averaged, weighted."""
     import copy
-
-    import speechbrain as sb
     from types import SimpleNamespace
 
-    from s3brain.salad import block_outputs, pack_kept
+    import speechbrain as sb
+
+    from s3brain.strategies.token_dropping import block_outputs, pack_kept
 
     student_lobe = Lobe(small_model(seed=0))
     teacher_lobe = Lobe(small_model(seed=1))

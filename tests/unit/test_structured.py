@@ -8,7 +8,7 @@ import torch
 from test_masks import SMALL, audio, train_scores
 from transformers import Data2VecAudioConfig, HubertConfig, Wav2Vec2Config
 
-from s3brain import structured as S
+from s3brain.strategies.pruning import structured as S
 
 HEADS4 = {**SMALL, "num_attention_heads": 4}
 

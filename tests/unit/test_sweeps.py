@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from s3brain.stats import paired_bootstrap, prediction_errors, utterance_errors
+from s3brain.compare.stats import paired_bootstrap, prediction_errors, utterance_errors
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = 9  # words of every test sentence
@@ -503,7 +503,7 @@ def test_prediction_errors_count_an_utterance_wrong_when_any_target_is(tmp_path)
     import torch
     from speechbrain.dataio.encoder import CategoricalEncoder
 
-    from s3brain.utterance import ClassificationStats
+    from s3brain.training.utterance import ClassificationStats
 
     encoders = {}
     for target, labels in (("action", ["on", "off"]), ("object", ["lamp", "music"])):
@@ -600,14 +600,14 @@ def test_scaling_table_gives_both_wers_and_the_gap_per_backbone(tmp_path):
 
 
 def test_scaling_change_seed_by_seed_and_pretraining_compute(tmp_path):
-    from s3brain.backbone import default_backbone
-    from s3brain.pretraining import step_flops
+    from s3brain.backbone.wrapper import default_backbone
+    from s3brain.training.pretraining import step_flops
 
     scaling_runs(tmp_path, unfinished=False)
     (tmp_path / "pretrain" / "hyperparams.yaml").write_text(
         "seed: 1234\nmodel_config: &id001 !apply:s3brain.backbone.default_backbone []\n"
         "batch_size: 2\ncrop_seconds: 0.5  # a comment\nmask_prob: 0.5\nmask_length: 5\n"
-        "model: !apply:s3brain.pretraining.new_pretraining_model\n  config_dir: *id001\n")
+        "model: !apply:s3brain.training.pretraining.new_pretraining_model\n  config_dir: *id001\n")
     shutil.copy(Path(default_backbone()) / "config.json",
                 scaling.backbone_folder(tmp_path, 8000) / "config.json")
     rows = scaling.scaling_rows(tmp_path, [4000, 8000], [1986, 1987])

@@ -7,8 +7,17 @@ import pytest
 import soundfile as sf
 
 from s3brain.data import realtext
-from s3brain.data.synthetic import (HELD_OUT_VOICES, OTHER_PITCH, TRAIN_PITCH, TRAIN_SPEED,
-                                    corpus_dir, corpus_spec, generate, plan_jobs, synthesize)
+from s3brain.data.synthetic import (
+    HELD_OUT_VOICES,
+    OTHER_PITCH,
+    TRAIN_PITCH,
+    TRAIN_SPEED,
+    corpus_dir,
+    corpus_spec,
+    generate,
+    plan_jobs,
+    synthesize,
+)
 
 
 def test_librispeech_layout(tiny_corpus):

@@ -1,19 +1,26 @@
-"""Token merging (``s3brain.token_merging``): the merging step against a reference computation
+"""Token merging (``s3brain.strategies.token_merging.merging``): the merging step against a reference computation
 (each merged token is the mean of the frames it holds, runs of adjacent frames, no padding), the
 strategy on every family and layout (a merge ratio of 0 is the plain forward; with merging, an
 utterance in a padded batch gives what it gives alone), kept share, frames and FLOPs."""
 
 import pytest
 import torch
-
 from conftest import FAMILY_LAYOUTS
-from s3brain.backbone import feature_frames, load_ssl, wrapper_forward
-from s3brain.efficiency import count_flops
-from s3brain.families import Frames, feature_frames_and_mask, run_blocks
-from s3brain.tiny_models import tiny_model
-from s3brain.token_merging import (MergedTokensBackbone, TokenMerging, encode_with_merging,
-                                   merge_adjacent, merge_counts, merge_ratio_for, merged_blocks,
-                                   nominal_kept_share, start_tokens, unmerge)
+
+from s3brain.backbone.families import Frames, feature_frames_and_mask, run_blocks
+from s3brain.backbone.tiny_models import tiny_model
+from s3brain.backbone.wrapper import feature_frames, load_ssl, wrapper_forward
+from s3brain.strategies.token_merging.base import merge_counts, merge_ratio_for, nominal_kept_share
+from s3brain.strategies.token_merging.merging import (
+    MergedTokensBackbone,
+    TokenMerging,
+    encode_with_merging,
+    merge_adjacent,
+    merged_blocks,
+    start_tokens,
+    unmerge,
+)
+from s3brain.utils.efficiency import count_flops
 
 IDS = [f"{family}-{layout}" for family, layout in FAMILY_LAYOUTS]
 

@@ -1,13 +1,13 @@
-"""Partial fine-tuning (s3brain.top_blocks): which tensors learn in every family and layout, that
+"""Partial fine-tuning (s3brain.strategies.top_blocks): which tensors learn in every family and layout, that
 a training step changes only them, and what a task stores."""
 
 import pytest
 import torch
 
-from s3brain.families import transformer_blocks
-from s3brain.strategies import task_payload
-from s3brain.tiny_models import tiny_model
-from s3brain.top_blocks import TopBlocks
+from s3brain.backbone.families import transformer_blocks
+from s3brain.backbone.tiny_models import tiny_model
+from s3brain.strategies.base import task_payload
+from s3brain.strategies.top_blocks import TopBlocks
 
 FAMILIES = [(f, layout) for f in ("wav2vec2", "hubert", "wavlm") for layout in ("base", "large")]
 FAMILIES.append(("data2vec-audio", "base"))

@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from s3brain import utterance
 from s3brain.data import superb
+from s3brain.lobes import heads
+from s3brain.training import utterance
 
 
 def test_weighted_layer_sum_is_a_softmax_weighted_sum():
-    layer_sum = utterance.WeightedLayerSum(3)
+    layer_sum = heads.WeightedLayerSum(3)
     with torch.no_grad():
         layer_sum.weights.copy_(torch.tensor([0.0, 1.0, -1.0]))
     hiddens = torch.randn(3, 2, 4, 5)
@@ -19,7 +20,7 @@ def test_weighted_layer_sum_is_a_softmax_weighted_sum():
 
 def test_head_pools_over_real_frames_only():
     torch.manual_seed(0)
-    head = utterance.UtteranceHead(layers=2, input_size=6, classes={"a": 3, "b": 5})
+    head = heads.UtteranceHead(layers=2, input_size=6, classes={"a": 3, "b": 5})
     alone = torch.randn(2, 1, 6, 6)
     padded = torch.cat([alone, torch.randn(2, 1, 4, 6) * 100], dim=2)  # 4 padding frames
     batch = torch.cat([padded, torch.randn(2, 1, 10, 6)], dim=1)

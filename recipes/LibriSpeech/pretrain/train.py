@@ -22,11 +22,11 @@ import soundfile as sf  # noqa: E402
 import speechbrain as sb  # noqa: E402
 from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
-from s3brain.audio import backbone_rate, read_audio  # noqa: E402
-from s3brain.checkpoint import share_checkpoint_dir  # noqa: E402
+from s3brain.backbone.audio import backbone_rate, read_audio  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
-from s3brain.experiment import seeded_loader_options, setup_errors, start_experiment  # noqa: E402
-from s3brain.pretraining import export_backbone, pretraining_step  # noqa: E402
+from s3brain.training.experiment import seeded_loader_options, setup_errors, start_experiment  # noqa: E402
+from s3brain.training.pretraining import export_backbone, pretraining_step  # noqa: E402
+from s3brain.utils.checkpoint import share_checkpoint_dir  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -20,17 +20,28 @@ RECIPE_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(RECIPE_DIR))
 
 import speechbrain as sb  # noqa: E402
-from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 from prosody_prepare import prepare_prosody  # noqa: E402
+from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: E402
 
-from s3brain.audio import backbone_rate  # noqa: E402
-from s3brain.experiment import (seeded_loader_options, setup_errors,  # noqa: E402
-                                setup_strategies, start_experiment)
-from s3brain.finetuning import BackboneFineTuning  # noqa: E402
-from s3brain.inference import export_after_run  # noqa: E402
-from s3brain.report import cost_report, split_results, write_results  # noqa: E402
-from s3brain.utterance import (ClassificationStats, build_head, dataio_prepare,  # noqa: E402
-                               prepare_task, summed_cross_entropy, target_ids)
+from s3brain.backbone.audio import backbone_rate  # noqa: E402
+from s3brain.deployment.export import export_after_run  # noqa: E402
+from s3brain.deployment.model import cost_report  # noqa: E402
+from s3brain.lobes.heads import build_head
+from s3brain.training.experiment import (  # noqa: E402
+    seeded_loader_options,
+    setup_errors,
+    setup_strategies,
+    start_experiment,
+)
+from s3brain.training.finetuning import BackboneFineTuning  # noqa: E402
+from s3brain.training.reporting import split_results, write_results
+from s3brain.training.utterance import (  # noqa: E402
+    ClassificationStats,
+    dataio_prepare,
+    prepare_task,
+    summed_cross_entropy,
+    target_ids,
+)
 
 #: Four classes of pitch, speed and loudness.
 TARGETS = ("label",)

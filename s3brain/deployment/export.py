@@ -1,0 +1,770 @@
+"""A finished CTC run as a SpeechBrain inference folder: ``hyperparams.yaml`` and the files it
+loads, so that ``speechbrain.inference.ASR.EncoderASR`` transcribes with the deployed model.
+
+``export_inference(run_folder)`` reads the run's ``hyperparams.yaml``, sets its strategies up on
+the backbone, loads the checkpoint the recipe tested (lowest dev WER or PER) and writes
+``<run_folder>/inference/``:
+
+- ``hyperparams.yaml``: the ``encoder`` (``CTCEncoder``: the deployed backbone, built from its
+  transformers config, masks folded, SAFARI's pruned units removed, LoRA merged, Houlsby
+  adapters kept; then the head and the CTC layer; input downsampling, token dropping with its
+  detector, or early exit with its heads and threshold, as the run had them), the
+  ``tokenizer`` (``CTCLabels``), greedy CTC as ``decoding_function``, an ``audio_normalizer``
+  that reads any rate and channel count as the recipes do (``s3brain.backbone.audio``), and the
+  ``pretrainer`` that loads the two files below;
+- ``encoder.ckpt``: the encoder's ``state_dict``; ``tokenizer.ckpt``: the labels.
+
+Use::
+
+    from speechbrain.inference.ASR import EncoderASR
+    asr = EncoderASR.from_hparams(source="results/weight_ft/1986/inference", savedir="asr")
+    asr.transcribe_file("speech.wav")
+
+or ``python -m s3brain.deployment.export <run folder>`` to export from the command line.
+``S3RouterASR`` serves several S3-Router tasks (mask files) on one backbone.
+
+A SUPERB run (``recipes/SUPERB/<task>``) is exported by ``export_classifier`` (the same command
+line): the deployed backbone returning every hidden layer and the run's ``UtteranceHead``
+(``classifier.ckpt``), a label encoder per target, served by ``UtteranceClassifier`` through
+``foreign_class(source, pymodule_file="custom.py", classname="UtteranceClassifier")``;
+``classify_file("speech.wav")`` gives ``{target: label}``.
+
+Example
+-------
+>>> labels = CTCLabels(separator=" ")
+>>> labels.insert_blank(index=0)
+>>> labels.update_from_iterable(["a", "b"], sequence_input=False)
+>>> labels.decode_ndim([1, 2, 7])
+['a b']
+"""
+
+import argparse
+import copy
+import json
+import logging
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+from torch import nn
+
+from s3brain.backbone.audio import backbone_rate
+from s3brain.deployment.modules import (
+    CLASSIFIER_FILE,
+    ENCODER_FILE,
+    TOKENIZER_FILE,
+    Backbone,
+    CTCEncoder,
+    CTCLabels,
+    UtteranceModel,
+)
+from s3brain.lobes.heads import UtteranceHead
+from s3brain.strategies.adapters import Adapters, LoRA
+from s3brain.strategies.base import deployable, strategy_modules
+from s3brain.strategies.distillation import Distillation
+from s3brain.strategies.downsampling import Downsampling
+from s3brain.strategies.early_exit import EarlyExit
+from s3brain.strategies.init_from import InitFrom
+from s3brain.strategies.pruning.strategy import Pruning
+from s3brain.strategies.s3router.mask_bank import read_mask_file, remove_masks
+from s3brain.strategies.s3router.strategy import Masks
+from s3brain.strategies.token_dropping import TokenDropping
+from s3brain.strategies.top_blocks import TopBlocks
+from s3brain.utils.checkpoint import Checkpointer
+
+logger = logging.getLogger(__name__)
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported as an inference folder (the message says why)."""
+
+
+def _yaml_block(data, indent):
+    """Plain data as an indented yaml block."""
+    lines = []
+    for key, value in data.items():  # key by key: a list of numbers or words on one line
+        if isinstance(value, (list, tuple)) and not any(isinstance(v, (list, dict))
+                                                        for v in value):
+            lines.append(f"{key}: {json.dumps(list(value))}")
+        else:
+            lines += yaml.safe_dump({key: value}, default_flow_style=False,
+                                    sort_keys=False).splitlines()
+    return "".join(" " * indent + line + "\n" for line in lines)
+
+
+def _layer_yaml(module, indent):
+    """``!new:`` yaml lines that build ``module`` (a head's layers), or ExportError."""
+    pad = " " * indent
+    name = f"{type(module).__module__}.{type(module).__qualname__}"
+    if getattr(nn, type(module).__name__, None) is type(module):
+        name = f"torch.nn.{type(module).__name__}"
+    simple = {nn.LeakyReLU: lambda m: {"negative_slope": m.negative_slope},
+              nn.ReLU: lambda m: {}, nn.GELU: lambda m: {"approximate": m.approximate},
+              nn.Tanh: lambda m: {}, nn.Identity: lambda m: {},
+              nn.Dropout: lambda m: {"p": m.p},
+              nn.Linear: lambda m: {"in_features": m.in_features,
+                                    "out_features": m.out_features,
+                                    "bias": m.bias is not None},
+              nn.LayerNorm: lambda m: {"normalized_shape": list(m.normalized_shape),
+                                       "eps": m.eps,
+                                       "elementwise_affine": m.elementwise_affine}}
+    if type(module) in simple:
+        args = simple[type(module)](module)
+        return f"!new:{name}\n" + (_yaml_block(args, indent) if args else "")
+    if isinstance(module, sb.nnet.linear.Linear) and not module.combine_dims \
+            and module.max_norm is None:
+        args = {"input_size": module.w.in_features, "n_neurons": module.w.out_features,
+                "bias": module.w.bias is not None}
+        return f"!new:{name}\n" + _yaml_block(args, indent)
+    if isinstance(module, sb.nnet.containers.Sequential):
+        lines = f"!new:{name}\n{pad}input_shape: [null, null, null]\n"
+        for child_name, child in module.items():
+            lines += f"{pad}{child_name}: {_layer_yaml(child, indent + 4)}"
+        return lines
+    if type(module) is nn.Sequential:
+        lines = f"!new:{name}\n"
+        for child in module:
+            lines += f"{pad}- {_layer_yaml(child, indent + 4)}"
+        return lines
+    raise ExportError(f"cannot describe a {name} head layer in hyperparams.yaml: the export "
+                      f"knows SpeechBrain's Linear and Sequential and torch's Linear, "
+                      f"Sequential, LayerNorm, Dropout and activations")
+
+
+def _strategy_parts(strategies):
+    """The run's strategies sorted into what the export does with them, or ExportError."""
+
+    parts = {"deploy": [], "forward": None, "adapters": None}
+    for strategy in strategies:
+        kind = type(strategy).__name__
+        if isinstance(strategy, (InitFrom, Distillation)):
+            continue  # only training starts from them: the checkpoint holds the result
+        if isinstance(strategy, TokenDropping) and strategy.dropper.method == "random":
+            raise ExportError("random token dropping is a baseline whose kept frames come from "
+                              "a random generator: its transcripts cannot be reproduced; "
+                              "export a uniform or SALAD token-dropping run")
+        if isinstance(strategy, (Downsampling, TokenDropping, EarlyExit)):
+            parts["forward"] = strategy
+        elif isinstance(strategy, Adapters) and not isinstance(strategy, LoRA):
+            parts["adapters"] = strategy
+        elif isinstance(strategy, (Masks, Pruning, LoRA, TopBlocks)):
+            parts["deploy"].append(strategy)
+        else:
+            raise ExportError(f"strategy {kind} has no inference export yet")
+    return parts
+
+
+def _fix_relative_output(text, run_folder):
+    """The run's yaml text with its output folder made absolute (``run_folder``) when the run
+    wrote it relative to the folder it was started in."""
+    for line in text.splitlines():
+        if line.startswith("output_folder:"):
+            old = line.split(":", 1)[1].split("#")[0].strip()
+            if old and not Path(old).is_absolute():
+                return text.replace(f": {old}", f": {run_folder}")
+            break
+    return text
+
+
+def _labels(hparams, run_folder):
+    """The run's CTC labels (``CTCLabels``) and units: CommonVoice's saved phoneme set, or
+    LibriSpeech's alphabet."""
+    saved = Path(run_folder) / "save" / "label_encoder.txt"
+    if saved.is_file():
+        labels = CTCLabels(separator=" ")
+        labels.load(saved)
+        return labels, "phonemes"
+    if "alphabet" not in hparams:
+        raise ExportError(f"{run_folder}: neither save/label_encoder.txt nor an alphabet: not "
+                          f"a LibriSpeech or CommonVoice CTC run")
+    labels = CTCLabels()
+    labels.insert_blank(index=hparams["blank_index"])
+    labels.update_from_iterable(list(hparams["alphabet"]), sequence_input=False)
+    return labels, "chars"
+
+
+def load_run(run_folder):
+    """A finished run as the recipe tested it: its hyperparameters, strategies set up on the
+    backbone, the checkpoint with the lowest dev error loaded, and its labels.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder (``hyperparams.yaml``, ``save/``).
+
+    Returns
+    -------
+    dict
+        ``hparams`` (the run's, modules loaded), ``labels`` (``CTCLabels``), ``units``
+        (``chars`` or ``phonemes``), ``key`` (``WER`` or ``PER``).
+
+    Raises
+    ------
+    ExportError
+        The folder is not a finished CTC run, or a strategy cannot be exported.
+    """
+
+    run_folder = Path(run_folder).resolve()
+    yaml_file = run_folder / "hyperparams.yaml"
+    if not yaml_file.is_file():
+        raise ExportError(f"{run_folder}: no hyperparams.yaml: not a run's output folder")
+    text = _fix_relative_output(yaml_file.read_text(encoding="utf-8"), run_folder)
+    hparams = load_hyperpyyaml(text)
+    if "ctc_lin" not in hparams.get("modules", {}):
+        raise ExportError(f"{run_folder}: not a CTC run (no ctc_lin module); only LibriSpeech "
+                          f"and CommonVoice runs are exported")
+    strategies = list(hparams.get("strategies") or [])
+    parts = _strategy_parts(strategies)
+    labels, units = _labels(hparams, run_folder)
+    key = "PER" if units == "phonemes" else "WER"
+    ssl = hparams["ssl"]
+    for strategy in strategies:
+        if strategy in parts["deploy"] or strategy in (parts["forward"], parts["adapters"]):
+            strategy.setup(ssl, hparams)
+    modules = {"ssl": ssl, "model": hparams["model"], **strategy_modules(strategies)}
+    checkpointer = Checkpointer(run_folder / "save", recoverables=modules)
+    if checkpointer.find_checkpoint(min_key=key) is None:
+        raise ExportError(f"{run_folder}: no checkpoint in save/: the run has not finished")
+    checkpointer.recover_if_possible(min_key=key)
+    for strategy in strategies:
+        strategy.before_eval(ssl)  # as at the start of the recipe's test pass
+    return {"hparams": hparams, "strategies": strategies, "parts": parts, "labels": labels,
+            "units": units, "key": key, "folder": run_folder}
+
+
+def deployed_backbone(run, output_all_hiddens=False, indent=8):
+    """The deployed backbone of a loaded run (``load_run`` or ``load_classifier_run``): the
+    strategies' ``deployable`` (masks folded, pruned units removed, LoRA merged) as a
+    ``Backbone`` built from its transformers config, Houlsby adapters kept; and the yaml that
+    builds it.
+
+    Arguments
+    ---------
+    run : dict
+        What ``load_run`` or ``load_classifier_run`` returned.
+    output_all_hiddens : bool
+        The backbone returns every hidden layer (the SUPERB heads read them all).
+    indent : int
+        The indentation of the yaml's arguments (the backbone is a key's value).
+
+    Returns
+    -------
+    tuple
+        ``(backbone, yaml text starting with "!new:")``; the backbone holds the run's weights.
+    """
+
+    hparams, parts = run["hparams"], run["parts"]
+    ssl = deployable(parts["deploy"], copy.deepcopy(hparams["ssl"]).cpu())
+    hf = ssl.model
+    config = hf.config.to_diff_dict()
+    for drop in ("architectures", "auto_map", "transformers_version", "_name_or_path"):
+        config.pop(drop, None)
+    config = {"model_type": hf.config.model_type, **config}
+    adapters = None
+    if parts["adapters"] is not None:
+        adapters = {"bottleneck": parts["adapters"].bottleneck,
+                    "targets": list(parts["adapters"].targets)}
+    rate = backbone_rate(hparams["ssl"])
+    backbone_args = {"normalize_wav": bool(ssl.normalize_wav), "output_norm": bool(ssl.output_norm),
+                     "sample_rate": rate, "adapters": adapters}
+    if output_all_hiddens:
+        backbone_args["output_all_hiddens"] = True
+    text = ("!new:s3brain.deployment.modules.Backbone\n" + _yaml_block(backbone_args, indent)
+            + " " * indent + "config:\n" + _yaml_block(config, indent + 4))
+    backbone = Backbone(config, **backbone_args)
+    backbone.model.load_state_dict(hf.state_dict())
+    return backbone.cpu().eval(), text
+
+
+def deployed_encoder(run):
+    """The ``CTCEncoder`` of a loaded run (``load_run``) and the yaml that builds it.
+
+    Arguments
+    ---------
+    run : dict
+        What ``load_run`` returned.
+
+    Returns
+    -------
+    tuple
+        ``(encoder, yaml text of the encoder's key)``; the encoder holds the run's weights.
+    """
+
+    hparams, parts = run["hparams"], run["parts"]
+    backbone, backbone_yaml = deployed_backbone(run)
+    head, ctc_lin = hparams["modules"]["head"], hparams["modules"]["ctc_lin"]
+    lines = ["encoder: !new:s3brain.deployment.modules.CTCEncoder\n",
+             f"    backbone: {backbone_yaml}",
+             f"    head: {_layer_yaml(head, 8)}",
+             f"    ctc_lin: {_layer_yaml(ctc_lin, 8)}",
+             "    blank_index: !ref <blank_index>\n"]
+    forward, extra = parts["forward"], {}
+    if isinstance(forward, EarlyExit):
+        heads = forward.heads
+        lines += ["    exit_heads: !new:s3brain.strategies.early_exit.ExitHeads\n",
+                  _yaml_block({"hidden_size": heads[0].in_features,
+                               "outputs": heads[0].out_features, "layers": len(heads)}, 8),
+                  _yaml_block({"exit_criterion": forward.criterion,
+                               "exit_threshold": float(forward.threshold),
+                               "exit_min_layer": int(forward.min_layer)}, 4)]
+        extra["exit_heads"] = copy.deepcopy(heads)
+        extra.update(exit_criterion=forward.criterion, exit_threshold=forward.threshold,
+                     exit_min_layer=forward.min_layer)
+    elif isinstance(forward, TokenDropping):
+        dropper = forward.dropper
+        lines += ["    token_dropping: !new:s3brain.strategies.token_dropping.TokenDropper\n",
+                  _yaml_block({"method": dropper.method, "skip_ratio": dropper.skip_ratio,
+                               "drop_share": dropper.drop_share}, 8)]
+        if dropper.detector is not None:
+            lines += ["        detector: !new:s3brain.strategies.token_dropping.SaladDetector\n",
+                      _yaml_block(dict(dropper.detector.config), 12)]
+        extra["token_dropping"] = copy.deepcopy(dropper)
+    elif forward is not None:  # input downsampling
+        down = forward.downsampler
+        lines += ["    downsampler: !new:s3brain.strategies.downsampling.InputDownsampling\n",
+                  _yaml_block({"kind": down.kind, "factor": down.factor,
+                               "sample_rate": down.sample_rate, "kernel_size": down.kernel_size,
+                               "upsample": down.do_upsample}, 8)]
+        extra["downsampler"] = copy.deepcopy(down)
+    encoder = CTCEncoder(backbone, copy.deepcopy(head), copy.deepcopy(ctc_lin),
+                         blank_index=hparams["blank_index"], **extra)
+    return encoder.cpu().eval(), "".join(lines)
+
+
+def export_inference(run_folder, target=None):
+    """Write the inference folder of a finished LibriSpeech or CommonVoice run, which
+    ``EncoderASR.from_hparams(source=<folder>)`` loads.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+    target : str or Path, optional
+        Where to write; default ``<run_folder>/inference``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+
+    Raises
+    ------
+    ExportError
+        The run cannot be exported (one line says why).
+
+    Example
+    -------
+    >>> export_inference("/nowhere")
+    Traceback (most recent call last):
+    ...
+    s3brain.deployment.export.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    """
+    run = load_run(run_folder)
+    target = Path(target) if target is not None else run["folder"] / "inference"
+    encoder, encoder_yaml = deployed_encoder(run)
+    hparams = run["hparams"]
+    rate = encoder.backbone.sampling_rate
+    strategy = hparams.get("strategy", "?")
+    separator = run["labels"].separator
+    text = (
+        f"# The deployed model of the s3brain run {run['folder']}\n"
+        f"# (strategy {strategy}, {run['units']}), written by s3brain.deployment.export.export_inference:\n"
+        f"#   from speechbrain.inference.ASR import EncoderASR\n"
+        f"#   asr = EncoderASR.from_hparams(source=\"{target}\", savedir=\"asr\")\n"
+        f"#   asr.transcribe_file(\"speech.wav\")\n\n"
+        f"sample_rate: {rate}\nblank_index: {hparams['blank_index']}\nunits: {run['units']}\n\n"
+        f"{encoder_yaml}\n"
+        f"tokenizer: !new:s3brain.deployment.modules.CTCLabels\n    separator: {separator!r}\n\n"
+        f"decoding_function: !name:speechbrain.decoders.ctc_greedy_decode\n"
+        f"    blank_id: !ref <blank_index>\n\n"
+        f"# any rate and channel count, read as the recipe reads audio\n"
+        f"audio_normalizer: !new:s3brain.deployment.modules.AudioNormalizer\n"
+        f"    sample_rate: !ref <sample_rate>\n\n"
+        f"modules:\n    encoder: !ref <encoder>\n\n"
+        f"pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+        f"    loadables:\n        encoder: !ref <encoder>\n        tokenizer: !ref <tokenizer>\n")
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save(encoder.state_dict(), target / ENCODER_FILE)
+    run["labels"].save(target / TOKENIZER_FILE)
+    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    logger.info("Inference folder written: %s", target)
+    return target
+
+
+def export_after_run(run_folder):
+    """What a recipe calls at the end of a run: ``export_run`` (``export_inference``, or
+    ``export_classifier`` for a SUPERB run) into ``<run_folder>/inference``, or a logged line
+    saying why this run has no inference folder (a strategy without an export yet); the run's
+    results are never lost to it.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder written, or None.
+
+    Example
+    -------
+    >>> export_after_run("/nowhere") is None
+    True
+    """
+    try:
+        folder = export_run(run_folder)
+    except ExportError as err:
+        logger.warning("No inference folder: %s", err)
+        return None
+    return folder
+
+
+def is_classifier_run(run_folder):
+    """Whether a run folder is a SUPERB run (a label encoder per target,
+    ``save/label_encoder_<target>.txt``), exported by ``export_classifier``.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> is_classifier_run("/nowhere")
+    False
+    """
+    return any((Path(run_folder) / "save").glob("label_encoder_*.txt"))
+
+
+def load_classifier_run(run_folder):
+    """A finished SUPERB run as the recipe tested it: its hyperparameters, the head rebuilt
+    from the best checkpoint (lowest dev ``error``, 100 - accuracy, as the recipe's
+    ``evaluate(min_key="error")``), strategies set up on the backbone, the weights loaded, and
+    the label encoders.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder (``hyperparams.yaml``, ``save/``).
+
+    Returns
+    -------
+    dict
+        ``hparams`` (``model`` and ``modules["head"]`` the loaded head), ``strategies``,
+        ``parts``, ``head`` (``s3brain.lobes.heads.UtteranceHead``), ``targets`` (in the
+        recipe's order), ``encoders`` (``{target: CategoricalEncoder}``), ``folder``.
+
+    Raises
+    ------
+    ExportError
+        The folder is not a finished SUPERB run, or a strategy cannot be exported.
+    """
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+
+    run_folder = Path(run_folder).resolve()
+    yaml_file = run_folder / "hyperparams.yaml"
+    if not yaml_file.is_file():
+        raise ExportError(f"{run_folder}: no hyperparams.yaml: not a run's output folder")
+    if not is_classifier_run(run_folder):
+        raise ExportError(f"{run_folder}: no save/label_encoder_<target>.txt: not a SUPERB run")
+    best = Checkpointer(run_folder / "save").find_checkpoint(min_key="error")
+    if best is None or "model" not in best.paramfiles:
+        raise ExportError(f"{run_folder}: no checkpoint with a head in save/: the run has not "
+                          f"finished")
+    text = _fix_relative_output(yaml_file.read_text(encoding="utf-8"), run_folder)
+    hparams = load_hyperpyyaml(text)
+    strategies = list(hparams.get("strategies") or [])
+    parts = _strategy_parts(strategies)
+    if parts["forward"] is not None:
+        raise ExportError(f"strategy {type(parts['forward']).__name__} changes the backbone's "
+                          f"forward: a SUPERB run with it has no classifier export yet")
+    # the head as the recipe built it (build_head), sized by the checkpoint's tensors
+    state = torch.load(best.paramfiles["model"], map_location="cpu", weights_only=True)
+    targets = [k.split(".")[1] for k in state if k.startswith("classifiers.")
+               and k.endswith(".weight")]
+    classes = {t: state[f"classifiers.{t}.weight"].shape[0] for t in targets}
+    projection, input_size = state["projection.weight"].shape
+    head = UtteranceHead(state["layer_sum.weights"].numel(), input_size, classes, projection)
+    encoders = {}
+    for t in targets:
+        encoders[t] = CategoricalEncoder()
+        encoders[t].load(run_folder / "save" / f"label_encoder_{t}.txt")
+        encoders[t].expect_len(classes[t])
+    hparams["model"] = hparams["modules"]["head"] = head
+    ssl = hparams["ssl"]
+    for strategy in strategies:
+        if strategy in parts["deploy"] or strategy is parts["adapters"]:
+            strategy.setup(ssl, hparams)
+    modules = {"ssl": ssl, "model": head, **strategy_modules(strategies)}
+    Checkpointer(run_folder / "save", recoverables=modules).recover_if_possible(min_key="error")
+    for strategy in strategies:
+        strategy.before_eval(ssl)  # as at the start of the recipe's test pass
+    return {"hparams": hparams, "strategies": strategies, "parts": parts, "head": head,
+            "targets": targets, "encoders": encoders, "folder": run_folder}
+
+
+def export_classifier(run_folder, target=None):
+    """Write the inference folder of a finished SUPERB run (``recipes/SUPERB/<task>``):
+    ``hyperparams.yaml``, ``classifier.ckpt`` (the deployed backbone and the head),
+    ``label_encoder_<target>.ckpt`` per target, and the ``custom.py`` through which
+    ``foreign_class(source=<folder>, pymodule_file="custom.py", classname="UtteranceClassifier")``
+    loads ``UtteranceClassifier``.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+    target : str or Path, optional
+        Where to write; default ``<run_folder>/inference``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+
+    Raises
+    ------
+    ExportError
+        The run cannot be exported (one line says why).
+
+    Example
+    -------
+    >>> export_classifier("/nowhere")
+    Traceback (most recent call last):
+    ...
+    s3brain.deployment.export.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    """
+    run = load_classifier_run(run_folder)
+    target = Path(target) if target is not None else run["folder"] / "inference"
+    backbone, backbone_yaml = deployed_backbone(run, output_all_hiddens=True)
+    head = copy.deepcopy(run["head"]).cpu().eval()
+    model = UtteranceModel(backbone, head)
+    hparams, targets = run["hparams"], run["targets"]
+    head_args = {"layers": head.layer_sum.weights.numel(),
+                 "input_size": head.projection.in_features,
+                 "classes": {t: head.classifiers[t].out_features for t in targets},
+                 "projection": head.projection.out_features}
+    text = (
+        f"# The deployed model of the s3brain SUPERB run {run['folder']}\n"
+        f"# (task {hparams.get('task', '?')}, strategy {hparams.get('strategy', '?')}), "
+        f"written by s3brain.deployment.export.export_classifier:\n"
+        f"#   from speechbrain.inference.interfaces import foreign_class\n"
+        f"#   classifier = foreign_class(source=\"{target}\", pymodule_file=\"custom.py\",\n"
+        f"#       classname=\"UtteranceClassifier\", savedir=\"classifier\")\n"
+        f"#   classifier.classify_file(\"speech.wav\")\n\n"
+        f"sample_rate: {backbone.sampling_rate}\n\n"
+        f"classifier: !new:s3brain.deployment.modules.UtteranceModel\n"
+        f"    backbone: {backbone_yaml}"
+        f"    head: !new:s3brain.lobes.heads.UtteranceHead\n{_yaml_block(head_args, 8)}\n"
+        + "".join(f"label_encoder_{t}: !new:speechbrain.dataio.encoder.CategoricalEncoder\n"
+                  for t in targets)
+        + "label_encoders:\n"
+        + "".join(f"    {t}: !ref <label_encoder_{t}>\n" for t in targets)
+        + "\n# any rate and channel count, read as the recipe reads audio\n"
+          "audio_normalizer: !new:s3brain.deployment.modules.AudioNormalizer\n"
+          "    sample_rate: !ref <sample_rate>\n\n"
+          "modules:\n    classifier: !ref <classifier>\n\n"
+          "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+          "    loadables:\n        classifier: !ref <classifier>\n"
+        + "".join(f"        label_encoder_{t}: !ref <label_encoder_{t}>\n" for t in targets))
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), target / CLASSIFIER_FILE)
+    for t in targets:
+        run["encoders"][t].save(target / f"label_encoder_{t}.ckpt")
+    (target / "custom.py").write_text(
+        '"""The interface of this inference folder, for speechbrain.inference.interfaces.'
+        'foreign_class (pymodule_file="custom.py", classname="UtteranceClassifier")."""\n\n'
+        "from s3brain.deployment.export import UtteranceClassifier  # noqa: F401\n", encoding="utf-8")
+    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    logger.info("Inference folder written: %s", target)
+    return target
+
+
+def export_run(run_folder, target=None):
+    """Write a finished run's inference folder: ``export_classifier`` for a SUPERB run,
+    ``export_inference`` for a LibriSpeech or CommonVoice CTC run.
+
+    Arguments
+    ---------
+    run_folder : str or Path
+        The run's output folder.
+    target : str or Path, optional
+        Where to write; default ``<run_folder>/inference``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+
+    Example
+    -------
+    >>> export_run("/nowhere")
+    Traceback (most recent call last):
+    ...
+    s3brain.deployment.export.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    """
+    if is_classifier_run(run_folder):
+        return export_classifier(run_folder, target)
+    return export_inference(run_folder, target)
+
+
+def _task_name(run, taken):
+    """A task's name from its run: the language of a CommonVoice run, else the strategy's
+    folder name, made unique."""
+    hparams = run["hparams"]
+    base = str(hparams.get("language") or run["folder"].name)
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}{n}"
+    return name
+
+
+def export_mask_bank(run_folders, target, names=None):
+    """Write a mask bank folder serving the S3-Router runs ``run_folders`` (same backbone):
+    the dense pretrained backbone once, each run's mask file, head and labels, and the
+    ``custom.py`` through which ``foreign_class`` loads ``S3RouterASR``.
+
+    Arguments
+    ---------
+    run_folders : list of str or Path
+        Finished S3-Router runs (``hparams/s3router.yaml`` of LibriSpeech or CommonVoice).
+    target : str or Path
+        The folder to write.
+    names : list of str, optional
+        The tasks' names (default: CommonVoice's language, else the run folder's name).
+
+    Returns
+    -------
+    pathlib.Path
+        ``target``.
+
+    Raises
+    ------
+    ExportError
+        A run without S3-Router masks, or one learned on another backbone.
+    """
+
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    tasks, fingerprint, backbone_yaml = [], None, None
+    for i, folder in enumerate(run_folders):
+        run = load_run(folder)
+        if not any(isinstance(s, Masks) for s in run["strategies"]) or not all(
+                s.keeps_backbone_weights for s in run["strategies"]):
+            raise ExportError(f"{folder}: not an S3-Router run (masks over the frozen "
+                              f"backbone): a mask bank serves only those")
+        mask_file = run["folder"] / Masks.file_name
+        if not mask_file.is_file():
+            raise ExportError(f"{folder}: no {Masks.file_name}: the run has not finished")
+        meta = read_mask_file(mask_file)[2]
+        if fingerprint not in (None, meta["backbone_fingerprint"]):
+            raise ExportError(f"{folder}: its masks were learned on another backbone than "
+                              f"{run_folders[0]}'s")
+        fingerprint = meta["backbone_fingerprint"]
+        name = names[i] if names else _task_name(run, [t[0] for t in tasks])
+        hparams = run["hparams"]
+        if backbone_yaml is None:
+            ssl = remove_masks(copy.deepcopy(hparams["ssl"]).cpu())
+            config = {"model_type": ssl.model.config.model_type,
+                      **{k: v for k, v in ssl.model.config.to_diff_dict().items()
+                         if k not in ("architectures", "auto_map", "transformers_version",
+                                      "_name_or_path")}}
+            args = {"normalize_wav": bool(ssl.normalize_wav),
+                    "output_norm": bool(ssl.output_norm),
+                    "sample_rate": backbone_rate(hparams["ssl"])}
+            backbone = Backbone(config, **args)
+            backbone.model.load_state_dict(ssl.model.state_dict())
+            torch.save(backbone.state_dict(), target / "backbone.ckpt")
+            backbone_yaml = ("backbone: !new:s3brain.deployment.modules.Backbone\n" + _yaml_block(args, 4)
+                             + "    config:\n" + _yaml_block(config, 8))
+            rate, blank = args["sample_rate"], hparams["blank_index"]
+        (target / f"task_{name}.ckpt").write_bytes(mask_file.read_bytes())
+        run["labels"].save(target / f"labels_{name}.ckpt")
+        head_yaml = (f"task_{name}_head: !new:s3brain.deployment.modules.TaskHead\n"
+                     f"    head: {_layer_yaml(hparams['modules']['head'], 8)}"
+                     f"    ctc_lin: {_layer_yaml(hparams['modules']['ctc_lin'], 8)}"
+                     f"task_{name}: !new:s3brain.deployment.modules.TaskFile\n"
+                     f"labels_{name}: !new:s3brain.deployment.modules.CTCLabels\n"
+                     f"    separator: {run['labels'].separator!r}\n")
+        tasks.append((name, head_yaml))
+    (target / "custom.py").write_text(
+        '"""The interface of this mask bank, for speechbrain.inference.interfaces.foreign_class '
+        '(pymodule_file="custom.py", classname="S3RouterASR")."""\n\n'
+        "from s3brain.deployment.export import S3RouterASR  # noqa: F401\n", encoding="utf-8")
+    text = (
+        "# A mask bank written by s3brain.deployment.export.export_mask_bank: one backbone, one mask\n"
+        "# file and head per task.\n"
+        "#   from speechbrain.inference.interfaces import foreign_class\n"
+        f"#   asr = foreign_class(source=\"{target}\", pymodule_file=\"custom.py\",\n"
+        "#                       classname=\"S3RouterASR\", savedir=\"bank\")\n"
+        f"#   asr.transcribe_file(\"speech.wav\", task=\"{tasks[0][0]}\")\n\n"
+        f"sample_rate: {rate}\nblank_index: {blank}\n\n{backbone_yaml}\n"
+        + "".join(head for _, head in tasks)
+        + "\ntasks:\n"
+        + "".join(f"    {name}:\n        mask: !ref <task_{name}>\n"
+                  f"        head: !ref <task_{name}_head>\n"
+                  f"        labels: !ref <labels_{name}>\n" for name, _ in tasks)
+        + "\ndecoding_function: !name:speechbrain.decoders.ctc_greedy_decode\n"
+          "    blank_id: !ref <blank_index>\n\n"
+          "audio_normalizer: !new:s3brain.deployment.modules.AudioNormalizer\n"
+          "    sample_rate: !ref <sample_rate>\n\n"
+          "modules:\n    backbone: !ref <backbone>\n\n"
+          "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+          "    loadables:\n        backbone: !ref <backbone>\n"
+        + "".join(f"        task_{name}: !ref <task_{name}>\n"
+                  f"        labels_{name}: !ref <labels_{name}>\n" for name, _ in tasks))
+    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    return target
+
+
+def main(argv=None):
+    """``python -m s3brain.deployment.export <run folder> [--target DIR]``: export one run's inference
+    folder; ``python -m s3brain.deployment.export --mask-bank DIR <S3-Router run>...``: a mask bank.
+    Prints the folder written.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        The command line after the program name.
+
+    Returns
+    -------
+    int
+        The exit status (2: the run cannot be exported, said in one line).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m s3brain.deployment.export",
+        description="Write the SpeechBrain inference folder of a finished run (EncoderASR; "
+                    "UtteranceClassifier for a SUPERB run), or the mask bank (S3RouterASR) of "
+                    "several S3-Router runs.")
+    parser.add_argument("run_folders", nargs="+", help="the run's output folder")
+    parser.add_argument("--target", default=None, help="default: <run_folder>/inference")
+    parser.add_argument("--mask-bank", default=None, metavar="DIR",
+                        help="write one mask bank serving every run given, in DIR")
+    parser.add_argument("--names", nargs="+", default=None, help="the mask bank's task names")
+    args = parser.parse_args(argv)
+    try:
+        if args.mask_bank:
+            print(export_mask_bank(args.run_folders, args.mask_bank, args.names))
+        elif len(args.run_folders) > 1:
+            raise ExportError("one run at a time (or --mask-bank DIR for several S3-Router runs)")
+        else:
+            print(export_run(args.run_folders[0], args.target))
+    except (ExportError, FileNotFoundError) as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model pieces the recipes build on the backbone (the utterance-level task heads)."""
