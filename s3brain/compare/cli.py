@@ -9,7 +9,7 @@ backbone, and write one comparison table (Markdown and CSV) and plots (PNG).
 
 Each strategy runs as ``<recipe>/train.py <yaml> --output_folder=<out>/<yaml stem>`` plus the
 overrides after ``--``. Every recipe writes the same ``results.json`` format
-(``s3brain.deployment.model``): the table shows its test metrics (``metric_keys``) and its cost, and the
+(``s3brain.utils.results``): the table shows its test metrics (``metric_keys``) and its cost, and the
 plots its ``primary_metric`` (WER, PER or accuracy). A run whose ``results.json`` holds its
 primary metric is reused, not rerun, unless it started from another backbone than the command
 asks for (its recorded ``ssl_hub`` against ``--ssl_hub`` or the yaml's): that row fails with one

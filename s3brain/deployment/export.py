@@ -20,7 +20,7 @@ Use::
     asr = EncoderASR.from_hparams(source="results/weight_ft/1986/inference", savedir="asr")
     asr.transcribe_file("speech.wav")
 
-or ``python -m s3brain.deployment.export <run folder>`` to export from the command line.
+or ``python -m s3brain.inference <run folder>`` to export from the command line.
 ``S3RouterASR`` serves several S3-Router tasks (mask files) on one backbone.
 
 A SUPERB run (``recipes/SUPERB/<task>``) is exported by ``export_classifier`` (the same command
@@ -583,7 +583,7 @@ def export_classifier(run_folder, target=None):
     (target / "custom.py").write_text(
         '"""The interface of this inference folder, for speechbrain.inference.interfaces.'
         'foreign_class (pymodule_file="custom.py", classname="UtteranceClassifier")."""\n\n'
-        "from s3brain.deployment.export import UtteranceClassifier  # noqa: F401\n", encoding="utf-8")
+        "from s3brain.inference import UtteranceClassifier  # noqa: F401\n", encoding="utf-8")
     (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
     logger.info("Inference folder written: %s", target)
     return target
@@ -700,7 +700,7 @@ def export_mask_bank(run_folders, target, names=None):
     (target / "custom.py").write_text(
         '"""The interface of this mask bank, for speechbrain.inference.interfaces.foreign_class '
         '(pymodule_file="custom.py", classname="S3RouterASR")."""\n\n'
-        "from s3brain.deployment.export import S3RouterASR  # noqa: F401\n", encoding="utf-8")
+        "from s3brain.inference import S3RouterASR  # noqa: F401\n", encoding="utf-8")
     text = (
         "# A mask bank written by s3brain.deployment.export.export_mask_bank: one backbone, one mask\n"
         "# file and head per task.\n"
@@ -728,8 +728,8 @@ def export_mask_bank(run_folders, target, names=None):
 
 
 def main(argv=None):
-    """``python -m s3brain.deployment.export <run folder> [--target DIR]``: export one run's inference
-    folder; ``python -m s3brain.deployment.export --mask-bank DIR <S3-Router run>...``: a mask bank.
+    """``python -m s3brain.inference <run folder> [--target DIR]``: export one run's inference
+    folder; ``python -m s3brain.inference --mask-bank DIR <S3-Router run>...``: a mask bank.
     Prints the folder written.
 
     Arguments
@@ -743,7 +743,7 @@ def main(argv=None):
         The exit status (2: the run cannot be exported, said in one line).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m s3brain.deployment.export",
+        prog="python -m s3brain.inference",
         description="Write the SpeechBrain inference folder of a finished run (EncoderASR; "
                     "UtteranceClassifier for a SUPERB run), or the mask bank (S3RouterASR) of "
                     "several S3-Router runs.")

@@ -52,7 +52,7 @@ def load_interface(folder, savedir=None):
     folder = Path(folder)
     if not (folder / "hyperparams.yaml").is_file():
         raise FileNotFoundError(f"{folder}: no hyperparams.yaml: give an inference folder "
-                                f"(python -m s3brain.deployment.export <run folder> writes one)")
+                                f"(python -m s3brain.inference <run folder> writes one)")
     savedir = str(savedir or tempfile.mkdtemp(prefix="s3brain-asr-"))
     if (folder / "custom.py").is_file():
         return foreign_class(source=str(folder), pymodule_file="custom.py",
