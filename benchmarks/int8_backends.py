@@ -26,9 +26,9 @@ spread over its training manifest), the transformer's linear layers in dynamic i
 """
 
 import argparse
+import importlib.util
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -112,8 +112,9 @@ def measure_run(folder, yaml, threads, repeats, cnn_int8=0):
     from s3brain.utils.checkpoint import load_finetuned
 
     recipe_dir = Path(__file__).resolve().parents[1] / "recipes" / "LibriSpeech"
-    sys.path.insert(0, str(recipe_dir))
-    import train as recipe
+    spec = importlib.util.spec_from_file_location("librispeech_train", recipe_dir / "train.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
 
     recorded = json.loads((folder / "results.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,7 @@
 - ``paired_differences``: both intervals and the per-seed differences of pairs of such files.
 - ``compare_rows`` / ``python -m s3brain.compare.stats REFERENCE SYSTEM ...``: any two rows of
   ``s3brain.compare`` folders (``<out>/<row>``, paired seed by seed) or cells of
-  ``benchmarks/s3router_sweep.py --seeds``, both intervals per per-utterance file: the pairs the
+  ``studies/s3router_sweep/s3router_sweep.py --seeds``, both intervals per per-utterance file: the pairs the
   comparison's own table does not give.
 
 Example
@@ -311,7 +311,7 @@ def paired_differences(pairs, read=utterance_errors, confidence=0.95, resamples=
 def seed_runs(row):
     """``{seed: run folder}`` of one row of a comparison: ``<out>/<row>`` stands for the
     ``<out>/seed<S>/<row>`` folders ``python -m s3brain.compare --seeds`` writes. A run folder
-    with such siblings is the layout of ``benchmarks/s3router_sweep.py --seeds`` (the yamls' own
+    with such siblings is the layout of ``studies/s3router_sweep/s3router_sweep.py --seeds`` (the yamls' own
     seed in ``<out>/<row>``, the others in ``<out>/seed<S>/<row>``): it joins them under the
     seed its ``hyperparams.yaml`` ran with. A run folder without siblings is one seed, shown as
     ``-``.
@@ -460,7 +460,7 @@ def main(argv=None):
         prog="python -m s3brain.compare.stats",
         description="Error-rate differences (system - reference, points) between rows of "
                     "s3brain.compare folders: <out>/<row> pairs <out>/seed<S>/<row> seed by "
-                    "seed; a run folder of benchmarks/s3router_sweep.py joins its seed<S>/ "
+                    "seed; a run folder of studies/s3router_sweep/s3router_sweep.py joins its seed<S>/ "
                     "siblings, any other run folder is one seed. '*': the interval excludes 0.")
     parser.add_argument("reference", type=Path)
     parser.add_argument("systems", type=Path, nargs="+")

@@ -149,8 +149,8 @@ def sentence_end_scoring(searcher_class):
     SpeechBrain 1.1.2 scores the last word of each final hypothesis without ``is_eos``, so the
     LM's ``log P(</s> | last words)`` never counts; pyctcdecode counts it. This subclass passes
     ``is_eos=True`` to ``get_lm_beams`` while ``finalize_decoding`` runs at the end of the
-    utterance, which makes the output the same as pyctcdecode's (400 of 400 test utterances in
-    ``benchmarks/lm_decoders.py``). A SpeechBrain that passes ``is_eos`` itself is unaffected.
+    utterance, which makes the output the same as pyctcdecode's (400 of 400 test utterances of
+    the embedded default). A SpeechBrain that passes ``is_eos`` itself is unaffected.
 
     Parameters
     ----------
@@ -187,8 +187,7 @@ def sentence_end_scoring(searcher_class):
 class CTCBeamLMDecoder:
     """CTC beam search with a KenLM n-gram (SpeechBrain's ``CTCBeamSearcher``).
 
-    The settings are those of pyctcdecode, which this class wrapped before
-    (``benchmarks/lm_decoders.py`` compares the two): each word adds
+    The settings are those of pyctcdecode, which this class wrapped before: each word adds
     ``lm_weight * ln P(word | history) + word_insertion`` to the CTC log-probability, a word the
     LM does not know loses 10 more, the end of the utterance adds ``lm_weight * ln P(</s> | ...)``,
     beams more than 10 below the best and tokens under log-probability -5 (unless a frame's best)

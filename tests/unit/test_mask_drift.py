@@ -1,6 +1,6 @@
-"""``benchmarks/mask_drift.py``: how far S3-Router's trained masks moved from their initial ones,
-on run folders written here from a tiny random wav2vec2 (``save_pretrained``) with masks whose
-changes are known."""
+"""``studies/mask_drift/mask_drift.py``: how far S3-Router's trained masks moved from their
+initial ones, on run folders written here from a tiny random wav2vec2 (``save_pretrained``) with
+masks whose changes are known."""
 
 import importlib.util
 import json
@@ -20,7 +20,7 @@ SPARSITY = 0.25
 
 def load():
     spec = importlib.util.spec_from_file_location(
-        "mask_drift", REPO / "benchmarks" / "mask_drift.py")
+        "mask_drift", REPO / "studies" / "mask_drift" / "mask_drift.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["mask_drift"] = module
     spec.loader.exec_module(module)

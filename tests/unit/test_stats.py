@@ -171,9 +171,10 @@ def test_compare_rows_pairs_two_comparisons_seed_by_seed(tmp_path, capsys):
 
 
 def test_compare_rows_joins_a_sweep_cell_with_its_seed_siblings(tmp_path):
-    """``benchmarks/s3router_sweep.py --seeds`` keeps the yamls' seed in ``<split>/<cell>`` and
-    the others in ``<split>/seed<S>/<cell>``: such a run folder is paired under the seed its
-    ``hyperparams.yaml`` ran with, beside its siblings, and against a comparison row too."""
+    """``studies/s3router_sweep/s3router_sweep.py --seeds`` keeps the yamls' seed in
+    ``<split>/<cell>`` and the others in ``<split>/seed<S>/<cell>``: such a run folder is paired
+    under the seed its ``hyperparams.yaml`` ran with, beside its siblings, and against a
+    comparison row too."""
     from s3brain.compare.stats import compare_rows, run_seed, seed_runs
 
     refs = {f"u{i}": "one two three four" for i in range(4)}

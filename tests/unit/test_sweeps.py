@@ -1,8 +1,8 @@
-"""The benchmark sweeps (``benchmarks/s3router_sweep.py``, ``benchmarks/superb_table.py``) on
-finished runs written by the test in the recipes' formats (``results.json``, SpeechBrain's
-``wer_<split>.txt``, ``predictions_test.csv``): seeds pooled into mean +- std and paired bootstrap
-intervals, the score-learning-rate x init grid, and, without ``--seeds``, the folders and tables
-of a single-seed sweep exactly as before."""
+"""The studies' sweeps (``studies/s3router_sweep/s3router_sweep.py``,
+``studies/superb_table/superb_table.py``) on finished runs written by the test in the recipes'
+formats (``results.json``, SpeechBrain's ``wer_<split>.txt``, ``predictions_test.csv``): seeds
+pooled into mean +- std and paired bootstrap intervals, the score-learning-rate x init grid, and,
+without ``--seeds``, the folders and tables of a single-seed sweep exactly as before."""
 
 import csv
 import importlib.util
@@ -22,8 +22,8 @@ REFS = {f"u{i:02d}": "the cat sat on the mat by the door" for i in range(30)}
 
 
 def load(name):
-    """A benchmark script as a module."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    """A study's script (``studies/<name>/<name>.py``) as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "studies" / name / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

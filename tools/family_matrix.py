@@ -8,8 +8,8 @@ WavLM in the base and the large layout, data2vec-audio in its one layout) is wri
 (rows that passed per model) and the failures with their last error line. About 40 minutes of
 one core for the 7 models x 30 rows; ``--models`` and ``--only`` take a part.
 
-    ./s3env python benchmarks/family_matrix.py
-    ./s3env python benchmarks/family_matrix.py --models wavlm-large --only weight_ft early_exit
+    ./s3env python tools/family_matrix.py
+    ./s3env python tools/family_matrix.py --models wavlm-large --only weight_ft early_exit
 """
 
 import argparse

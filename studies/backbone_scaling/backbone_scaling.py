@@ -16,13 +16,13 @@ pretraining compute in TFLOPs (``s3brain.training.pretraining.step_flops`` times
 
 On a GPU (each fine-tuning run its own process; several fit on one large GPU at once)::
 
-    python benchmarks/backbone_scaling.py --steps 4000 8000 16000 32000 \\
+    python studies/backbone_scaling/backbone_scaling.py --steps 4000 8000 16000 32000 \\
         --seeds 1986 1987 1988 --out results/scaling --jobs 3 \\
         --pretrain_run_opts="--device=cuda:0" -- --device=cuda:0
 
 On the CPU (about 6 h of pretraining alone for 32k steps)::
 
-    OMP_NUM_THREADS=1 ./s3env python benchmarks/backbone_scaling.py \\
+    OMP_NUM_THREADS=1 ./s3env python studies/backbone_scaling/backbone_scaling.py \\
         --steps 4000 8000 16000 32000 --seeds 1986 1987 1988 --out results/scaling \\
         --jobs 2 --threads 1
 
@@ -39,13 +39,13 @@ The backbones of one run are not those of separate runs of each length: the 4k b
 32k run is taken while the learning rate is still high. That is the cheap way to ask the
 question (one pretraining), and what the table's "pretraining steps" means.
 ``--one-run-per-length`` asks it the dear way: one pretraining run per length, each with its
-learning rate decaying to 0 at its own end (``<out>/len<N>`` is then the folder of this benchmark
+learning rate decaying to 0 at its own end (``<out>/len<N>`` is then the folder of this study
 run with ``--steps N`` alone; the report joins them), so that a figure that moves with the
 length is not the end of the learning-rate schedule. ``--against-one-run <one-run out>`` adds
 each such backbone minus the export at the same step of one run (``schedules.md``,
 ``schedules.png``)::
 
-    python benchmarks/backbone_scaling.py --steps 2000 4000 8000 --one-run-per-length \
+    python studies/backbone_scaling/backbone_scaling.py --steps 2000 4000 8000 --one-run-per-length \
         --seeds 1986 1987 1988 --out results/scaling_lengths --against-one-run results/scaling
 """
 
@@ -68,7 +68,7 @@ from s3brain.compare.launch import (
 from s3brain.compare.stats import error_rate, seed_interval, utterance_errors
 from s3brain.compare.tables import interval_text, markdown_table, write_tables
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 PRETRAIN = RECIPE / "pretrain"
 #: the reference first: the gap is the other minus it
@@ -83,7 +83,7 @@ COLUMNS = ["steps", "pretrain_tflops", "pretrain_seconds", "status", "weight_ft_
 
 
 def run_folder(out, step, per_length=False):
-    """The folder of the one-run benchmark that holds the backbone at ``step`` and its
+    """The folder of the one-run study that holds the backbone at ``step`` and its
     fine-tuning runs: ``out`` itself, or with ``per_length`` (one pretraining run per length)
     ``out/len<step>``.
 
@@ -171,7 +171,7 @@ def pretrain_command(steps, out, yaml="wav2vec2_tiny.yaml", run_opts=""):
         The optimizer steps to export at; the run stops (and its learning rate reaches 0) at
         the largest.
     out : Path
-        The benchmark's folder (the run goes in ``out/pretrain``).
+        The study's folder (the run goes in ``out/pretrain``).
     yaml : str
         The pretraining hparams file (in ``recipes/LibriSpeech/pretrain/hparams``).
     run_opts : str
@@ -235,7 +235,7 @@ def jobs_for(steps, seeds, out, overrides=(), per_length=False):
     seeds : list of int
         The fine-tuning seeds.
     out : Path
-        The benchmark's folder.
+        The study's folder.
     overrides : list of str
         Options of every run.
     per_length : bool
@@ -373,7 +373,7 @@ def scaling_rows(out, steps, seeds, per_length=False):
     Arguments
     ---------
     out : Path
-        The benchmark's folder.
+        The study's folder.
     steps : list of int
         The backbones' steps.
     seeds : list of int
@@ -503,15 +503,15 @@ def schedule_effect(one_run, per_length, steps, seeds):
     ``steps`` present in both, each figure (weight fine-tuning's and S3-Router's WER, the gap;
     greedy and with the LM) of the per-length run's backbone minus that of the one-run export
     at the same step, paired by fine-tuning seed (``change_over_seeds``). A step whose two
-    backbones are one folder (the one-run benchmark's last run linked as ``len<N>``: a run to
+    backbones are one folder (the one-run study's last run linked as ``len<N>``: a run to
     N steps is the same run whatever it exports) has no row.
 
     Arguments
     ---------
     one_run : Path
-        A benchmark folder of one pretraining run (its exports at ``steps``).
+        A study folder of one pretraining run (its exports at ``steps``).
     per_length : Path
-        A ``--one-run-per-length`` benchmark folder.
+        A ``--one-run-per-length`` study folder.
     steps, seeds : list of int
         The backbones' steps and the fine-tuning seeds.
 
@@ -634,7 +634,7 @@ def parse_args(argv=None):
                         help="one pretraining run per length of --steps (in <out>/len<N>)")
     parser.add_argument("--against-one-run", type=Path, default=None, metavar="OUT",
                         help="with --one-run-per-length: also compare each backbone with the "
-                             "export at the same step of the one-run benchmark in OUT")
+                             "export at the same step of the one-run study in OUT")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1986],
                         help="fine-tuning seeds (default: the yamls' own)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "scaling")

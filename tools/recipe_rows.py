@@ -1,5 +1,5 @@
 """The rows of ``tests/recipes/*.csv`` (SpeechBrain's recipe-test format) as runs, for the
-benchmarks that run many of them under one condition: ``gpu_check.py`` (on a GPU, fp32 and bf16)
+tools that run many of them under one condition: ``gpu_check.py`` (on a GPU, fp32 and bf16)
 and ``family_matrix.py`` (on a tiny model of every backbone family and layout).
 
 Rows that start from earlier runs (``--init_from=``, ``--teacher_from=``, ``--salad_detector=``)

@@ -6,24 +6,24 @@ Every run is the recipe itself (``recipes/LibriSpeech/train.py``) in its own out
 whose ``results.json`` has test WERs is reused, not rerun, so an interrupted sweep continues.
 Runs go ``--jobs`` at a time, one CPU thread each.
 
-    ./s3env python benchmarks/s3router_sweep.py --splits train-10m            # the full grid
-    ./s3env python benchmarks/s3router_sweep.py --splits train-1h --inits ori \\
+    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-10m            # the full grid
+    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-1h --inits ori \\
         --set train-1h:number_of_epochs=6
-    ./s3env python benchmarks/s3router_sweep.py --splits train-10m --pruning --inits \\
+    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-10m --pruning --inits \\
         --pruning-sparsities 0.3 0.6
-    ./s3env python benchmarks/s3router_sweep.py --report-only                 # table and plot
+    ./s3env python studies/s3router_sweep/s3router_sweep.py --report-only                 # table and plot
 
 Seeds, the score learning rate and PARP's prune interval (the settings behind the papers'
 claims):
 
     # every cell once per seed: mean +- std, and the paired bootstrap 95 % interval of the WER
     # difference against the split's weight fine-tuning, over the test utterances of all seeds
-    ./s3env python benchmarks/s3router_sweep.py --splits train-10m --seeds 1986 1987 1988
+    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-10m --seeds 1986 1987 1988
     # where does the init matter, and which score learning rate is best (sparsity 0.1)
-    ./s3env python benchmarks/s3router_sweep.py --splits train-10m --sparsities 0.1 \\
+    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-10m --sparsities 0.1 \\
         --inits ori ri wmi --score-lrs 5e-5 1e-4 1e-3 1e-2 --seeds 1986 1987 1988
     # PARP re-pruning every step against every 50 steps
-    ./s3env python benchmarks/s3router_sweep.py --splits train-10m --inits --pruning \\
+    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-10m --inits --pruning \\
         --structured --prune-intervals 1 50 --seeds 1986 1987 1988
 
 - ``--seeds S ...``: each run once per seed (``--seed=S``). The seed the yamls default to (1986)
@@ -59,7 +59,7 @@ from s3brain.compare.collect import finished_results, pooled_over_seeds, row_for
 from s3brain.compare.launch import add_executor_options, launcher_for, run_strategy
 from s3brain.compare.tables import markdown_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 PRUNING = ("s3router_p", "omp", "imp", "parp")
 STRUCTURED = ("safari", "omp_structured", "parp_structured")

@@ -9,10 +9,10 @@ Every run is the recipe itself in its own folder under ``--out``; finished runs 
 SALAD detector (``train_salad.py``) and the weight fine-tuning run (the dense reference, and the
 start of S6-DAMON) must exist.
 
-    ./s3env python benchmarks/token_skipping.py --dense results/weight_ft/1986
-    ./s3env python benchmarks/token_skipping.py --levels 0.8 --no-s6damon --jobs 1   # one lane
-    ./s3env python benchmarks/token_skipping.py --no-merging          # without token merging
-    ./s3env python benchmarks/token_skipping.py --report-only
+    ./s3env python studies/token_skipping/token_skipping.py --dense results/weight_ft/1986
+    ./s3env python studies/token_skipping/token_skipping.py --levels 0.8 --no-s6damon --jobs 1   # one lane
+    ./s3env python studies/token_skipping/token_skipping.py --no-merging          # without token merging
+    ./s3env python studies/token_skipping/token_skipping.py --report-only
 """
 
 import argparse
@@ -23,7 +23,7 @@ from pathlib import Path
 from s3brain.compare.collect import finished_results
 from s3brain.compare.launch import run_strategy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 
 

@@ -3,8 +3,8 @@
 score learning rate: the mechanism behind the S3-Router paper's argument that the init matters
 when the scores learn slowly.
 
-    ./s3env python benchmarks/mask_drift.py results/realtext_sweep/train-10m
-    ./s3env python benchmarks/mask_drift.py RUN_FOLDER ... --out results/mask_drift
+    ./s3env python studies/mask_drift/mask_drift.py results/realtext_sweep/train-10m
+    ./s3env python studies/mask_drift/mask_drift.py RUN_FOLDER ... --out results/mask_drift
 
 Every folder below the given ones that holds a finished S3-Router run (``task_mask.safetensors``
 and ``hyperparams.yaml``) is read. Its initial masks are rebuilt exactly as the recipe built them
@@ -20,7 +20,7 @@ fingerprint). Per run, averaged over the masked layers:
   smallest-magnitude weights (the ones one-shot magnitude pruning removes at the same sparsity).
   1: the trained mask removes what magnitude pruning removes; chance is the sparsity.
 
-Runs with the same folder name (one cell of ``benchmarks/s3router_sweep.py``, one folder per
+Runs with the same folder name (one cell of ``studies/s3router_sweep/s3router_sweep.py``, one folder per
 seed) are pooled: mean +- std over the seeds. Writes ``mask_drift.md`` and ``.csv`` in ``--out``.
 """
 

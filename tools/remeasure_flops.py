@@ -12,29 +12,27 @@ do not change its cost, so an untrained one of the recorded shape (37,377 parame
 Each figure is printed twice: "before", counted as the READMEs were (torch's flop counter alone,
 which skips the CPU attention kernel), and "after" (``s3brain.utils.efficiency.count_flops``).
 
-    OMP_NUM_THREADS=1 ./s3env python benchmarks/remeasure_flops.py
-    OMP_NUM_THREADS=1 ./s3env python benchmarks/remeasure_flops.py --only comparison
+    OMP_NUM_THREADS=1 ./s3env python tools/remeasure_flops.py
+    OMP_NUM_THREADS=1 ./s3env python tools/remeasure_flops.py --only comparison
 """
 
 import argparse
 import re
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import s3brain.training.experiment
-import s3brain.deployment.model
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+import s3brain.deployment.model
 import s3brain.strategies
+import s3brain.training.experiment
 from s3brain.strategies.early_exit import flops_at_exit
 from s3brain.strategies.token_dropping import SaladDetector, save_detector
 from s3brain.utils import efficiency
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 LIBRI = REPO / "recipes" / "LibriSpeech" / "hparams"
 COMMON_VOICE = REPO / "recipes" / "CommonVoice" / "hparams"
 
@@ -123,11 +121,28 @@ def flops_10s(hparams, recorded):
         strategies)}).eval()  # as after the run's evaluation
     head = torch.nn.Sequential(modules["head"], modules["ctc_lin"])
     extra = [m for k, m in modules.items() if k not in ("ssl", "head", "ctc_lin")]
-    flops = s3brain.deployment.model.cost_report(modules["ssl"], head, strategies, seconds=10, repeats=1,
-                                       extra=extra)["flops_10s"]
+    flops = s3brain.deployment.model.cost_report(modules["ssl"], head, strategies, seconds=10,
+                                                 repeats=1, extra=extra)["flops_10s"]
     if "mean_exit_block" in recorded:
         flops = flops_at_exit(modules.ssl, flops, recorded["mean_exit_block"])
     return flops
+
+
+def transformer_flops_ratio(kept_share, seconds=10):
+    """FLOPs of the embedded backbone's transformer on ``kept_share`` of the frames of ``seconds``
+    of audio, over its FLOPs on all of them (attention makes this less than linear)."""
+    from transformers import AutoModel
+
+    from s3brain.backbone.wrapper import default_backbone
+
+    model = AutoModel.from_pretrained(default_backbone()).eval()
+    frames = int(model._get_feat_extract_output_lengths(torch.tensor(seconds * 16000)))
+    hidden = torch.zeros(1, frames, model.config.hidden_size)
+    with torch.no_grad():
+        full = efficiency.count_flops(lambda: model.encoder(hidden))
+        kept = efficiency.count_flops(
+            lambda: model.encoder(hidden[:, : max(1, round(kept_share * frames))]))
+    return kept / full
 
 
 def main():
@@ -164,8 +179,6 @@ def main():
                   f"{1 - before / after:.1%} | {1 - before / d_before:.1%} | "
                   f"{1 - after / d_after:.1%} |", flush=True)
     if "transformer" in sections:
-        from token_skipping import transformer_flops_ratio
-
         print("\nTransformer FLOPs saving (the embedded backbone's encoder on the kept frames):")
         for kept in (0.6381, 0.635, 0.6409, 0.517, 0.513, 0.519):
             savings = []

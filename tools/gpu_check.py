@@ -11,9 +11,9 @@
 2. The S3-Router step-time benchmark (``mask_step_time.py --model base``) and the SAFARI
    speed-up benchmark (``safari_speedup.py``) at wav2vec2-base size on the GPU.
 
-    python benchmarks/gpu_check.py                       # on a machine with a GPU
-    python benchmarks/gpu_check.py --jobs 4 --out gpu_check.md
-    python benchmarks/gpu_check.py --device cpu --precisions bf16 --no-benchmarks  # without one
+    python tools/gpu_check.py                       # on a machine with a GPU
+    python tools/gpu_check.py --jobs 4 --out gpu_check.md
+    python tools/gpu_check.py --device cpu --precisions bf16 --no-benchmarks  # without one
 
 Recipe runs go in parallel (``--jobs``); they share the GPU, and each is small.
 """

@@ -8,9 +8,9 @@ Each point is the recipe itself, run in its own folder under ``--out`` on a copy
 run's checkpoints (so nothing is trained again: only the test sets are decoded, greedily, as
 ``early_exit.yaml`` does); finished points are reused.
 
-    ./s3env python benchmarks/early_exit_thresholds.py --run results/compare/early_exit \\
+    ./s3env python studies/early_exit_thresholds/early_exit_thresholds.py --run results/compare/early_exit \\
         --dense results/compare/weight_ft
-    ./s3env python benchmarks/early_exit_thresholds.py --report-only
+    ./s3env python studies/early_exit_thresholds/early_exit_thresholds.py --report-only
 """
 
 import argparse
@@ -22,7 +22,7 @@ from pathlib import Path
 from s3brain.compare.collect import finished_results
 from s3brain.compare.launch import run_strategy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 DEFAULT_THRESHOLDS = {"entropy": ["0.5", "1.0", "1.5", "2.0", "2.5"],
                       "similarity": ["0.99", "0.95", "0.9", "0.8"]}

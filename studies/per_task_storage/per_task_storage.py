@@ -14,12 +14,12 @@ run's test accuracy against S3-Router's over the test utterances (``predictions_
 Several SUPERB tasks run one after the other, and their tables and plots are also gathered in
 ``<out>/SUPERB``.
 
-    ./s3env python benchmarks/per_task_storage.py --splits train-10m --jobs 2
-    ./s3env python benchmarks/per_task_storage.py --splits train-1h --epochs 5 --lora-ranks 2 \
+    ./s3env python studies/per_task_storage/per_task_storage.py --splits train-10m --jobs 2
+    ./s3env python studies/per_task_storage/per_task_storage.py --splits train-1h --epochs 5 --lora-ranks 2 \
         --adapters 16 --top-blocks --jobs 1
-    ./s3env python benchmarks/per_task_storage.py --recipe SUPERB/KS SUPERB/IC --lora-ranks 2 \
+    ./s3env python studies/per_task_storage/per_task_storage.py --recipe SUPERB/KS SUPERB/IC --lora-ranks 2 \
         --adapters 16 --jobs 1
-    ./s3env python benchmarks/per_task_storage.py --report-only
+    ./s3env python studies/per_task_storage/per_task_storage.py --report-only
 """
 
 import argparse
@@ -32,7 +32,7 @@ from pathlib import Path
 from s3brain.compare.launch import run_strategy
 from s3brain.compare.tables import interval_text, markdown_table
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "LibriSpeech"
 METRICS = ("wer_test_clean", "wer_test_other", "wer_test_clean_lm", "wer_test_other_lm")
 SUPERB_TASKS = ("SUPERB/KS", "SUPERB/IC", "SUPERB/SID", "SUPERB/PR")
