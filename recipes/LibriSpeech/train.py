@@ -308,9 +308,10 @@ def main(argv):
                                         hparams["blank_index"], enabled=hparams["int8_eval"]))
     write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
                   hparams["model"], primary="wer_test_clean")
-    if not run_opts["debug"]:  # --debug keeps its checkpoints in a temporary folder
-        # <output_folder>/inference: EncoderASR.from_hparams(source=...) serves the run
-        run_on_main(export_after_run, args=[hparams["output_folder"]])
+    if deployment is not None and not run_opts["debug"]:  # the main process, not --debug
+        # <output_folder>/inference, written from the deployment just measured:
+        # EncoderASR.from_hparams(source=...) serves the run
+        export_after_run(hparams["output_folder"], deployment, hparams)
     return 0
 
 

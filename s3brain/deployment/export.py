@@ -49,37 +49,24 @@ import speechbrain as sb
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.encoder import CategoricalEncoder
 from torch import nn
 
 from s3brain.backbone.audio import backbone_rate
+from s3brain.deployment.model import Deployment
 from s3brain.deployment.modules import (
     CLASSIFIER_FILE,
     ENCODER_FILE,
     TOKENIZER_FILE,
     Backbone,
-    CTCEncoder,
     CTCLabels,
-    UtteranceModel,
 )
 from s3brain.lobes.heads import UtteranceHead
-from s3brain.strategies.adapters import Adapters, LoRA
-from s3brain.strategies.base import deployable, strategy_modules
-from s3brain.strategies.distillation import Distillation
-from s3brain.strategies.downsampling import Downsampling
-from s3brain.strategies.early_exit import EarlyExit
-from s3brain.strategies.init_from import InitFrom
-from s3brain.strategies.pruning.strategy import Pruning
-from s3brain.strategies.s3router.mask_bank import read_mask_file, remove_masks
-from s3brain.strategies.s3router.strategy import Masks
-from s3brain.strategies.token_dropping import TokenDropping
-from s3brain.strategies.top_blocks import TopBlocks
+from s3brain.strategies.base import ExportError, strategy_modules
+from s3brain.strategies.s3router.mask_bank import TASK_FILE, read_mask_file, remove_masks
 from s3brain.utils.checkpoint import Checkpointer
 
 logger = logging.getLogger(__name__)
-
-
-class ExportError(ValueError):
-    """A run that cannot be exported as an inference folder (the message says why)."""
 
 
 def _yaml_block(data, indent):
@@ -134,27 +121,24 @@ def _layer_yaml(module, indent):
                       f"Sequential, LayerNorm, Dropout and activations")
 
 
-def _strategy_parts(strategies):
-    """The run's strategies sorted into what the export does with them, or ExportError."""
+def _value_yaml(key, value, indent):
+    """One ``key: value`` of a module's arguments as yaml lines at ``indent``."""
+    if isinstance(value, nn.Module):
+        return f"{' ' * indent}{key}: {_module_yaml(value, indent + 4)}"
+    return _yaml_block({key: value}, indent)
 
-    parts = {"deploy": [], "forward": None, "adapters": None}
-    for strategy in strategies:
-        kind = type(strategy).__name__
-        if isinstance(strategy, (InitFrom, Distillation)):
-            continue  # only training starts from them: the checkpoint holds the result
-        if isinstance(strategy, TokenDropping) and strategy.dropper.method == "random":
-            raise ExportError("random token dropping is a baseline whose kept frames come from "
-                              "a random generator: its transcripts cannot be reproduced; "
-                              "export a uniform or SALAD token-dropping run")
-        if isinstance(strategy, (Downsampling, TokenDropping, EarlyExit)):
-            parts["forward"] = strategy
-        elif isinstance(strategy, Adapters) and not isinstance(strategy, LoRA):
-            parts["adapters"] = strategy
-        elif isinstance(strategy, (Masks, Pruning, LoRA, TopBlocks)):
-            parts["deploy"].append(strategy)
-        else:
-            raise ExportError(f"strategy {kind} has no inference export yet")
-    return parts
+
+def _module_yaml(module, indent):
+    """``!new:`` yaml lines that build ``module``: from its ``export_args`` (the deployed
+    modules, the strategies' parts and the mechanisms they hold), else a head layer
+    (``_layer_yaml``). Arguments that are None are left to the constructor's default."""
+    if not hasattr(module, "export_args"):
+        return _layer_yaml(module, indent)
+    text = f"!new:{type(module).__module__}.{type(module).__qualname__}\n"
+    for key, value in module.export_args().items():
+        if value is not None:
+            text += _value_yaml(key, value, indent)
+    return text
 
 
 def _fix_relative_output(text, run_folder):
@@ -167,6 +151,15 @@ def _fix_relative_output(text, run_folder):
                 return text.replace(f": {old}", f": {run_folder}")
             break
     return text
+
+
+def _load_hparams(run_folder):
+    """The run's hyperparameters (its yaml, the output folder made absolute), or ExportError."""
+    yaml_file = run_folder / "hyperparams.yaml"
+    if not yaml_file.is_file():
+        raise ExportError(f"{run_folder}: no hyperparams.yaml: not a run's output folder")
+    return load_hyperpyyaml(_fix_relative_output(yaml_file.read_text(encoding="utf-8"),
+                                                 run_folder))
 
 
 def _labels(hparams, run_folder):
@@ -186,9 +179,26 @@ def _labels(hparams, run_folder):
     return labels, "chars"
 
 
+def _rebuild(hparams, head, strategies, run_folder, key):
+    """Set the strategies up on the run's backbone (but those only training uses), load the
+    checkpoint the recipe tested (lowest ``key``) and put the model as at the test pass."""
+    ssl = hparams["ssl"]
+    for strategy in strategies:
+        if not strategy.trains_only:
+            strategy.setup(ssl, hparams)
+    modules = {"ssl": ssl, "model": head, **strategy_modules(strategies)}
+    checkpointer = Checkpointer(run_folder / "save", recoverables=modules)
+    if checkpointer.find_checkpoint(min_key=key) is None:
+        raise ExportError(f"{run_folder}: no checkpoint in save/: the run has not finished")
+    checkpointer.recover_if_possible(min_key=key)
+    for strategy in strategies:
+        strategy.before_eval(ssl)  # as at the start of the recipe's test pass
+
+
 def load_run(run_folder):
-    """A finished run as the recipe tested it: its hyperparameters, strategies set up on the
-    backbone, the checkpoint with the lowest dev error loaded, and its labels.
+    """A finished CTC run as the recipe tested it: its hyperparameters, strategies set up on
+    the backbone, the checkpoint with the lowest dev error loaded, its labels, and its
+    ``Deployment``, built as the recipe builds the one it measures.
 
     Arguments
     ---------
@@ -198,145 +208,86 @@ def load_run(run_folder):
     Returns
     -------
     dict
-        ``hparams`` (the run's, modules loaded), ``labels`` (``CTCLabels``), ``units``
-        (``chars`` or ``phonemes``), ``key`` (``WER`` or ``PER``).
+        ``hparams`` (the run's, modules loaded), ``strategies``, ``labels`` (``CTCLabels``),
+        ``units`` (``chars`` or ``phonemes``), ``key`` (``WER`` or ``PER``), ``folder``,
+        ``deployment``.
 
     Raises
     ------
     ExportError
-        The folder is not a finished CTC run, or a strategy cannot be exported.
+        The folder is not a finished CTC run.
     """
-
     run_folder = Path(run_folder).resolve()
-    yaml_file = run_folder / "hyperparams.yaml"
-    if not yaml_file.is_file():
-        raise ExportError(f"{run_folder}: no hyperparams.yaml: not a run's output folder")
-    text = _fix_relative_output(yaml_file.read_text(encoding="utf-8"), run_folder)
-    hparams = load_hyperpyyaml(text)
+    hparams = _load_hparams(run_folder)
     if "ctc_lin" not in hparams.get("modules", {}):
         raise ExportError(f"{run_folder}: not a CTC run (no ctc_lin module); only LibriSpeech "
                           f"and CommonVoice runs are exported")
     strategies = list(hparams.get("strategies") or [])
-    parts = _strategy_parts(strategies)
     labels, units = _labels(hparams, run_folder)
     key = "PER" if units == "phonemes" else "WER"
-    ssl = hparams["ssl"]
-    for strategy in strategies:
-        if strategy in parts["deploy"] or strategy in (parts["forward"], parts["adapters"]):
-            strategy.setup(ssl, hparams)
-    modules = {"ssl": ssl, "model": hparams["model"], **strategy_modules(strategies)}
-    checkpointer = Checkpointer(run_folder / "save", recoverables=modules)
-    if checkpointer.find_checkpoint(min_key=key) is None:
-        raise ExportError(f"{run_folder}: no checkpoint in save/: the run has not finished")
-    checkpointer.recover_if_possible(min_key=key)
-    for strategy in strategies:
-        strategy.before_eval(ssl)  # as at the start of the recipe's test pass
-    return {"hparams": hparams, "strategies": strategies, "parts": parts, "labels": labels,
-            "units": units, "key": key, "folder": run_folder}
+    _rebuild(hparams, hparams["model"], strategies, run_folder, key)
+    modules = hparams["modules"]
+    deployment = Deployment(hparams["ssl"], nn.Sequential(modules["head"], modules["ctc_lin"]),
+                            strategies, extra=list(strategy_modules(strategies).values()))
+    return {"hparams": hparams, "strategies": strategies, "labels": labels, "units": units,
+            "key": key, "folder": run_folder, "deployment": deployment}
 
 
-def deployed_backbone(run, output_all_hiddens=False, indent=8):
-    """The deployed backbone of a loaded run (``load_run`` or ``load_classifier_run``): the
-    strategies' ``deployable`` (masks folded, pruned units removed, LoRA merged) as a
-    ``Backbone`` built from its transformers config, Houlsby adapters kept; and the yaml that
-    builds it.
+def write_ctc_folder(deployment, hparams, run_folder, target=None):
+    """Write the inference folder of a CTC run's ``Deployment`` (``EncoderASR`` loads it).
 
     Arguments
     ---------
-    run : dict
-        What ``load_run`` or ``load_classifier_run`` returned.
-    output_all_hiddens : bool
-        The backbone returns every hidden layer (the SUPERB heads read them all).
-    indent : int
-        The indentation of the yaml's arguments (the backbone is a key's value).
+    deployment : s3brain.deployment.model.Deployment
+        The run's deployed model.
+    hparams : dict
+        The run's hyperparameters (``blank_index``, ``alphabet`` or the saved labels,
+        ``strategy``).
+    run_folder : str or Path
+        The run's output folder.
+    target : str or Path, optional
+        Where to write; default ``<run_folder>/inference``.
 
     Returns
     -------
-    tuple
-        ``(backbone, yaml text starting with "!new:")``; the backbone holds the run's weights.
+    pathlib.Path
+        The folder written.
     """
-
-    hparams, parts = run["hparams"], run["parts"]
-    ssl = deployable(parts["deploy"], copy.deepcopy(hparams["ssl"]).cpu())
-    hf = ssl.model
-    config = hf.config.to_diff_dict()
-    for drop in ("architectures", "auto_map", "transformers_version", "_name_or_path"):
-        config.pop(drop, None)
-    config = {"model_type": hf.config.model_type, **config}
-    adapters = None
-    if parts["adapters"] is not None:
-        adapters = {"bottleneck": parts["adapters"].bottleneck,
-                    "targets": list(parts["adapters"].targets)}
-    rate = backbone_rate(hparams["ssl"])
-    backbone_args = {"normalize_wav": bool(ssl.normalize_wav), "output_norm": bool(ssl.output_norm),
-                     "sample_rate": rate, "adapters": adapters}
-    if output_all_hiddens:
-        backbone_args["output_all_hiddens"] = True
-    text = ("!new:s3brain.deployment.modules.Backbone\n" + _yaml_block(backbone_args, indent)
-            + " " * indent + "config:\n" + _yaml_block(config, indent + 4))
-    backbone = Backbone(config, **backbone_args)
-    backbone.model.load_state_dict(hf.state_dict())
-    return backbone.cpu().eval(), text
-
-
-def deployed_encoder(run):
-    """The ``CTCEncoder`` of a loaded run (``load_run``) and the yaml that builds it.
-
-    Arguments
-    ---------
-    run : dict
-        What ``load_run`` returned.
-
-    Returns
-    -------
-    tuple
-        ``(encoder, yaml text of the encoder's key)``; the encoder holds the run's weights.
-    """
-
-    hparams, parts = run["hparams"], run["parts"]
-    backbone, backbone_yaml = deployed_backbone(run)
-    head, ctc_lin = hparams["modules"]["head"], hparams["modules"]["ctc_lin"]
-    lines = ["encoder: !new:s3brain.deployment.modules.CTCEncoder\n",
-             f"    backbone: {backbone_yaml}",
-             f"    head: {_layer_yaml(head, 8)}",
-             f"    ctc_lin: {_layer_yaml(ctc_lin, 8)}",
-             "    blank_index: !ref <blank_index>\n"]
-    forward, extra = parts["forward"], {}
-    if isinstance(forward, EarlyExit):
-        heads = forward.heads
-        lines += ["    exit_heads: !new:s3brain.strategies.early_exit.ExitHeads\n",
-                  _yaml_block({"hidden_size": heads[0].in_features,
-                               "outputs": heads[0].out_features, "layers": len(heads)}, 8),
-                  _yaml_block({"exit_criterion": forward.criterion,
-                               "exit_threshold": float(forward.threshold),
-                               "exit_min_layer": int(forward.min_layer)}, 4)]
-        extra["exit_heads"] = copy.deepcopy(heads)
-        extra.update(exit_criterion=forward.criterion, exit_threshold=forward.threshold,
-                     exit_min_layer=forward.min_layer)
-    elif isinstance(forward, TokenDropping):
-        dropper = forward.dropper
-        lines += ["    token_dropping: !new:s3brain.strategies.token_dropping.TokenDropper\n",
-                  _yaml_block({"method": dropper.method, "skip_ratio": dropper.skip_ratio,
-                               "drop_share": dropper.drop_share}, 8)]
-        if dropper.detector is not None:
-            lines += ["        detector: !new:s3brain.strategies.token_dropping.SaladDetector\n",
-                      _yaml_block(dict(dropper.detector.config), 12)]
-        extra["token_dropping"] = copy.deepcopy(dropper)
-    elif forward is not None:  # input downsampling
-        down = forward.downsampler
-        lines += ["    downsampler: !new:s3brain.strategies.downsampling.InputDownsampling\n",
-                  _yaml_block({"kind": down.kind, "factor": down.factor,
-                               "sample_rate": down.sample_rate, "kernel_size": down.kernel_size,
-                               "upsample": down.do_upsample}, 8)]
-        extra["downsampler"] = copy.deepcopy(down)
-    encoder = CTCEncoder(backbone, copy.deepcopy(head), copy.deepcopy(ctc_lin),
-                         blank_index=hparams["blank_index"], **extra)
-    return encoder.cpu().eval(), "".join(lines)
+    run_folder = Path(run_folder).resolve()
+    target = Path(target) if target is not None else run_folder / "inference"
+    labels, units = _labels(hparams, run_folder)
+    encoder = deployment.ctc_model(hparams["blank_index"])
+    text = (
+        f"# The deployed model of an s3brain run (strategy {hparams.get('strategy', '?')}, "
+        f"{units}), written by s3brain.deployment.export:\n"
+        f"#   from speechbrain.inference.ASR import EncoderASR\n"
+        f"#   asr = EncoderASR.from_hparams(source=<this folder>, savedir=\"asr\")\n"
+        f"#   asr.transcribe_file(\"speech.wav\")\n\n"
+        f"sample_rate: {deployment.rate}\nblank_index: {hparams['blank_index']}\n"
+        f"units: {units}\n\n"
+        f"encoder: {_module_yaml(encoder, 4)}\n"
+        f"tokenizer: !new:s3brain.deployment.modules.CTCLabels\n"
+        f"    separator: {labels.separator!r}\n\n"
+        f"decoding_function: !name:speechbrain.decoders.ctc_greedy_decode\n"
+        f"    blank_id: !ref <blank_index>\n\n"
+        f"# any rate and channel count, read as the recipe reads audio\n"
+        f"audio_normalizer: !new:s3brain.deployment.modules.AudioNormalizer\n"
+        f"    sample_rate: !ref <sample_rate>\n\n"
+        f"modules:\n    encoder: !ref <encoder>\n\n"
+        f"pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+        f"    loadables:\n        encoder: !ref <encoder>\n        tokenizer: !ref <tokenizer>\n")
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save(encoder.state_dict(), target / ENCODER_FILE)
+    labels.save(target / TOKENIZER_FILE)
+    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    logger.info("Inference folder written: %s", target)
+    return target
 
 
 def export_inference(run_folder, target=None):
     """Write the inference folder of a finished LibriSpeech or CommonVoice run, which
-    ``EncoderASR.from_hparams(source=<folder>)`` loads.
+    ``EncoderASR.from_hparams(source=<folder>)`` loads: ``load_run``, then
+    ``write_ctc_folder`` of its deployment.
 
     Arguments
     ---------
@@ -360,50 +311,26 @@ def export_inference(run_folder, target=None):
     >>> export_inference("/nowhere")
     Traceback (most recent call last):
     ...
-    s3brain.deployment.export.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    s3brain.strategies.base.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
     """
     run = load_run(run_folder)
-    target = Path(target) if target is not None else run["folder"] / "inference"
-    encoder, encoder_yaml = deployed_encoder(run)
-    hparams = run["hparams"]
-    rate = encoder.backbone.sampling_rate
-    strategy = hparams.get("strategy", "?")
-    separator = run["labels"].separator
-    text = (
-        f"# The deployed model of the s3brain run {run['folder']}\n"
-        f"# (strategy {strategy}, {run['units']}), written by s3brain.deployment.export.export_inference:\n"
-        f"#   from speechbrain.inference.ASR import EncoderASR\n"
-        f"#   asr = EncoderASR.from_hparams(source=\"{target}\", savedir=\"asr\")\n"
-        f"#   asr.transcribe_file(\"speech.wav\")\n\n"
-        f"sample_rate: {rate}\nblank_index: {hparams['blank_index']}\nunits: {run['units']}\n\n"
-        f"{encoder_yaml}\n"
-        f"tokenizer: !new:s3brain.deployment.modules.CTCLabels\n    separator: {separator!r}\n\n"
-        f"decoding_function: !name:speechbrain.decoders.ctc_greedy_decode\n"
-        f"    blank_id: !ref <blank_index>\n\n"
-        f"# any rate and channel count, read as the recipe reads audio\n"
-        f"audio_normalizer: !new:s3brain.deployment.modules.AudioNormalizer\n"
-        f"    sample_rate: !ref <sample_rate>\n\n"
-        f"modules:\n    encoder: !ref <encoder>\n\n"
-        f"pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
-        f"    loadables:\n        encoder: !ref <encoder>\n        tokenizer: !ref <tokenizer>\n")
-    target.mkdir(parents=True, exist_ok=True)
-    torch.save(encoder.state_dict(), target / ENCODER_FILE)
-    run["labels"].save(target / TOKENIZER_FILE)
-    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
-    logger.info("Inference folder written: %s", target)
-    return target
+    return write_ctc_folder(run["deployment"], run["hparams"], run["folder"], target)
 
 
-def export_after_run(run_folder):
-    """What a recipe calls at the end of a run: ``export_run`` (``export_inference``, or
-    ``export_classifier`` for a SUPERB run) into ``<run_folder>/inference``, or a logged line
-    saying why this run has no inference folder (a strategy without an export yet); the run's
-    results are never lost to it.
+def export_after_run(run_folder, deployment=None, hparams=None):
+    """What a recipe calls at the end of a run: the inference folder of the deployment it
+    measured (``write_ctc_folder`` or ``write_classifier_folder``; from the run folder with
+    ``export_run`` when no deployment is given), or a logged line saying why this run has
+    none; the run's results are never lost to it.
 
     Arguments
     ---------
     run_folder : str or Path
         The run's output folder.
+    deployment : s3brain.deployment.model.Deployment, optional
+        The run's deployed model (the recipe's, whose cost it measured).
+    hparams : dict, optional
+        The run's hyperparameters (with ``deployment``).
 
     Returns
     -------
@@ -416,11 +343,14 @@ def export_after_run(run_folder):
     True
     """
     try:
-        folder = export_run(run_folder)
+        if deployment is None:
+            return export_run(run_folder)
+        if deployment.all_layers:
+            return write_classifier_folder(deployment, hparams, run_folder)
+        return write_ctc_folder(deployment, hparams, run_folder)
     except ExportError as err:
         logger.warning("No inference folder: %s", err)
         return None
-    return folder
 
 
 def is_classifier_run(run_folder):
@@ -444,11 +374,21 @@ def is_classifier_run(run_folder):
     return any((Path(run_folder) / "save").glob("label_encoder_*.txt"))
 
 
+def _label_encoders(run_folder, classes):
+    """The run's label encoder of each target (``save/label_encoder_<target>.txt``)."""
+    encoders = {}
+    for target, count in classes.items():
+        encoders[target] = CategoricalEncoder()
+        encoders[target].load(Path(run_folder) / "save" / f"label_encoder_{target}.txt")
+        encoders[target].expect_len(count)
+    return encoders
+
+
 def load_classifier_run(run_folder):
     """A finished SUPERB run as the recipe tested it: its hyperparameters, the head rebuilt
     from the best checkpoint (lowest dev ``error``, 100 - accuracy, as the recipe's
-    ``evaluate(min_key="error")``), strategies set up on the backbone, the weights loaded, and
-    the label encoders.
+    ``evaluate(min_key="error")``), strategies set up on the backbone, the weights loaded, the
+    label encoders, and its ``Deployment``.
 
     Arguments
     ---------
@@ -459,34 +399,22 @@ def load_classifier_run(run_folder):
     -------
     dict
         ``hparams`` (``model`` and ``modules["head"]`` the loaded head), ``strategies``,
-        ``parts``, ``head`` (``s3brain.lobes.heads.UtteranceHead``), ``targets`` (in the
-        recipe's order), ``encoders`` (``{target: CategoricalEncoder}``), ``folder``.
+        ``head`` (``s3brain.lobes.heads.UtteranceHead``), ``targets`` (in the recipe's order),
+        ``encoders`` (``{target: CategoricalEncoder}``), ``folder``, ``deployment``.
 
     Raises
     ------
     ExportError
-        The folder is not a finished SUPERB run, or a strategy cannot be exported.
+        The folder is not a finished SUPERB run.
     """
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-
     run_folder = Path(run_folder).resolve()
-    yaml_file = run_folder / "hyperparams.yaml"
-    if not yaml_file.is_file():
-        raise ExportError(f"{run_folder}: no hyperparams.yaml: not a run's output folder")
+    hparams = _load_hparams(run_folder)
     if not is_classifier_run(run_folder):
         raise ExportError(f"{run_folder}: no save/label_encoder_<target>.txt: not a SUPERB run")
     best = Checkpointer(run_folder / "save").find_checkpoint(min_key="error")
     if best is None or "model" not in best.paramfiles:
         raise ExportError(f"{run_folder}: no checkpoint with a head in save/: the run has not "
                           f"finished")
-    text = _fix_relative_output(yaml_file.read_text(encoding="utf-8"), run_folder)
-    hparams = load_hyperpyyaml(text)
-    strategies = list(hparams.get("strategies") or [])
-    parts = _strategy_parts(strategies)
-    if parts["forward"] is not None:
-        raise ExportError(f"strategy {type(parts['forward']).__name__} changes the backbone's "
-                          f"forward: a SUPERB run with it has no classifier export yet")
     # the head as the recipe built it (build_head), sized by the checkpoint's tensors
     state = torch.load(best.paramfiles["model"], map_location="cpu", weights_only=True)
     targets = [k.split(".")[1] for k in state if k.startswith("classifiers.")
@@ -494,30 +422,79 @@ def load_classifier_run(run_folder):
     classes = {t: state[f"classifiers.{t}.weight"].shape[0] for t in targets}
     projection, input_size = state["projection.weight"].shape
     head = UtteranceHead(state["layer_sum.weights"].numel(), input_size, classes, projection)
-    encoders = {}
-    for t in targets:
-        encoders[t] = CategoricalEncoder()
-        encoders[t].load(run_folder / "save" / f"label_encoder_{t}.txt")
-        encoders[t].expect_len(classes[t])
     hparams["model"] = hparams["modules"]["head"] = head
-    ssl = hparams["ssl"]
-    for strategy in strategies:
-        if strategy in parts["deploy"] or strategy is parts["adapters"]:
-            strategy.setup(ssl, hparams)
-    modules = {"ssl": ssl, "model": head, **strategy_modules(strategies)}
-    Checkpointer(run_folder / "save", recoverables=modules).recover_if_possible(min_key="error")
-    for strategy in strategies:
-        strategy.before_eval(ssl)  # as at the start of the recipe's test pass
-    return {"hparams": hparams, "strategies": strategies, "parts": parts, "head": head,
-            "targets": targets, "encoders": encoders, "folder": run_folder}
+    strategies = list(hparams.get("strategies") or [])
+    _rebuild(hparams, head, strategies, run_folder, "error")
+    deployment = Deployment(hparams["ssl"], head, strategies, all_layers=True,
+                            extra=list(strategy_modules(strategies).values()))
+    return {"hparams": hparams, "strategies": strategies, "head": head, "targets": targets,
+            "encoders": _label_encoders(run_folder, classes), "folder": run_folder,
+            "deployment": deployment}
+
+
+def write_classifier_folder(deployment, hparams, run_folder, target=None):
+    """Write the inference folder of a SUPERB run's ``Deployment``, which
+    ``foreign_class(source, pymodule_file="custom.py", classname="UtteranceClassifier")``
+    loads.
+
+    Arguments
+    ---------
+    deployment : s3brain.deployment.model.Deployment
+        The run's deployed model (its head an ``UtteranceHead``).
+    hparams : dict
+        The run's hyperparameters (``task``, ``strategy``).
+    run_folder : str or Path
+        The run's output folder (its ``save/label_encoder_<target>.txt``).
+    target : str or Path, optional
+        Where to write; default ``<run_folder>/inference``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder written.
+    """
+    run_folder = Path(run_folder).resolve()
+    target = Path(target) if target is not None else run_folder / "inference"
+    model = deployment.utterance_model()
+    classes = model.head.export_args()["classes"]
+    targets = list(classes)
+    encoders = _label_encoders(run_folder, classes)
+    text = (
+        f"# The deployed model of an s3brain SUPERB run (task {hparams.get('task', '?')}, "
+        f"strategy {hparams.get('strategy', '?')}), written by s3brain.deployment.export:\n"
+        f"#   from speechbrain.inference.interfaces import foreign_class\n"
+        f"#   classifier = foreign_class(source=<this folder>, pymodule_file=\"custom.py\",\n"
+        f"#       classname=\"UtteranceClassifier\", savedir=\"classifier\")\n"
+        f"#   classifier.classify_file(\"speech.wav\")\n\n"
+        f"sample_rate: {deployment.rate}\n\n"
+        f"classifier: {_module_yaml(model, 4)}\n"
+        + "".join(f"label_encoder_{t}: !new:speechbrain.dataio.encoder.CategoricalEncoder\n"
+                  for t in targets)
+        + "label_encoders:\n"
+        + "".join(f"    {t}: !ref <label_encoder_{t}>\n" for t in targets)
+        + "\n# any rate and channel count, read as the recipe reads audio\n"
+          "audio_normalizer: !new:s3brain.deployment.modules.AudioNormalizer\n"
+          "    sample_rate: !ref <sample_rate>\n\n"
+          "modules:\n    classifier: !ref <classifier>\n\n"
+          "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
+          "    loadables:\n        classifier: !ref <classifier>\n"
+        + "".join(f"        label_encoder_{t}: !ref <label_encoder_{t}>\n" for t in targets))
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), target / CLASSIFIER_FILE)
+    for t in targets:
+        encoders[t].save(target / f"label_encoder_{t}.ckpt")
+    (target / "custom.py").write_text(
+        '"""The interface of this inference folder, for speechbrain.inference.interfaces.'
+        'foreign_class (pymodule_file="custom.py", classname="UtteranceClassifier")."""\n\n'
+        "from s3brain.inference import UtteranceClassifier  # noqa: F401\n", encoding="utf-8")
+    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    logger.info("Inference folder written: %s", target)
+    return target
 
 
 def export_classifier(run_folder, target=None):
-    """Write the inference folder of a finished SUPERB run (``recipes/SUPERB/<task>``):
-    ``hyperparams.yaml``, ``classifier.ckpt`` (the deployed backbone and the head),
-    ``label_encoder_<target>.ckpt`` per target, and the ``custom.py`` through which
-    ``foreign_class(source=<folder>, pymodule_file="custom.py", classname="UtteranceClassifier")``
-    loads ``UtteranceClassifier``.
+    """Write the inference folder of a finished SUPERB run (``load_classifier_run``, then
+    ``write_classifier_folder`` of its deployment).
 
     Arguments
     ---------
@@ -541,52 +518,10 @@ def export_classifier(run_folder, target=None):
     >>> export_classifier("/nowhere")
     Traceback (most recent call last):
     ...
-    s3brain.deployment.export.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    s3brain.strategies.base.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
     """
     run = load_classifier_run(run_folder)
-    target = Path(target) if target is not None else run["folder"] / "inference"
-    backbone, backbone_yaml = deployed_backbone(run, output_all_hiddens=True)
-    head = copy.deepcopy(run["head"]).cpu().eval()
-    model = UtteranceModel(backbone, head)
-    hparams, targets = run["hparams"], run["targets"]
-    head_args = {"layers": head.layer_sum.weights.numel(),
-                 "input_size": head.projection.in_features,
-                 "classes": {t: head.classifiers[t].out_features for t in targets},
-                 "projection": head.projection.out_features}
-    text = (
-        f"# The deployed model of the s3brain SUPERB run {run['folder']}\n"
-        f"# (task {hparams.get('task', '?')}, strategy {hparams.get('strategy', '?')}), "
-        f"written by s3brain.deployment.export.export_classifier:\n"
-        f"#   from speechbrain.inference.interfaces import foreign_class\n"
-        f"#   classifier = foreign_class(source=\"{target}\", pymodule_file=\"custom.py\",\n"
-        f"#       classname=\"UtteranceClassifier\", savedir=\"classifier\")\n"
-        f"#   classifier.classify_file(\"speech.wav\")\n\n"
-        f"sample_rate: {backbone.sampling_rate}\n\n"
-        f"classifier: !new:s3brain.deployment.modules.UtteranceModel\n"
-        f"    backbone: {backbone_yaml}"
-        f"    head: !new:s3brain.lobes.heads.UtteranceHead\n{_yaml_block(head_args, 8)}\n"
-        + "".join(f"label_encoder_{t}: !new:speechbrain.dataio.encoder.CategoricalEncoder\n"
-                  for t in targets)
-        + "label_encoders:\n"
-        + "".join(f"    {t}: !ref <label_encoder_{t}>\n" for t in targets)
-        + "\n# any rate and channel count, read as the recipe reads audio\n"
-          "audio_normalizer: !new:s3brain.deployment.modules.AudioNormalizer\n"
-          "    sample_rate: !ref <sample_rate>\n\n"
-          "modules:\n    classifier: !ref <classifier>\n\n"
-          "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
-          "    loadables:\n        classifier: !ref <classifier>\n"
-        + "".join(f"        label_encoder_{t}: !ref <label_encoder_{t}>\n" for t in targets))
-    target.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), target / CLASSIFIER_FILE)
-    for t in targets:
-        run["encoders"][t].save(target / f"label_encoder_{t}.ckpt")
-    (target / "custom.py").write_text(
-        '"""The interface of this inference folder, for speechbrain.inference.interfaces.'
-        'foreign_class (pymodule_file="custom.py", classname="UtteranceClassifier")."""\n\n'
-        "from s3brain.inference import UtteranceClassifier  # noqa: F401\n", encoding="utf-8")
-    (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
-    logger.info("Inference folder written: %s", target)
-    return target
+    return write_classifier_folder(run["deployment"], run["hparams"], run["folder"], target)
 
 
 def export_run(run_folder, target=None):
@@ -610,7 +545,7 @@ def export_run(run_folder, target=None):
     >>> export_run("/nowhere")
     Traceback (most recent call last):
     ...
-    s3brain.deployment.export.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    s3brain.strategies.base.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
     """
     if is_classifier_run(run_folder):
         return export_classifier(run_folder, target)
@@ -659,13 +594,10 @@ def export_mask_bank(run_folders, target, names=None):
     tasks, fingerprint, backbone_yaml = [], None, None
     for i, folder in enumerate(run_folders):
         run = load_run(folder)
-        if not any(isinstance(s, Masks) for s in run["strategies"]) or not all(
-                s.keeps_backbone_weights for s in run["strategies"]):
-            raise ExportError(f"{folder}: not an S3-Router run (masks over the frozen "
-                              f"backbone): a mask bank serves only those")
-        mask_file = run["folder"] / Masks.file_name
-        if not mask_file.is_file():
-            raise ExportError(f"{folder}: no {Masks.file_name}: the run has not finished")
+        mask_file = run["folder"] / TASK_FILE
+        if not all(s.keeps_backbone_weights for s in run["strategies"]) or not mask_file.is_file():
+            raise ExportError(f"{folder}: no {TASK_FILE} over the frozen backbone: a mask bank "
+                              f"serves finished S3-Router runs only")
         meta = read_mask_file(mask_file)[2]
         if fingerprint not in (None, meta["backbone_fingerprint"]):
             raise ExportError(f"{folder}: its masks were learned on another backbone than "

@@ -23,8 +23,8 @@ from torch import nn
 from s3brain.backbone.audio import backbone_rate
 from s3brain.backbone.wrapper import wrapper_forward
 from s3brain.deployment.int8 import OnnxInt8, SplitInt8, torch_int8
-from s3brain.deployment.modules import token_labels
-from s3brain.strategies.base import deployable
+from s3brain.deployment.modules import Backbone, CTCEncoder, UtteranceModel, token_labels
+from s3brain.strategies.base import ExportError, deployable
 from s3brain.strategies.early_exit import early_exit_of
 from s3brain.strategies.s3router.masks import weight_sparsity
 from s3brain.strategies.token_dropping import TokenDropper, encode_with_dropping
@@ -117,16 +117,20 @@ class Deployment:
 
     def __init__(self, ssl, head, strategies=(), all_layers=False, extra=()):
         live = {"ssl": unwrapped(ssl), "head": unwrapped(head),
-                "extra": [unwrapped(m) for m in extra]}
+                "extra": [unwrapped(m) for m in extra], "strategies": list(strategies)}
         self.params_trainable = count_parameters(
             nn.ModuleList([live["ssl"], live["head"], *live["extra"]]), trainable_only=True)
-        # One deep copy of everything, so modules shared between entries stay shared in it.
+        # One deep copy of everything, the strategies included, so that a module shared
+        # between entries (a strategy's token dropper and the run's extra module) stays one
+        # module in it: what the cost measures is what the inference folder ships.
         copies = copy.deepcopy(live)
         ssl = deployable([], copies["ssl"].cpu())  # masks folded
         self.head, self.extra = copies["head"].cpu(), [m.cpu() for m in copies["extra"]]
+        #: The strategies' copies, whose modules are this deployment's.
+        self.strategies = copies["strategies"]
         self.rate = backbone_rate(ssl)
         self.backbone_bytes = sum(p.numel() * p.element_size() for p in ssl.parameters())
-        self.ssl = deployable(list(strategies), ssl).cpu()
+        self.ssl = deployable(self.strategies, ssl).cpu()
         self.hf = self.ssl.model
         self.all_layers = all_layers
         self.early_exit = early_exit_of(strategies) is not None
@@ -233,6 +237,73 @@ class Deployment:
 
         forward.backend = getattr(self.int8, "backend", "fp32")
         return forward
+
+    def inference_parts(self):
+        """What the strategies add to the shipped model (``Strategy.export``): the changed
+        forward (``encode``, at most one) and the backbone's extra constructor arguments.
+
+        Returns
+        -------
+        dict
+            ``{"encode": module or None, "backbone": dict}``.
+
+        Raises
+        ------
+        ExportError
+            A strategy cannot be shipped, or changes the forward without saying how.
+        """
+        parts = {"encode": None, "backbone": {}}
+        for strategy in self.strategies:
+            added = strategy.export(self)
+            if added.get("encode") is not None:
+                parts["encode"] = added["encode"]
+            elif strategy.changes_forward:
+                raise ExportError(f"strategy {type(strategy).__name__} changes the backbone's "
+                                  f"forward but its export hook does not say how to ship it")
+            parts["backbone"].update(added.get("backbone", {}))
+        return parts
+
+    def ctc_model(self, blank_index=0):
+        """The shipped CTC model (``s3brain.deployment.modules.CTCEncoder``): the deployed
+        backbone rebuilt from its transformers config with its weights, this deployment's head
+        and CTC layer, and the strategy's forward made of this deployment's modules.
+
+        Arguments
+        ---------
+        blank_index : int
+            The CTC blank.
+
+        Returns
+        -------
+        CTCEncoder
+            In eval mode, on the CPU.
+        """
+        if self.all_layers:
+            raise ExportError("this model reads every hidden layer: it is a classifier "
+                              "(utterance_model), not a CTC model")
+        parts = self.inference_parts()
+        head, ctc_lin = self.head  # the recipes' Sequential(head, ctc_lin)
+        backbone = Backbone.of(self.ssl, sample_rate=self.rate, **parts["backbone"])
+        return CTCEncoder(backbone, head, ctc_lin, blank_index=blank_index,
+                          encode=parts["encode"]).eval()
+
+    def utterance_model(self):
+        """The shipped utterance-level model (``s3brain.deployment.modules.UtteranceModel``):
+        the deployed backbone returning every hidden layer, rebuilt from its config with its
+        weights, and this deployment's head.
+
+        Returns
+        -------
+        UtteranceModel
+            In eval mode, on the CPU.
+        """
+        parts = self.inference_parts()
+        if parts["encode"] is not None:
+            raise ExportError(f"{type(parts['encode']).__name__}: a strategy that changes the "
+                              f"backbone's forward has no classifier export yet")
+        backbone = Backbone.of(self.ssl, sample_rate=self.rate, output_all_hiddens=True,
+                               **parts["backbone"])
+        return UtteranceModel(backbone, self.head).eval()
 
     def decoders(self):
         """The fp32 and int8 models as the run decodes (``quantize`` runs first if it has not).

@@ -12,7 +12,6 @@ Example
 ['a b']
 """
 
-import math
 
 import torch
 from speechbrain.dataio.encoder import CTCTextEncoder
@@ -22,14 +21,16 @@ from speechbrain.utils.checkpoints import (
     register_checkpoint_hooks,
 )
 from torch import nn
+from transformers import AutoConfig, AutoModel
 
 from s3brain.backbone import shrunk_modeling
 from s3brain.backbone.audio import resample, to_mono
-from s3brain.backbone.families import transformer_blocks
-from s3brain.backbone.wrapper import normalized_input, output_normalized, wrapper_forward
-from s3brain.strategies.adapters import HoulsbyAdapters as Adapters
-from s3brain.strategies.early_exit import early_exit
-from s3brain.strategies.token_dropping import encode_with_dropping
+from s3brain.backbone.wrapper import wrapper_forward
+from s3brain.strategies.adapters import HoulsbyAdapters
+from s3brain.strategies.downsampling import DownsampledCTC
+from s3brain.strategies.early_exit import ExitCTC
+from s3brain.strategies.token_dropping import DroppedFramesCTC
+from s3brain.utils.padding import blank_padded  # noqa: F401 (kept importable here)
 
 #: What a folder written by ``export_inference`` holds besides ``hyperparams.yaml``.
 ENCODER_FILE, TOKENIZER_FILE = "encoder.ckpt", "tokenizer.ckpt"
@@ -164,9 +165,11 @@ class Backbone(nn.Module):
     def __init__(self, config, normalize_wav=False, output_norm=False, sample_rate=16000,
                  adapters=None, output_all_hiddens=False):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
-
-
+        self._args = {"config": dict(config), "normalize_wav": bool(normalize_wav),
+                      "output_norm": bool(output_norm), "sample_rate": int(sample_rate),
+                      "adapters": adapters}
+        if output_all_hiddens:
+            self._args["output_all_hiddens"] = True
         config = dict(config)
         model_type = config.pop("model_type")
         if config.get("layer_intermediate_sizes") is not None:
@@ -176,11 +179,41 @@ class Backbone(nn.Module):
         else:
             self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **config))
         if adapters:
-
-            Adapters(self.model, bottleneck=adapters["bottleneck"], targets=adapters["targets"])
+            HoulsbyAdapters(self.model, bottleneck=adapters["bottleneck"], targets=adapters["targets"])
         self.normalize_wav, self.output_norm = bool(normalize_wav), bool(output_norm)
         self.sampling_rate = int(sample_rate)
         self.output_all_hiddens = bool(output_all_hiddens)
+
+    @classmethod
+    def of(cls, ssl, **args):
+        """The ``Backbone`` that rebuilds a deployed backbone wrapper's transformers model from
+        its config, with its weights.
+
+        Arguments
+        ---------
+        ssl : torch.nn.Module
+            A deployed backbone wrapper (``model``, ``normalize_wav``, ``output_norm``).
+        **args
+            ``sample_rate``, ``adapters``, ``output_all_hiddens`` (see the class).
+
+        Returns
+        -------
+        Backbone
+            In eval mode, on the CPU.
+        """
+        hf = ssl.model
+        config = {"model_type": hf.config.model_type,
+                  **{k: v for k, v in hf.config.to_diff_dict().items()
+                     if k not in ("architectures", "auto_map", "transformers_version",
+                                  "_name_or_path")}}
+        backbone = cls(config, normalize_wav=bool(ssl.normalize_wav),
+                       output_norm=bool(ssl.output_norm), **args)
+        backbone.model.load_state_dict(hf.state_dict())
+        return backbone.cpu().eval()
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return dict(self._args)
 
     def forward(self, wavs, wav_lens=None):
         """The last block's features, ``[batch, frames, hidden]`` (every hidden layer,
@@ -200,43 +233,6 @@ class Backbone(nn.Module):
         return wrapper_forward(self, wavs, wav_lens)
 
 
-def blank_padded(log_probs, wav_lens, blank_index):
-    """Per-utterance log-probabilities of different lengths as one batch that greedy CTC
-    (``speechbrain.decoders.ctc_greedy_decode``, which reads ``round(wav_len * frames)``
-    frames) decodes as it decodes each alone: every utterance is followed by frames that are
-    certainly blank, enough that its relative length covers its own frames.
-
-    Arguments
-    ---------
-    log_probs : list of torch.Tensor
-        ``[frames_i, outputs]`` each.
-    wav_lens : torch.Tensor
-        The batch's relative lengths.
-    blank_index : int
-        The CTC blank.
-
-    Returns
-    -------
-    torch.Tensor
-        ``[batch, frames, outputs]``.
-
-    Example
-    -------
-    >>> out = blank_padded([torch.zeros(3, 2), torch.zeros(5, 2)], torch.tensor([1.0, 0.5]), 0)
-    >>> out.shape, int(round(0.5 * out.shape[1])) >= 5
-    (torch.Size([2, 10, 2]), True)
-    """
-    rel = [max(float(r), 1e-6) for r in wav_lens]
-    frames = max(math.ceil(lp.shape[0] / r) for lp, r in zip(log_probs, rel))
-    while any(round(r * frames) < lp.shape[0] for lp, r in zip(log_probs, rel)):
-        frames += 1
-    first = log_probs[0]
-    out = torch.full((len(log_probs), frames, first.shape[-1]), -1e4, dtype=first.dtype,
-                     device=first.device)
-    out[:, :, blank_index] = 0.0
-    for i, lp in enumerate(log_probs):
-        out[i, : lp.shape[0]] = lp
-    return out
 
 
 @register_checkpoint_hooks
@@ -244,10 +240,14 @@ class CTCEncoder(nn.Module):
     """The deployed CTC model of a run, waveform to log-probabilities: the ``encoder`` of an
     ``EncoderASR`` inference folder.
 
-    Exactly one of ``downsampler``, ``token_dropping`` and ``exit_heads`` may be given, as a
-    run has at most one strategy that changes the forward; with token dropping or early exit
-    the utterances give different frame counts, returned padded with certain blanks
-    (``blank_padded``) so that greedy CTC decodes each as alone.
+    A strategy that changes the forward ships it as ``encode`` (its ``Strategy.export``): a
+    module whose ``forward(encoder, wavs, wav_lens)`` gives the log-probabilities from this
+    encoder's ``backbone``, ``head``, ``ctc_lin`` and ``blank_index`` (input downsampling,
+    token dropping, early exit, token merging, adaptive skip); without one, the backbone's
+    features go through the head. Folders exported before ``encode`` existed name the part by
+    one of ``downsampler``, ``token_dropping`` or ``exit_heads`` (with ``exit_criterion``,
+    ``exit_threshold``, ``exit_min_layer``): built into the same parts, their ``encoder.ckpt``
+    loads as it was written.
 
     Arguments
     ---------
@@ -259,18 +259,10 @@ class CTCEncoder(nn.Module):
         The CTC output layer.
     blank_index : int
         The CTC blank.
-    downsampler : s3brain.strategies.downsampling.InputDownsampling, optional
-        Input downsampling before the backbone.
-    token_dropping : s3brain.strategies.token_dropping.TokenDropper, optional
-        CNN frames dropped before the transformer (SALAD with its detector, or uniform).
-    exit_heads : s3brain.strategies.early_exit.ExitHeads, optional
-        Early exit: a CTC head after every block but the last.
-    exit_criterion : str
-        ``entropy`` or ``similarity``.
-    exit_threshold : float
-        The criterion's threshold.
-    exit_min_layer : int
-        The first block allowed to exit.
+    encode : torch.nn.Module, optional
+        The strategy's forward (see above).
+    downsampler, token_dropping, exit_heads, exit_criterion, exit_threshold, exit_min_layer
+        The older spelling of ``encode`` (at most one of the first three).
 
     Example
     -------
@@ -283,18 +275,37 @@ class CTCEncoder(nn.Module):
     torch.Size([2, 79, 5])
     """
 
-    def __init__(self, backbone, head, ctc_lin, blank_index=0, downsampler=None,
+    def __init__(self, backbone, head, ctc_lin, blank_index=0, encode=None, downsampler=None,
                  token_dropping=None, exit_heads=None, exit_criterion="entropy",
                  exit_threshold=0.7, exit_min_layer=1):
         super().__init__()
-        if sum(m is not None for m in (downsampler, token_dropping, exit_heads)) > 1:
-            raise ValueError("give at most one of downsampler, token_dropping and exit_heads")
+        legacy = {"downsampler": downsampler, "token_dropping": token_dropping,
+                  "exit_heads": exit_heads}
+        given = [name for name, part in legacy.items() if part is not None]
+        if len(given) + (encode is not None) > 1:
+            raise ValueError("give at most one of encode, downsampler, token_dropping and "
+                             "exit_heads")
+        if downsampler is not None:
+            encode = DownsampledCTC(downsampler)
+        elif token_dropping is not None:
+            encode = DroppedFramesCTC(token_dropping)
+        elif exit_heads is not None:
+            encode = ExitCTC(exit_heads, exit_criterion, exit_threshold, exit_min_layer)
+        #: the key prefix of a checkpoint written before ``encode`` existed
+        self._legacy_prefix = given[0] if given else None
         self.backbone, self.head, self.ctc_lin = backbone, head, ctc_lin
         self.blank_index = int(blank_index)
-        self.downsampler, self.token_dropping, self.exit_heads = (downsampler, token_dropping,
-                                                                  exit_heads)
-        self.exit_criterion, self.exit_threshold = exit_criterion, float(exit_threshold)
-        self.exit_min_layer = int(exit_min_layer)
+        self.encode = encode
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"backbone": self.backbone, "head": self.head, "ctc_lin": self.ctc_lin,
+                "blank_index": self.blank_index, "encode": self.encode}
+
+    @property
+    def exit_blocks(self):
+        """With early exit, the block each utterance of the last batch exited after."""
+        return self.encode.exit_blocks
 
     def log_probs(self, features):
         """The head's CTC log-probabilities of backbone features.
@@ -328,44 +339,9 @@ class CTCEncoder(nn.Module):
         """
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-        if self.exit_heads is not None:
-            return self._early_exit(wavs, wav_lens)
-        if self.token_dropping is not None:
-
-            features, lens, _ = encode_with_dropping(self.backbone, wavs, wav_lens,
-                                                     self.token_dropping)
-            log_probs = self.log_probs(features)
-            frames = (lens * log_probs.shape[1]).round().long().tolist()
-            return blank_padded([lp[:n] for lp, n in zip(log_probs, frames)], wav_lens,
-                                self.blank_index)
-        if self.downsampler is not None:
-            features = self.backbone(self.downsampler(wavs), wav_lens)
-            return self.log_probs(self.downsampler.upsample(features))
+        if self.encode is not None:
+            return self.encode(self, wavs, wav_lens)
         return self.log_probs(self.backbone(wavs, wav_lens))
-
-    def _early_exit(self, wavs, wav_lens):
-        """Each utterance alone through the blocks until its exit (``ctc.decode_at_exits``)."""
-
-        blocks = len(transformer_blocks(self.backbone.model))
-
-        def head_fn(i, hidden):
-            """Logits of block ``i``'s exit (the final head after the last block)."""
-            hidden = output_normalized(self.backbone, hidden)
-            if i == blocks:
-                return self.ctc_lin(self.head(hidden))
-            return self.exit_heads[i - 1](hidden)
-
-        outputs = []
-        self.exit_blocks = []
-        for wav, rel in zip(wavs, wav_lens):
-            wav = wav[: int(round(float(rel) * wavs.shape[1]))].unsqueeze(0)
-            log_probs, block = early_exit(self.backbone.model, self.exit_heads,
-                                          normalized_input(self.backbone, wav),
-                                          self.exit_criterion, self.exit_threshold,
-                                          self.exit_min_layer, head_fn)
-            outputs.append(log_probs[0])
-            self.exit_blocks.append(block)
-        return blank_padded(outputs, wav_lens, self.blank_index)
 
     @mark_as_transfer
     @mark_as_loader
@@ -381,7 +357,12 @@ class CTCEncoder(nn.Module):
             Unused (the checkpoint loader's signature).
         """
         del end_of_epoch
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        prefix = self._legacy_prefix
+        if prefix is not None:  # written as <prefix>.*: the part now holds it as encode.<prefix>.*
+            state = {f"encode.{key}" if key.split(".")[0] == prefix else key: value
+                     for key, value in state.items()}
+        self.load_state_dict(state)
 
 
 class TaskHead(nn.ModuleList):
@@ -475,6 +456,10 @@ class UtteranceModel(nn.Module):
     def __init__(self, backbone, head):
         super().__init__()
         self.backbone, self.head = backbone, head
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"backbone": self.backbone, "head": self.head}
 
     def forward(self, wavs, wav_lens=None):
         """Logits per target of a batch of waveforms at the backbone's rate.

@@ -87,6 +87,13 @@ class UtteranceHead(nn.Module):
         self.projection = nn.Linear(input_size, projection)
         self.classifiers = nn.ModuleDict({t: nn.Linear(projection, n) for t, n in classes.items()})
 
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"layers": self.layer_sum.weights.numel(),
+                "input_size": self.projection.in_features,
+                "classes": {t: c.out_features for t, c in self.classifiers.items()},
+                "projection": self.projection.out_features}
+
     def forward(self, hiddens, wav_lens=None):
         """Logits per target, pooled over the real (unpadded) frames.
 

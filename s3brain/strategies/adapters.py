@@ -470,6 +470,12 @@ class Adapters(Strategy):
                     type(self).__name__, len(added.layer_names), ", ".join(self.targets),
                     sum(p.numel() for p in added.parameters()))
 
+    def export(self, deployment):
+        """See ``Strategy.export``: the adapters stay in the deployed backbone (nonlinear, not
+        merged), which is built with them."""
+        return {"backbone": {"adapters": {"bottleneck": self.bottleneck,
+                                          "targets": list(self.targets)}}}
+
     def task_payload(self, path, ssl, head, info):
         """See ``Strategy.task_payload``: the adapters' tensors and the head's."""
 
@@ -525,6 +531,10 @@ class LoRA(Adapters):
         """
 
         return LoRAAdapters(ssl, rank=self.rank, alpha=self.alpha, targets=self.targets)
+
+    def export(self, deployment):
+        """See ``Strategy.export``: nothing to add, the deployed backbone has LoRA merged."""
+        return {}
 
     def deployable(self, ssl):
         """See ``Strategy.deployable``: every LoRA layer merged into its ``nn.Linear``."""

@@ -14,6 +14,7 @@ in list order, and never asks which strategy it runs. The hooks (all no-ops in `
   pruning schedule (a checkpoint taken before ``at_target`` ranks after all later ones);
 - ``stage_start(stage)``, ``stage_stats(stage)``: statistics of an evaluation pass;
 - ``deployable(ssl)``: the backbone as deployed (masks folded, pruned units removed);
+- ``export(deployment)``: what the inference folder adds for it (a changed forward, adapters);
 - ``task_payload(path, ssl, head, info)``: the bytes one more task costs on a shared backbone;
 - ``sparsity``: the nominal sparsity; ``keeps_backbone_weights``: whether the pretrained weights
   stay bit-identical (so that tasks can share one backbone).
@@ -42,6 +43,10 @@ from s3brain.strategies.s3router.masks import fold
 logger = logging.getLogger(__name__)
 
 
+class ExportError(ValueError):
+    """A run's deployed model cannot be written as an inference folder (one line says why)."""
+
+
 class Strategy:
     """A strategy that does nothing: the base of every strategy, each hook a no-op.
 
@@ -56,6 +61,9 @@ class Strategy:
     changes_forward = False
     #: Whether the backbone's pretrained weights stay bit-identical (tasks can share them).
     keeps_backbone_weights = True
+    #: Whether only training needs the strategy's ``setup`` (starting weights, a teacher): the
+    #: run's checkpoint holds its result, so rebuilding a finished run skips it.
+    trains_only = False
 
     def setup(self, ssl, hparams):
         """Prepare the backbone before training.
@@ -208,6 +216,33 @@ class Strategy:
             The backbone wrapper to measure (``ssl`` itself by default).
         """
         return ssl
+
+    def export(self, deployment):
+        """How this strategy's part of the deployed model is shipped in an inference folder:
+        what it adds to the deployed CTC model (``encode``: a module whose
+        ``forward(encoder, wavs, wav_lens)`` gives the log-probabilities, built from the
+        deployment's own copies of the strategy's modules) and to the backbone's constructor
+        (``backbone``: keyword arguments of ``s3brain.deployment.modules.Backbone``).
+
+        A strategy whose deployed backbone says it all (folded masks, a shrunk or merged
+        model) adds nothing; one that changes the forward must add its ``encode``.
+
+        Arguments
+        ---------
+        deployment : s3brain.deployment.model.Deployment
+            The deployed model (``deployment.strategies`` holds this strategy's copy).
+
+        Returns
+        -------
+        dict
+            ``{"encode": module, "backbone": {...}}``, either key optional; empty by default.
+
+        Raises
+        ------
+        ExportError
+            The strategy's deployed model cannot be shipped (one line says why).
+        """
+        return {}
 
     def task_payload(self, path, ssl, head, info):
         """What one more task costs on a shared, frozen backbone.

@@ -33,6 +33,8 @@ class Distillation(Strategy):
     True
     """
 
+    trains_only = True
+
     def __init__(self, weight=0.0, teacher_from=None, key="WER"):
         self.weight, self.teacher_from, self.key = float(weight), teacher_from, key
         self.teacher = self.student = None

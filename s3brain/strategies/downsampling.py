@@ -14,7 +14,6 @@ True
 torch.Size([2, 15, 8])
 """
 
-import copy
 import math
 
 import torch
@@ -94,6 +93,11 @@ class InputDownsampling(nn.Module):
             return features
         return torch.repeat_interleave(features, self.factor, dim=1)
 
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"kind": self.kind, "factor": self.factor, "sample_rate": self.sample_rate,
+                "kernel_size": self.kernel_size, "upsample": self.do_upsample}
+
     def frames(self, hf_model, n):
         """CTC frames the model gives for ``n`` input samples (after any upsampling)."""
         frames = int(hf_model._get_feat_extract_output_lengths(torch.as_tensor(self.samples(n))))
@@ -136,7 +140,11 @@ class Downsampling(Strategy):
 
     def deployable(self, ssl):
         """See ``Strategy.deployable``."""
-        return DownsampledBackbone(ssl, copy.deepcopy(self.downsampler).cpu())
+        return DownsampledBackbone(ssl, self.downsampler)
+
+    def export(self, deployment):
+        """See ``Strategy.export``: the deployed downsampler before the backbone."""
+        return {"encode": DownsampledCTC(self.downsampler)}
 
 
 class DownsampledBackbone(nn.Module):
@@ -183,3 +191,49 @@ class DownsampledBackbone(nn.Module):
     def forward(self, wavs, wav_lens=None):
         """The head's input features."""
         return self.after(self.ssl(self.before(wavs), wav_lens))
+
+
+class DownsampledCTC(nn.Module):
+    """Input downsampling in an inference folder's CTC model (``Downsampling.export``): the
+    waveform shortened before the backbone, the frames repeated back after it if the run did.
+
+    Arguments
+    ---------
+    downsampler : InputDownsampling
+        The run's downsampler.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> encoder = SimpleNamespace(backbone=lambda w, l: w.unsqueeze(-1), log_probs=lambda f: f)
+    >>> DownsampledCTC(InputDownsampling("pool", factor=2))(encoder, torch.ones(1, 100)).shape
+    torch.Size([1, 48, 1])
+    """
+
+    def __init__(self, downsampler):
+        super().__init__()
+        self.downsampler = downsampler
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"downsampler": self.downsampler}
+
+    def forward(self, encoder, wavs, wav_lens=None):
+        """CTC log-probabilities of ``encoder`` (its ``backbone`` and ``log_probs``).
+
+        Arguments
+        ---------
+        encoder : s3brain.deployment.modules.CTCEncoder
+            The CTC model this part belongs to.
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        features = encoder.backbone(self.downsampler(wavs), wav_lens)
+        return encoder.log_probs(self.downsampler.upsample(features))

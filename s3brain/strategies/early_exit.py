@@ -40,6 +40,7 @@ from s3brain.backbone.wrapper import normalized_input, output_normalized
 from s3brain.strategies.base import Strategy
 from s3brain.utils.checkpoint import unwrapped
 from s3brain.utils.efficiency import count_flops
+from s3brain.utils.padding import blank_padded
 
 CRITERIA = ("entropy", "similarity")
 
@@ -65,6 +66,11 @@ class ExitHeads(nn.ModuleList):
 
     def __init__(self, hidden_size, outputs, layers):
         super().__init__([nn.Linear(hidden_size, outputs) for _ in range(layers)])
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"hidden_size": self[0].in_features, "outputs": self[0].out_features,
+                "layers": len(self)}
 
 
 def exit_head_count(ssl):
@@ -403,6 +409,10 @@ class EarlyExit(Strategy):
         return {"exit_block": sum(self.blocks) / len(self.blocks),
                 "exit_rtf": self.seconds / self.audio_seconds}
 
+    def export(self, deployment):
+        """See ``Strategy.export``: each utterance alone through the blocks until its exit."""
+        return {"encode": ExitCTC(self.heads, self.criterion, self.threshold, self.min_layer)}
+
     def deployed_cost(self, results, ssl, seconds):
         """See ``Strategy.deployed_cost``: FLOPs as deployed, at the mean exit block of the first
         test split (the measured figure, every block run, kept as ``flops_<s>s_all_blocks``)."""
@@ -525,3 +535,76 @@ def decode_at_exits(strategy, ssl, head, wavs, wav_lens, blank_index):
         hyps += sb.decoders.ctc_greedy_decode(log_probs, torch.ones(1, device=log_probs.device),
                                               blank_id=blank_index)
     return hyps
+
+
+class ExitCTC(nn.Module):
+    """Early exit in an inference folder's CTC model (``EarlyExit.export``): each utterance
+    alone through the blocks until the first exit confident enough (``early_exit``), its
+    log-probabilities padded with certain blanks (``s3brain.utils.padding.blank_padded``) so
+    that greedy CTC decodes it as alone; ``exit_blocks`` holds the last batch's exit blocks.
+
+    Arguments
+    ---------
+    exit_heads : ExitHeads
+        The exit heads.
+    criterion : str
+        ``entropy`` or ``similarity``.
+    threshold : float
+        The criterion's threshold.
+    min_layer : int
+        The first block allowed to exit.
+
+    Example
+    -------
+    >>> ExitCTC(ExitHeads(8, 5, 2), "entropy", 0.5).export_args()["criterion"]
+    'entropy'
+    """
+
+    def __init__(self, exit_heads, criterion="entropy", threshold=0.7, min_layer=1):
+        super().__init__()
+        self.exit_heads, self.criterion = exit_heads, criterion
+        self.threshold, self.min_layer = float(threshold), int(min_layer)
+        self.exit_blocks = []
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"exit_heads": self.exit_heads, "criterion": self.criterion,
+                "threshold": self.threshold, "min_layer": self.min_layer}
+
+    def forward(self, encoder, wavs, wav_lens):
+        """CTC log-probabilities of ``encoder`` (its ``backbone``, ``head``, ``ctc_lin``,
+        ``blank_index``), each utterance from its exit.
+
+        Arguments
+        ---------
+        encoder : s3brain.deployment.modules.CTCEncoder
+            The CTC model this part belongs to.
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        backbone = encoder.backbone
+        blocks = len(transformer_blocks(backbone.model))
+
+        def head_fn(i, hidden):
+            """Logits of block ``i``'s exit (the final head after the last block)."""
+            hidden = output_normalized(backbone, hidden)
+            if i == blocks:
+                return encoder.ctc_lin(encoder.head(hidden))
+            return self.exit_heads[i - 1](hidden)
+
+        outputs, self.exit_blocks = [], []
+        for wav, rel in zip(wavs, wav_lens):
+            wav = wav[: int(round(float(rel) * wavs.shape[1]))].unsqueeze(0)
+            log_probs, block = early_exit(backbone.model, self.exit_heads,
+                                          normalized_input(backbone, wav), self.criterion,
+                                          self.threshold, self.min_layer, head_fn)
+            outputs.append(log_probs[0])
+            self.exit_blocks.append(block)
+        return blank_padded(outputs, wav_lens, encoder.blank_index)

@@ -21,6 +21,8 @@ class InitFrom(Strategy):
     (True, False)
     """
 
+    trains_only = True
+
     def __init__(self, folder, key="WER"):
         self.folder = folder
         self.key = key

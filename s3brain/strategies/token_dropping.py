@@ -24,7 +24,6 @@ Example
 ([[0.0, 2.0, 3.0, 5.0]], [4])
 """
 
-import copy
 
 import torch
 from speechbrain.dataio.dataio import length_to_mask
@@ -32,7 +31,8 @@ from torch import nn
 
 from s3brain.backbone.families import block_outputs, feature_frames_and_mask, pack_kept, run_blocks  # noqa: F401 (salad's API)
 from s3brain.backbone.wrapper import normalized_input, output_normalized, wav_samples
-from s3brain.strategies.base import Strategy
+from s3brain.strategies.base import ExportError, Strategy
+from s3brain.utils.padding import blank_padded
 
 
 def salient_labels(frame_ids, blank=0):
@@ -86,6 +86,10 @@ class SaladDetector(nn.Module):
             width = channels
         blocks.append(nn.Conv1d(width, 1, kernel, padding=kernel // 2))
         self.net = nn.Sequential(nn.LayerNorm(in_channels), _Transpose(), *blocks)
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return dict(self.config)
 
     def forward(self, features):
         """Per-frame salience logits.
@@ -385,6 +389,11 @@ class TokenDropper(nn.Module):
         self.generator = torch.Generator().manual_seed(seed)
         self.reset_counts()
 
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"method": self.method, "skip_ratio": self.skip_ratio,
+                "drop_share": self.drop_share, "detector": self.detector}
+
     def reset_counts(self):
         """Start counting kept frames anew (a recipe calls it at the start of each stage).
 
@@ -593,12 +602,18 @@ class TokenDropping(Strategy):
         return {"kept_share": share}
 
     def deployable(self, ssl):
-        """See ``Strategy.deployable``."""
-        if self.deployed_kept_share is None:
-            raise ValueError("token dropping: no test pass has measured the share of frames kept")
-        detector = self.dropper.detector
-        detector = copy.deepcopy(detector).cpu() if detector is not None else None
-        return DroppedFramesBackbone(ssl, detector, self.deployed_kept_share)
+        """See ``Strategy.deployable``: for the cost, the transformer on the share of frames the
+        first test pass kept (which frames does not change it), the detector's cost counted."""
+        return DroppedFramesBackbone(ssl, self.dropper.detector, self.deployed_kept_share)
+
+    def export(self, deployment):
+        """See ``Strategy.export``: the run's dropper (its detector, its share) chooses the
+        frames."""
+        if self.dropper.method == "random":
+            raise ExportError("random token dropping is a baseline whose kept frames come from a "
+                              "random generator: its transcripts cannot be reproduced; export a "
+                              "uniform or SALAD token-dropping run")
+        return {"encode": DroppedFramesCTC(self.dropper)}
 
 
 class DroppedFramesBackbone(nn.Module):
@@ -612,8 +627,8 @@ class DroppedFramesBackbone(nn.Module):
         The backbone wrapper.
     detector : torch.nn.Module or None
         The detector run on the CNN features (its cost counts).
-    kept_share : float
-        Share of the frames the transformer sees.
+    kept_share : float or None
+        Share of the frames the transformer sees (None: not measured, the forward refuses).
 
     Example
     -------
@@ -643,6 +658,8 @@ class DroppedFramesBackbone(nn.Module):
         """Frames kept: the detector runs (its cost counts), then a uniform share is kept
         (which frames does not change the cost)."""
 
+        if self.kept_share is None:
+            raise ValueError("token dropping: no test pass has measured the share of frames kept")
         if self._detector[0] is not None:
             self._detector[0](features)
         return uniform_keep(lengths, features.shape[1], 1.0 - self.kept_share)
@@ -651,3 +668,54 @@ class DroppedFramesBackbone(nn.Module):
         """Features of the frames kept, ``[batch, kept frames, hidden]``."""
 
         return encode_with_dropping(self.ssl, wavs, wav_lens, self.keep)[0]
+
+
+class DroppedFramesCTC(nn.Module):
+    """Token dropping in an inference folder's CTC model (``TokenDropping.export``): the run's
+    dropper (SALAD with its detector, or uniform) chooses the CNN frames the transformer sees;
+    each utterance's log-probabilities are padded with certain blanks
+    (``s3brain.utils.padding.blank_padded``) so that greedy CTC decodes it as alone.
+
+    Arguments
+    ---------
+    token_dropping : TokenDropper
+        The run's dropper.
+
+    Example
+    -------
+    >>> DroppedFramesCTC(TokenDropper("uniform", drop_share=0.5)).export_args()["token_dropping"].method
+    'uniform'
+    """
+
+    def __init__(self, token_dropping):
+        super().__init__()
+        self.token_dropping = token_dropping
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"token_dropping": self.token_dropping}
+
+    def forward(self, encoder, wavs, wav_lens):
+        """CTC log-probabilities of ``encoder`` (its ``backbone``, ``log_probs``,
+        ``blank_index``) on the frames kept.
+
+        Arguments
+        ---------
+        encoder : s3brain.deployment.modules.CTCEncoder
+            The CTC model this part belongs to.
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        features, lens, _ = encode_with_dropping(encoder.backbone, wavs, wav_lens,
+                                                 self.token_dropping)
+        log_probs = encoder.log_probs(features)
+        frames = (lens * log_probs.shape[1]).round().long().tolist()
+        return blank_padded([lp[:n] for lp, n in zip(log_probs, frames)], wav_lens,
+                            encoder.blank_index)

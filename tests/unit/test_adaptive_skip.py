@@ -261,8 +261,8 @@ def test_deployed_flops_count_the_kept_tokens_and_the_scoring():
     assert skipping == dense - block + half + scoring
 
 
-def test_int8_deployment_decodes_and_the_export_refuses(tmp_path, tiny_family_models):
-    from s3brain.deployment import export, modules
+def test_int8_deployment_decodes_and_the_shipped_model_is_the_decoded_one(tmp_path,
+                                                                          tiny_family_models):
     from s3brain.deployment.model import Deployment
 
     ssl = load_ssl(tiny_family_models[("wav2vec2", "base")], tmp_path).eval()
@@ -278,8 +278,10 @@ def test_int8_deployment_decodes_and_the_export_refuses(tmp_path, tiny_family_mo
         plain = head(encode_with_skipping(ssl, wav, None, [0], 0.5)[0])
     assert out.shape == quantized.shape == (1, 25, 5)  # 49 frames, 24 skipped
     assert torch.allclose(out, plain, atol=1e-5)
-    with pytest.raises(export.ExportError, match="AdaptiveSkip has no inference export"):
-        export._strategy_parts([strategy])
+    # the inference folder's model skips as the deployment decodes (padded as if alone)
+    ctc = Deployment(ssl, torch.nn.Sequential(torch.nn.Identity(), head), [strategy]).ctc_model()
+    with torch.no_grad():
+        torch.testing.assert_close(ctc(wav), out.log_softmax(-1), rtol=0, atol=1e-5)
 
 
 def test_a_padded_utterance_skips_as_it_does_alone(folder):

@@ -60,17 +60,23 @@ def test_audio_normalizer_reads_as_the_recipes(tmp_path):
 
 
 def test_refused_strategies_say_why():
+    from types import SimpleNamespace
+
+    from s3brain.deployment.model import Deployment
     from s3brain.strategies.base import Strategy
     from s3brain.strategies.token_dropping import TokenDropping
 
     with pytest.raises(export.ExportError, match="random token dropping"):
-        export._strategy_parts([TokenDropping("random", drop_share=0.5)])
+        Deployment.inference_parts(SimpleNamespace(strategies=[
+            TokenDropping("random", drop_share=0.5)]))
 
     class Unknown(Strategy):
-        """A strategy the export does not know."""
+        """A strategy that changes the forward and does not say how to ship it."""
 
-    with pytest.raises(export.ExportError, match="Unknown has no inference export"):
-        export._strategy_parts([Unknown()])
+        changes_forward = True
+
+    with pytest.raises(export.ExportError, match="Unknown changes the backbone's forward"):
+        Deployment.inference_parts(SimpleNamespace(strategies=[Unknown()]))
 
 
 def test_not_a_run(tmp_path):

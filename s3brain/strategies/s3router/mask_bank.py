@@ -44,6 +44,8 @@ from s3brain.backbone.families import hf_model
 from s3brain.strategies.s3router.masks import FixedMask, binary_masks, fold, masked_linears
 
 FORMAT = "s3brain-mask-bank/1"
+#: The task file an S3-Router run writes beside its results.
+TASK_FILE = "task_mask.safetensors"
 
 
 class MaskBankError(ValueError):

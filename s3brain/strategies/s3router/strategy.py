@@ -5,7 +5,7 @@
 import logging
 
 from s3brain.strategies.base import Strategy, _mean
-from s3brain.strategies.s3router.mask_bank import save_mask
+from s3brain.strategies.s3router.mask_bank import TASK_FILE, save_mask
 from s3brain.strategies.s3router.masks import add_masks, fold
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Masks(Strategy):
     0.2
     """
 
-    file_name = "task_mask.safetensors"
+    file_name = TASK_FILE
 
     def __init__(self, sparsity=0.1, init="ori", scope="ffn", blocks=None, seed=None):
         self.options = {"sparsity": sparsity, "init": init, "scope": scope, "blocks": blocks}

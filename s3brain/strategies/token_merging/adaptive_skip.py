@@ -47,6 +47,7 @@ import logging
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from s3brain.backbone.families import (
     family,
@@ -65,6 +66,7 @@ from s3brain.strategies.token_merging.base import (
     merge_ratio_for,
     nominal_kept_share,
 )
+from s3brain.utils.padding import blank_padded
 
 logger = logging.getLogger(__name__)
 
@@ -448,6 +450,10 @@ class AdaptiveSkip(BetweenBlocks):
         """See ``Strategy.deployable``: the backbone that skips as in training."""
         return SkippedTokensBackbone(ssl, self.skip_after, self.skip_ratio)
 
+    def export(self, deployment):
+        """See ``Strategy.export``: the blocks skip tokens as in training."""
+        return {"encode": SkippedTokensCTC(self.skip_after, self.skip_ratio)}
+
 
 class SkippedTokensBackbone(WrappedBackbone):
     """A backbone that skips tokens between its blocks (``encode_with_skipping``), as deployed:
@@ -489,3 +495,56 @@ class SkippedTokensBackbone(WrappedBackbone):
     def forward(self, wavs, wav_lens=None):
         """Features of the tokens that remain, ``[batch, kept tokens, hidden]``."""
         return encode_with_skipping(self, wavs, wav_lens, self.skip_after, self.skip_ratio)[0]
+
+
+class SkippedTokensCTC(nn.Module):
+    """Adaptive skip in an inference folder's CTC model (``AdaptiveSkip.export``): the
+    backbone's blocks run with the skipping between them, the CTC head reads the tokens that
+    remain; each utterance's log-probabilities are padded with certain blanks
+    (``s3brain.utils.padding.blank_padded``) so that greedy CTC decodes it as alone.
+
+    Arguments
+    ---------
+    skip_after : list of int
+        Blocks (0-based) after which tokens are removed.
+    skip_ratio : float
+        Share of the remaining tokens removed at each of them.
+
+    Example
+    -------
+    >>> SkippedTokensCTC([0], 0.5).export_args()
+    {'skip_after': [0], 'skip_ratio': 0.5}
+    """
+
+    def __init__(self, skip_after, skip_ratio):
+        super().__init__()
+        self.skip_after, self.skip_ratio = [int(i) for i in skip_after], float(skip_ratio)
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"skip_after": self.skip_after, "skip_ratio": self.skip_ratio}
+
+    def forward(self, encoder, wavs, wav_lens):
+        """CTC log-probabilities of ``encoder`` (its ``backbone``, ``log_probs``,
+        ``blank_index``) on the tokens that remain.
+
+        Arguments
+        ---------
+        encoder : s3brain.deployment.modules.CTCEncoder
+            The CTC model this part belongs to.
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        features, lens, _ = encode_with_skipping(encoder.backbone, wavs, wav_lens,
+                                                 self.skip_after, self.skip_ratio)
+        log_probs = encoder.log_probs(features)
+        frames = (lens * log_probs.shape[1]).round().long().tolist()
+        return blank_padded([lp[:n] for lp, n in zip(log_probs, frames)], wav_lens,
+                            encoder.blank_index)

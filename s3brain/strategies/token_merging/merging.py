@@ -442,6 +442,10 @@ class TokenMerging(BetweenBlocks):
         """See ``Strategy.deployable``: the backbone that merges as in training."""
         return MergedTokensBackbone(ssl, self.merge_after, self.merge_ratio)
 
+    def export(self, deployment):
+        """See ``Strategy.export``: the blocks merge tokens as in training."""
+        return {"encode": MergedTokensCTC(self.merge_after, self.merge_ratio)}
+
 
 class MergedTokensBackbone(WrappedBackbone):
     """A backbone that merges tokens between its blocks (``encode_with_merging``), as deployed:
@@ -480,3 +484,51 @@ class MergedTokensBackbone(WrappedBackbone):
     def forward(self, wavs, wav_lens=None):
         """Features at the CNN's frame count, ``[batch, frames, hidden]``."""
         return encode_with_merging(self, wavs, wav_lens, self.merge_after, self.merge_ratio)[0]
+
+
+class MergedTokensCTC(nn.Module):
+    """Token merging in an inference folder's CTC model (``TokenMerging.export``): the
+    backbone's blocks run with the merging between them, the output repeated back to the CNN's
+    frames for the CTC head.
+
+    Arguments
+    ---------
+    merge_after : list of int
+        Blocks (0-based) after which tokens are merged.
+    merge_ratio : float
+        Share of the tokens merged away at each of them.
+
+    Example
+    -------
+    >>> MergedTokensCTC([0], 0.5).export_args()
+    {'merge_after': [0], 'merge_ratio': 0.5}
+    """
+
+    def __init__(self, merge_after, merge_ratio):
+        super().__init__()
+        self.merge_after, self.merge_ratio = [int(i) for i in merge_after], float(merge_ratio)
+
+    def export_args(self):
+        """The constructor's arguments, for an inference folder's yaml."""
+        return {"merge_after": self.merge_after, "merge_ratio": self.merge_ratio}
+
+    def forward(self, encoder, wavs, wav_lens=None):
+        """CTC log-probabilities of ``encoder`` (its ``backbone`` and ``log_probs``).
+
+        Arguments
+        ---------
+        encoder : s3brain.deployment.modules.CTCEncoder
+            The CTC model this part belongs to.
+        wavs : torch.Tensor
+            ``[batch, samples]``.
+        wav_lens : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, frames, outputs]``.
+        """
+        features = encode_with_merging(encoder.backbone, wavs, wav_lens, self.merge_after,
+                                       self.merge_ratio)[0]
+        return encoder.log_probs(features)
