@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process, run_on_main
+from speechbrain.utils.distributed import if_main_process
 
 from s3brain.backbone.audio import backbone_rate
 from s3brain.deployment.export import export_after_run
-from s3brain.deployment.model import cost_report
+from s3brain.deployment.model import deploy, deployment_cost
 from s3brain.lobes.heads import build_head
 from s3brain.training.experiment import (
     seeded_loader_options,
@@ -222,15 +222,16 @@ def main(argv):
                "ssl_hub": str(hparams["ssl_hub"]), "ssl_init": hparams["ssl"].ssl_init,
                "train_seconds": brain.train_seconds}
     extra = [m for k, m in hparams["modules"].items() if k not in ("ssl", "head")]
-    cost = cost_report(hparams["ssl"], head, strategies, seconds=hparams["cost_seconds"],
-                       repeats=hparams["cost_repeats"], threads=hparams["cost_threads"],
-                       all_layers=True, extra=extra)
+    # the model that serves the task, built once: its cost, then its inference folder
+    deployment = deploy(hparams["ssl"], head, strategies, all_layers=True, extra=extra)
+    cost = deployment_cost(deployment, seconds=hparams["cost_seconds"],
+                           repeats=hparams["cost_repeats"], threads=hparams["cost_threads"])
     write_results(results, split_results(brain.test_stats, "test"), cost, strategies,
                   hparams["output_folder"], hparams["ssl"], head, primary="accuracy_test",
                   higher_is_better=True, info_keys=("task",))
-    if not run_opts["debug"]:  # --debug keeps its checkpoints in a temporary folder
+    if deployment is not None and not run_opts["debug"]:  # the main process, not --debug
         # <output_folder>/inference: the UtteranceClassifier interface serves the run
-        run_on_main(export_after_run, args=[hparams["output_folder"]])
+        export_after_run(hparams["output_folder"], deployment, hparams)
     return 0
 
 

@@ -25,9 +25,8 @@ from s3brain.backbone.wrapper import wrapper_forward
 from s3brain.deployment.int8 import OnnxInt8, SplitInt8, torch_int8
 from s3brain.deployment.modules import Backbone, CTCEncoder, UtteranceModel, token_labels
 from s3brain.strategies.base import ExportError, deployable
-from s3brain.strategies.early_exit import early_exit_of
 from s3brain.strategies.s3router.masks import weight_sparsity
-from s3brain.strategies.token_dropping import TokenDropper, encode_with_dropping
+from s3brain.strategies.token_dropping import encode_with_dropping
 from s3brain.utils.checkpoint import unwrapped
 from s3brain.utils.efficiency import (
     count_parameters,
@@ -133,7 +132,7 @@ class Deployment:
         self.ssl = deployable(self.strategies, ssl).cpu()
         self.hf = self.ssl.model
         self.all_layers = all_layers
-        self.early_exit = early_exit_of(strategies) is not None
+        self.early_exit = any(s.decodes_alone for s in self.strategies)
         # inference: no dropout, no masking
         self.modules = nn.ModuleList([self.ssl, self.head, *self.extra]).eval()
         # and no gradient: the ONNX export takes tensors that require one, held outside the
@@ -147,12 +146,13 @@ class Deployment:
                            if exportable else None)
         # Token dropping's deployed copy keeps a uniform share of frames, as costly as the
         # detector's choice; to decode, the run's dropper (a copy, in ``extra``) chooses.
-        self.dropper = next((m for m in self.extra if isinstance(m, TokenDropper)), None)
+        self.dropper = next((s.frame_chooser() for s in self.strategies
+                             if s.frame_chooser() is not None), None)
         #: Why the deployed copy does not decode as the run does (its int8 error rates are
         #: then not measured), or None.
         self.not_decodable = (
             "it reads every layer (not a CTC model)" if all_layers
-            else "early exit decodes each utterance at its own block" if early_exit_of(strategies)
+            else "early exit decodes each utterance at its own block" if self.early_exit
             else "its deployed copy keeps a uniform share of frames (for the cost only)"
             if not exportable and self.dropper is None
             and not getattr(self.ssl, "decodes_as_run", False) else None)

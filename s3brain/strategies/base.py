@@ -64,6 +64,9 @@ class Strategy:
     #: Whether only training needs the strategy's ``setup`` (starting weights, a teacher): the
     #: run's checkpoint holds its result, so rebuilding a finished run skips it.
     trains_only = False
+    #: Whether each utterance is decoded alone, at a depth of its own (early exit): a batch
+    #: forward of the deployed backbone is its cost, not how it decodes.
+    decodes_alone = False
 
     def setup(self, ssl, hparams):
         """Prepare the backbone before training.
@@ -243,6 +246,17 @@ class Strategy:
             The strategy's deployed model cannot be shipped (one line says why).
         """
         return {}
+
+    def frame_chooser(self):
+        """The module that chooses which CNN frames the transformer sees when the deployed
+        model decodes (``keep(features, lengths)``), where the cost's copy keeps a share of
+        them regardless of which; None (the default) when the strategy chooses none.
+
+        Returns
+        -------
+        callable or None
+        """
+        return None
 
     def task_payload(self, path, ssl, head, info):
         """What one more task costs on a shared, frozen backbone.

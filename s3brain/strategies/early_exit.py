@@ -362,6 +362,7 @@ class EarlyExit(Strategy):
     {'exit_block': 2.5, 'exit_rtf': 0.1}
     """
 
+    decodes_alone = True
     TRAINING = ("two_step", "joint")
 
     def __init__(self, heads, training="two_step", criterion="entropy", threshold=0.7,

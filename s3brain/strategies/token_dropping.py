@@ -606,6 +606,10 @@ class TokenDropping(Strategy):
         first test pass kept (which frames does not change it), the detector's cost counted."""
         return DroppedFramesBackbone(ssl, self.dropper.detector, self.deployed_kept_share)
 
+    def frame_chooser(self):
+        """See ``Strategy.frame_chooser``: the run's dropper (SALAD's detector, or uniform)."""
+        return self.dropper
+
     def export(self, deployment):
         """See ``Strategy.export``: the run's dropper (its detector, its share) chooses the
         frames."""

@@ -284,3 +284,24 @@ def test_parp_lets_pruned_weights_grow_back_then_reprunes():
     assert M.weight_sparsity(model) < 0.1  # not an interval step
     parp.on_step(model, 3)
     assert M.weight_sparsity(model) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_folding_a_copy_leaves_the_original_masked():
+    """A deployment folds the masks of a deep copy; the run's own model (whose parametrized
+    class the copy shares) must keep its masks and weights."""
+    import copy
+
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from s3brain.strategies.s3router.masks import add_masks, fold, masked_linears
+
+    model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=64,
+                                         conv_dim=(8,), conv_stride=(5,), conv_kernel=(10,),
+                                         num_feat_extract_layers=1))
+    add_masks(model, sparsity=0.5)
+    masked = model.encoder.layers[0].feed_forward.output_dense.weight.clone()
+    folded = fold(copy.deepcopy(model))
+    assert not masked_linears(folded) and len(masked_linears(model)) == 2
+    assert torch.equal(model.encoder.layers[0].feed_forward.output_dense.weight, masked)
+    assert torch.equal(folded.encoder.layers[0].feed_forward.output_dense.weight, masked)

@@ -119,11 +119,12 @@ def test_token_dropping_decodes_with_its_dropper(ssl):
     wav = torch.randn(1, 32000, generator=torch.Generator().manual_seed(0)) * 0.1
     with torch.no_grad():
         frames = ssl(wav).shape[1]
-        # without the run's dropper, its deployed copy (a uniform share, for the cost) can not
-        # stand for the decoding
-        assert Deployment(ssl, head, [dropping]).not_decodable
+        # the strategy's own dropper decodes (not the cost's uniform share), the deployment's
+        # copy of it: one module with the extra module the run gives
         deployment = Deployment(ssl, head, [dropping], extra=[dropping.dropper])
         assert deployment.not_decodable is None
+        assert deployment.dropper is deployment.extra[0] and deployment.dropper is not \
+            dropping.dropper
         fp32, int8 = deployment.decoders()
         # its frame choice does not export: CNN and transformer are exported apart
         assert isinstance(int8, SplitInt8) and int8.backend == "onnxruntime"

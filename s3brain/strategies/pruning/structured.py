@@ -48,6 +48,7 @@ from s3brain.backbone import shrunk_modeling
 from s3brain.backbone.families import family, hf_model
 from s3brain.backbone.shrunk_modeling import ShrunkWavLMAttention
 from s3brain.strategies.pruning.schedules import PruningSchedule
+from s3brain.utils.parametrize import remove_parametrization
 
 
 class UnitMask(nn.Module):
@@ -353,7 +354,7 @@ def fold_units(model):
         for slices in _slices(block, names).values():
             for module, tensor, _ in slices:
                 if parametrize.is_parametrized(module, tensor):
-                    parametrize.remove_parametrizations(module, tensor, leave_parametrized=True)
+                    remove_parametrization(module, tensor, leave_parametrized=True)
     return model
 
 

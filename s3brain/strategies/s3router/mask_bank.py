@@ -42,6 +42,7 @@ from torch.nn.utils import parametrize
 
 from s3brain.backbone.families import hf_model
 from s3brain.strategies.s3router.masks import FixedMask, binary_masks, fold, masked_linears
+from s3brain.utils.parametrize import remove_parametrization
 
 FORMAT = "s3brain-mask-bank/1"
 #: The task file an S3-Router run writes beside its results.
@@ -392,5 +393,5 @@ def remove_masks(model):
     (True, {})
     """
     for linear in masked_linears(model).values():
-        parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
+        remove_parametrization(linear, "weight", leave_parametrized=False)
     return model

@@ -50,6 +50,7 @@ from s3brain.backbone.families import (  # noqa: F401
     is_stable_layer_norm,
     transformer_blocks,
 )
+from s3brain.utils.parametrize import remove_parametrization
 
 SCOPES = ("ffn", "attention", "both")
 
@@ -369,5 +370,5 @@ def fold(model):
     ``from_pretrained``) that computes what the masked one did, with no mask overhead.
     """
     for linear in masked_linears(model).values():
-        parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
+        remove_parametrization(linear, "weight", leave_parametrized=True)
     return model
