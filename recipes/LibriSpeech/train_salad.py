@@ -13,12 +13,21 @@ sees the frozen CNN features only. One detector is trained per ``alphas`` entry 
 recall-aware loss on salient frames; 1 is plain BCE), for the paper's Tab. 8; the first is the one
 the recipes use (``salad_detector.pt``), the others are kept as ``salad_detector_alpha<a>.pt``.
 
+The detectors train side by side in one ``Brain`` (``DetectorTraining``): the same batches, each
+its own loss and its own Adam state (the gradient of the losses' sum is each detector's own), so
+each trains as it would alone. Every epoch ends with a checkpoint in ``save_folder`` (detectors,
+optimizer, epoch counter, random states) holding each detector's dev loss; each detector is then
+taken from the epoch where its dev loss was lowest. A killed run, run again with the same
+command, labels the audio again with the teacher and resumes after its last finished epoch.
+
 Writes to ``output_folder``: the detectors, ``results.json`` (share of non-salient frames on every
 split by the teacher's labels; accuracy and recall on salient frames of every detector on the dev
-and test splits), and ``pseudo_labels.csv``: the teacher's transcripts of ``train_splits`` in the
-LibriSpeech manifest layout, for semi-supervised fine-tuning (``train_extra_csvs``).
+and test splits), ``train_log.txt``, and ``pseudo_labels.csv``: the teacher's transcripts of
+``train_splits`` in the LibriSpeech manifest layout, for semi-supervised fine-tuning
+(``train_extra_csvs``).
 """
 
+import copy
 import csv
 import logging
 import sys
@@ -29,6 +38,7 @@ sys.path.insert(0, str(RECIPE_DIR))
 
 import speechbrain as sb  # noqa: E402
 import torch  # noqa: E402
+from speechbrain.utils.distributed import if_main_process, infer_device  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from train import label_encoder_for, prepare_data  # noqa: E402
 
@@ -40,8 +50,8 @@ from s3brain.strategies.token_dropping import (  # noqa: E402
     salient_labels,
     save_detector,
 )
-from s3brain.training.experiment import setup_errors, start_experiment
-from s3brain.utils.checkpoint import load_finetuned  # noqa: E402
+from s3brain.training.experiment import setup_errors, start_experiment  # noqa: E402
+from s3brain.utils.checkpoint import load_finetuned, share_checkpoint_dir, unwrapped  # noqa: E402
 from s3brain.utils.results import update_results  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -85,24 +95,16 @@ def label_split(hparams, csv_path, label_encoder, limit=None, device="cpu"):
     return out
 
 
-def batches(items, batch_size, shuffle, generator, device="cpu"):
-    """Padded detector batches from labelled utterances.
+def pad_batch(items):
+    """Collate labelled utterances into one padded detector batch.
 
     Arguments
     ---------
     items : list of tuple
         ``(row, features [T, C], labels [T], text)`` per utterance, as ``label_split`` gives.
-    batch_size : int
-        Utterances per batch (the last batch may be smaller).
-    shuffle : bool
-        Whether to visit the utterances in a random order.
-    generator : torch.Generator
-        The source of that order.
-    device : str or torch.device
-        Where the batches go.
 
-    Yields
-    ------
+    Returns
+    -------
     features : torch.Tensor
         ``[batch, frames, C]`` float, zero-padded.
     labels : torch.Tensor
@@ -114,62 +116,198 @@ def batches(items, batch_size, shuffle, generator, device="cpu"):
     -------
     >>> items = [(None, torch.ones(3, 2), torch.tensor([1, 0, 1]), "a"),
     ...          (None, torch.ones(5, 2), torch.tensor([0, 1, 1, 0, 0]), "b")]
-    >>> feats, labels, lengths = next(batches(items, 2, False, None))
+    >>> feats, labels, lengths = pad_batch(items)
     >>> tuple(feats.shape), lengths.tolist()
     ((2, 5, 2), [3, 5])
     """
-    order = torch.randperm(len(items), generator=generator) if shuffle else torch.arange(len(items))
-    for start in range(0, len(items), batch_size):
-        chunk = [items[i] for i in order[start:start + batch_size].tolist()]
-        lengths = torch.tensor([c[1].shape[0] for c in chunk])
-        feats = torch.nn.utils.rnn.pad_sequence([c[1].float() for c in chunk], batch_first=True)
-        labels = torch.nn.utils.rnn.pad_sequence([c[2] for c in chunk], batch_first=True)
-        yield feats.to(device), labels.to(device), lengths.to(device)
+    lengths = torch.tensor([item[1].shape[0] for item in items])
+    feats = torch.nn.utils.rnn.pad_sequence([item[1].float() for item in items], batch_first=True)
+    labels = torch.nn.utils.rnn.pad_sequence([item[2] for item in items], batch_first=True)
+    return feats, labels, lengths
 
 
-@torch.no_grad()
-def evaluate(detector, items, batch_size):
-    """Detection accuracy and recall on salient frames over all frames of ``items``."""
-    detector.eval()
-    device = next(detector.parameters()).device
-    logits, labels = [], []
-    for feats, lab, lengths in batches(items, batch_size, False, None, device):
-        out = detector(feats)
-        for b, n in enumerate(lengths.tolist()):
-            logits.append(out[b, :n])
-            labels.append(lab[b, :n])
-    return detection_stats(torch.cat(logits)[None], torch.cat(labels)[None])
+class EpochPermutations(torch.utils.data.Sampler):
+    """Epoch ``e`` (from 1) visits the ``e``-th permutation drawn from a generator seeded with
+    ``seed``: one generator drawn once per epoch, and an order that a resumed run finds again
+    from the epoch number alone.
+
+    Arguments
+    ---------
+    size : int
+        The number of utterances.
+    seed : int
+        The seed of the generator.
+
+    Example
+    -------
+    >>> sampler = EpochPermutations(5, seed=3)
+    >>> generator = torch.Generator().manual_seed(3)
+    >>> first = torch.randperm(5, generator=generator)
+    >>> second = torch.randperm(5, generator=generator)
+    >>> sampler.set_epoch(2)
+    >>> list(sampler) == second.tolist() and list(sampler) != first.tolist()
+    True
+    """
+
+    def __init__(self, size, seed):
+        self.size, self.seed, self.epoch = size, seed, 1
+
+    def set_epoch(self, epoch):
+        """Visit epoch ``epoch``'s order next (SpeechBrain calls it as each epoch starts).
+
+        Arguments
+        ---------
+        epoch : int
+            The epoch, from 1.
+        """
+        self.epoch = epoch
+
+    def __len__(self):
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(max(1, self.epoch)):
+            order = torch.randperm(self.size, generator=generator)
+        return iter(order.tolist())
 
 
-def train_detector(hparams, alpha, train_items, valid_items, device="cpu"):
-    """One detector, recall-aware BCE with weight ``alpha`` on salient frames; the epoch with the
-    lowest dev loss is kept."""
-    torch.manual_seed(hparams["seed"])
-    detector = SaladDetector(train_items[0][1].shape[1], **hparams["detector"]).to(device)
-    optimizer = torch.optim.Adam(detector.parameters(), lr=hparams["lr"])
-    generator = torch.Generator().manual_seed(hparams["seed"])
-    best, best_state = float("inf"), None
-    progress = tqdm(range(hparams["number_of_epochs"]), desc=f"SALAD alpha={alpha:g}",
-                    unit="epoch")
-    for epoch in progress:
-        detector.train()
-        for feats, labels, lengths in batches(train_items, hparams["batch_size"], True, generator,
-                                              device):
-            loss = recall_aware_bce(detector(feats), labels, lengths, alpha)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        detector.eval()
-        with torch.no_grad():
-            dev = [float(recall_aware_bce(detector(f), lab, n, alpha))
-                   for f, lab, n in batches(valid_items, hparams["batch_size"], False, None,
-                                            device)]
-        dev_loss = sum(dev) / len(dev)
-        progress.set_postfix(dev_loss=f"{dev_loss:.4f}")
-        if dev_loss < best:
-            best, best_state = dev_loss, {k: v.clone() for k, v in detector.state_dict().items()}
-    detector.load_state_dict(best_state)
-    return detector.cpu().eval()  # saved and measured on the CPU
+def alpha_tag(alpha):
+    """How results, files and checkpoints name the detector of loss weight ``alpha``.
+
+    Arguments
+    ---------
+    alpha : float
+        The weight of salient frames in its loss.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> alpha_tag(10.0), alpha_tag(0.5)
+    ('alpha10', 'alpha0.5')
+    """
+    return f"alpha{alpha:g}"
+
+
+def detector_name(alpha):
+    """The module (and checkpoint file) name of ``alpha``'s detector; a module name has no dot.
+
+    Arguments
+    ---------
+    alpha : float
+        The weight of salient frames in its loss.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> detector_name(10.0), detector_name(0.5)
+    ('detector_alpha10', 'detector_alpha0_5')
+    """
+    return "detector_" + alpha_tag(alpha).replace(".", "_")
+
+
+class DetectorTraining(sb.Brain):
+    """One SALAD detector per ``alphas`` entry (``modules``: ``detector_name(alpha)``), trained
+    on the teacher's frame labels with the recall-aware BCE; checkpointed after every epoch with
+    each one's dev loss (``loss_<alpha_tag>``). At TEST, the detector of ``evaluated_alpha`` is
+    measured (``test_stats``: accuracy and recall on salient frames over all frames)."""
+
+    train_order = None  # the EpochPermutations of the training loader
+    evaluated_alpha = None
+    train_seconds = None
+
+    def compute_forward(self, batch, stage):
+        """Each detector's frame logits (at TEST only the evaluated one's), labels and lengths."""
+        feats, labels, lengths = (t.to(self.device) for t in batch)
+        alphas = [self.evaluated_alpha] if stage == sb.Stage.TEST else self.hparams.alphas
+        logits = {alpha: self.modules[detector_name(alpha)](feats) for alpha in alphas}
+        return logits, labels, lengths
+
+    def compute_objectives(self, predictions, batch, stage):
+        """The sum of the detectors' recall-aware BCE (each its own ``alpha``); each loss is
+        kept for the stage's means, and at TEST the frames for the detection statistics."""
+        logits, labels, lengths = predictions
+        losses = {alpha: recall_aware_bce(out, labels, lengths, alpha)
+                  for alpha, out in logits.items()}
+        for alpha, loss in losses.items():
+            self.batch_losses[alpha].append(float(loss))
+        if stage == sb.Stage.TEST:
+            out = logits[self.evaluated_alpha]
+            for b, n in enumerate(lengths.tolist()):
+                self.test_frames.append((out[b, :n], labels[b, :n]))
+        return sum(losses.values())
+
+    def on_fit_start(self):
+        """Share the checkpoint folder across DDP processes (then resume) and start the clock."""
+        share_checkpoint_dir(self.checkpointer)
+        super().on_fit_start()
+        self.hparams.run_state.start_timer()
+
+    def on_stage_start(self, stage, epoch=None):
+        """Empty loss lists; the training order of ``epoch``."""
+        alphas = [self.evaluated_alpha] if stage == sb.Stage.TEST else self.hparams.alphas
+        self.batch_losses = {alpha: [] for alpha in alphas}
+        self.test_frames = []
+        if stage == sb.Stage.TRAIN and self.train_order is not None:
+            self.train_order.set_epoch(epoch)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Log the stage; at VALID checkpoint with every detector's dev loss, at TEST keep the
+        evaluated detector's statistics in ``test_stats``."""
+        losses = {f"loss_{alpha_tag(alpha)}": sum(values) / len(values)
+                  for alpha, values in self.batch_losses.items()}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss, **losses}
+        elif stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
+                train_stats=self.train_stats, valid_stats={"loss": stage_loss, **losses})
+            self.checkpointer.save_and_keep_only(meta=losses, min_keys=list(losses))
+        else:
+            out, labels = (torch.cat(parts)[None] for parts in zip(*self.test_frames))
+            self.test_stats = detection_stats(out, labels)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"Epoch loaded": self.hparams.epoch_counter.current,
+                            "detector": alpha_tag(self.evaluated_alpha),
+                            "split": self.test_split},
+                test_stats={**losses, **self.test_stats})
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Stop the training clock (its total in ``train_seconds``), then load the checkpoint
+        with the lowest ``min_key``."""
+        if self.train_seconds is None:
+            self.hparams.run_state.stop_timer()
+            self.train_seconds = round(self.hparams.run_state.elapsed(), 1)
+        super().on_evaluate_start(max_key=max_key, min_key=min_key)
+
+    def best_detector(self, alpha, split, items):
+        """The statistics of ``alpha``'s detector, as of its best epoch, on one split.
+
+        Arguments
+        ---------
+        alpha : float
+            The detector's loss weight.
+        split : str
+            The split's name (for the log).
+        items : list of tuple
+            The split's labelled utterances (``label_split``).
+
+        Returns
+        -------
+        dict
+            ``detection_stats``: accuracy, recall on salient frames, salient share.
+        """
+        self.evaluated_alpha, self.test_split = alpha, split
+        self.evaluate(items, min_key=f"loss_{alpha_tag(alpha)}",
+                      test_loader_kwargs={"batch_size": self.hparams.batch_size,
+                                          "collate_fn": pad_batch})
+        return self.test_stats
 
 
 def write_pseudo_labels(path, items):
@@ -205,16 +343,18 @@ def main(argv):
         label_encoder = label_encoder_for(hparams)
         manifests = prepare_data(hparams)
         load_finetuned(hparams["teacher_from"], {"ssl": hparams["ssl"], "model": hparams["model"]})
-    device = run_opts.get("device", "cpu")
+        if len({alpha_tag(a) for a in hparams["alphas"]}) != len(hparams["alphas"]):
+            raise ValueError(f"alphas={hparams['alphas']}: give each weight once")
+    # the teacher labels where the Brain will train (SpeechBrain's guess without --device)
+    device = run_opts.get("device") or infer_device()
     hparams["ssl"].to(device).eval()
     hparams["model"].to(device).eval()
     out = Path(hparams["output_folder"])
     splits = {"train": manifests["train"],
               **{s: manifests[s] for s in hparams["dev_splits"] + hparams["test_splits"]}}
     limit = None
-    if run_opts.get("debug"):  # a few batches per split, few epochs
+    if run_opts.get("debug"):  # label only the few batches the Brain's debug mode visits
         limit = run_opts.get("debug_batches", 2) * hparams["batch_size"]
-        hparams["number_of_epochs"] = run_opts.get("debug_epochs", 2)
     items = {name: label_split(hparams, path, label_encoder, limit, device)
              for name, path in splits.items()}
     results = {"strategy": "salad_detector", "teacher_from": str(hparams["teacher_from"]),
@@ -223,23 +363,44 @@ def main(argv):
         labels = torch.cat([i[2] for i in its])
         results[f"non_salient_share_{name.replace('-', '_')}"] = round(
             1.0 - float(labels.float().mean()), 4)
-    results["pseudo_labelled_utterances"] = write_pseudo_labels(out / "pseudo_labels.csv",
-                                                                items["train"])
+    results["pseudo_labelled_utterances"] = sum(1 for item in items["train"] if item[3])
+    if if_main_process():
+        write_pseudo_labels(out / "pseudo_labels.csv", items["train"])
+
+    in_channels = items["train"][0][1].shape[1]
+    detectors = {}
+    for alpha in hparams["alphas"]:
+        torch.manual_seed(hparams["seed"])  # every detector starts where it would alone
+        detectors[detector_name(alpha)] = SaladDetector(in_channels, **hparams["detector"])
+    for name, detector in detectors.items():
+        hparams["checkpointer"].add_recoverable(name, detector)
+    brain = DetectorTraining(modules=detectors, opt_class=hparams["opt_class"], hparams=hparams,
+                             run_opts=run_opts, checkpointer=hparams["checkpointer"])
+    brain.train_order = EpochPermutations(len(items["train"]), hparams["seed"])
     valid = [i for s in hparams["dev_splits"] for i in items[s]]
+    brain.fit(hparams["epoch_counter"], items["train"], valid,
+              train_loader_kwargs={"batch_size": hparams["batch_size"],
+                                   "sampler": brain.train_order, "collate_fn": pad_batch},
+              valid_loader_kwargs={"batch_size": hparams["batch_size"], "collate_fn": pad_batch})
+
     for index, alpha in enumerate(hparams["alphas"]):
-        detector = train_detector(hparams, alpha, items["train"], valid, device)
-        tag = f"alpha{alpha:g}"
-        name = "salad_detector.pt" if index == 0 else f"salad_detector_{tag}.pt"
-        stats = {s: evaluate(detector, items[s], hparams["batch_size"])
+        tag = alpha_tag(alpha)
+        stats = {s: brain.best_detector(alpha, s, items[s])
                  for s in hparams["dev_splits"] + hparams["test_splits"]}
-        save_detector(out / name, detector, alpha=alpha, teacher=str(hparams["teacher_from"]),
-                      stats=stats)
+        detector = unwrapped(brain.modules[detector_name(alpha)])
+        name = "salad_detector.pt" if index == 0 else f"salad_detector_{tag}.pt"
+        if if_main_process():  # saved on the CPU, whatever the training device
+            save_detector(out / name, copy.deepcopy(detector).cpu(), alpha=alpha,
+                          teacher=str(hparams["teacher_from"]), stats=stats)
         results["detector_params"] = sum(p.numel() for p in detector.parameters())
         for split, st in stats.items():
             for key, value in st.items():
                 if key != "salient_share":
                     results[f"{key}_{tag}_{split.replace('-', '_')}"] = round(value, 4)
         logger.info("SALAD alpha=%g: %s", alpha, stats)
+    results["train_seconds"] = brain.train_seconds
+    if not if_main_process():
+        return 0
     update_results(out / "results.json", **results)
     lines = [f"SALAD detector ({results['detector_params']:,} parameters) from the teacher "
              f"{hparams['teacher_from']}"]
@@ -248,7 +409,7 @@ def main(argv):
                      f"{results[f'non_salient_share_{name.replace(chr(45), chr(95))}']:.1%}")
     for alpha in hparams["alphas"]:
         for split in hparams["test_splits"]:
-            t = f"alpha{alpha:g}_{split.replace('-', '_')}"
+            t = f"{alpha_tag(alpha)}_{split.replace('-', '_')}"
             lines.append(f"  alpha {alpha:g} on {split}: accuracy {results[f'accuracy_{t}']:.1%}, "
                          f"recall on salient frames {results[f'salient_recall_{t}']:.1%}")
     print("\n".join(lines))
