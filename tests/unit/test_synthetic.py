@@ -1,7 +1,6 @@
 """The embedded synthetic corpus: layout, determinism, caching, held-out conditions."""
 
 import csv
-import time
 
 import pytest
 import soundfile as sf
@@ -78,13 +77,19 @@ def test_seed_determines_plan():
     assert [j["text"] for j in a] != [j["text"] for j in c]
 
 
-def test_second_call_is_cached(tiny_corpus):
-    flac = next((tiny_corpus / "LibriSpeech" / "test-clean").glob("*/*/*.flac"))
-    before = flac.stat().st_mtime_ns
-    start = time.perf_counter()
+def test_second_call_is_cached(tiny_corpus, monkeypatch):
+    """A corpus already there is reused: nothing is spoken again, no file rewritten."""
+    from s3brain.data import synthetic
+
+    files = {p: p.stat().st_mtime_ns for p in tiny_corpus.rglob("*") if p.is_file()}
+
+    def speak_again(*args, **kwargs):
+        raise AssertionError("an utterance was synthesized again")
+
+    monkeypatch.setattr(synthetic, "synthesize", speak_again)
     assert generate(size="tiny", progress=False) == tiny_corpus
-    assert time.perf_counter() - start < 2.0
-    assert flac.stat().st_mtime_ns == before
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    assert {p for p in tiny_corpus.rglob("*") if p.is_file()} == set(files)
 
 
 def test_regeneration_replaces_stale_parts(tmp_path):
