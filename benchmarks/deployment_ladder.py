@@ -7,8 +7,8 @@ int8; dense int8 with the CNN in int8 too; input downsampling x2 (the signal res
 before the model, SpeechBrain's ``Downsampler`` family); SAFARI at sparsity 0.3 (physically
 shrunk); SAFARI 0.3 + int8; S6-DAMON (SAFARI 0.3 on the share of frames SALAD keeps, the
 detector's own cost included); S6-DAMON + int8; S6-DAMON + int8 with the CNN in int8 too; token
-merging (``s3brain.strategies.token_merging.merging``, the yaml's schedule). The model has random weights: timing
-and FLOPs do not depend on them.
+merging (``s3brain.strategies.token_merging.merging``, the yaml's schedule). The model has random
+weights: timing and FLOPs do not depend on them.
 
 int8 is dynamic quantization of the linear layers in onnxruntime (``s3brain.deployment.int8``;
 1.73x against torch's 1.36x at this size, ``benchmarks/int8_backends.py``): the whole path

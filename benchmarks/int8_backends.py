@@ -13,8 +13,9 @@ Random weights: timing does not depend on them.
 
 With ``--run``, a finished LibriSpeech run instead (read only: its manifests and its best
 checkpoint, loaded into the recipe's yaml, ``weight_ft.yaml`` unless ``--hparams``): its deployed
-model's fp32 and int8 latency (``s3brain.deployment.model.deployment_cost``) and test error rates, batch 1
-on the CPU (``s3brain.deployment.model.int8_error_rates``; fp32 scored by the same function).
+model's fp32 and int8 latency (``s3brain.deployment.model.deployment_cost``) and test error rates,
+batch 1 on the CPU (``s3brain.deployment.model.int8_error_rates``; fp32 scored by the same
+function).
 
     ./s3env python benchmarks/int8_backends.py --run results/weight_ft/1986
 

@@ -3,8 +3,8 @@
 
 A wav2vec2-base sized model (random weights: timing does not depend on them) is pruned with the
 SAFARI split (sp_heads - sp_ffn = 0.2) at each sparsity and physically shrunk. For each model the
-script measures, in one run with a fixed thread count, FLOPs (``s3brain.utils.efficiency.count_flops``,
-attention products included) and CPU
+script measures, in one run with a fixed thread count, FLOPs
+(``s3brain.utils.efficiency.count_flops``, attention products included) and CPU
 latency (median of repeats) of the transformer encoder on 10 s of audio, and of the whole model.
 Target: transformer speed-up >= 0.9 x the FLOPs reduction.
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Every recipe row on every backbone family and layout: the family x layout x recipe matrix.
 
-A tiny random-init model of each family and layout (``s3brain.backbone.tiny_models``: wav2vec2, HuBERT and
-WavLM in the base and the large layout, data2vec-audio in its one layout) is written with
+A tiny random-init model of each family and layout (``s3brain.backbone.tiny_models``: wav2vec2,
+HuBERT and WavLM in the base and the large layout, data2vec-audio in its one layout) is written with
 ``save_pretrained``, as a downloaded hub folder is, and passed as ``--ssl_hub`` to every row of
 ``tests/recipes/*.csv`` in its debug configuration (SSL pretraining left out). Prints the matrix
 (rows that passed per model) and the failures with their last error line. About 40 minutes of

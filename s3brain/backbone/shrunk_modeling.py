@@ -1,8 +1,8 @@
 """Transformers classes for a structurally pruned SSL model: per-layer FFN widths and head counts.
 
 This file is self-contained (it imports only torch and transformers) because
-``s3brain.strategies.pruning.structured.save_shrunk`` copies it next to ``config.json`` as ``modeling_shrunk.py``:
-the saved model then loads with transformers alone,
+``s3brain.strategies.pruning.structured.save_shrunk`` copies it next to ``config.json`` as
+``modeling_shrunk.py``: the saved model then loads with transformers alone,
 ``AutoModel.from_pretrained(folder, trust_remote_code=True)``. The config carries
 ``layer_intermediate_sizes`` and ``layer_attention_heads`` (one value per transformer block);
 every other part is the stock model of the family.

@@ -116,7 +116,8 @@ def load_ssl(source, save_path, random_init=False, random_init_seed=0, config_ov
     config_overrides : dict, optional
         Attributes set on the model config after loading (``mask_time_prob``, ...).
     **wrapper_kwargs
-        Passed to ``Wav2Vec2`` (``freeze``, ``freeze_feature_extractor``, ``output_all_hiddens``...).
+        Passed to ``Wav2Vec2`` (``freeze``, ``freeze_feature_extractor``,
+        ``output_all_hiddens``...).
 
     Returns
     -------

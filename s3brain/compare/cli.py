@@ -9,8 +9,8 @@ backbone, and write one comparison table (Markdown and CSV) and plots (PNG).
 
 Each strategy runs as ``<recipe>/train.py <yaml> --output_folder=<out>/<yaml stem>`` plus the
 overrides after ``--``. Every recipe writes the same ``results.json`` format
-(``s3brain.utils.results``): the table shows its test metrics (``metric_keys``) and its cost, and the
-plots its ``primary_metric`` (WER, PER or accuracy). A run whose ``results.json`` holds its
+(``s3brain.utils.results``): the table shows its test metrics (``metric_keys``) and its cost, and
+the plots its ``primary_metric`` (WER, PER or accuracy). A run whose ``results.json`` holds its
 primary metric is reused, not rerun, unless it started from another backbone than the command
 asks for (its recorded ``ssl_hub`` against ``--ssl_hub`` or the yaml's): that row fails with one
 line saying so, rather than mixing backbones in one table; a run
@@ -25,22 +25,13 @@ teacher (once per seed, in ``<out>/salad_detector``).
 With ``--seeds`` every strategy runs once per seed (``--seed=S``, in ``<out>/seed<S>/``) and the
 table gives each metric as mean +- std over the seeds and, for each row against the reference
 row (``--reference``, weight fine-tuning by default), the paired bootstrap 95 % interval of the
-error-rate difference (WER, PER) over the test utterances, pooled over seeds (``s3brain.compare.stats``), and
-the t interval of the same difference over the seeds' values (``s_`` columns: training noise
-counted, as the utterance bootstrap cannot); a ``*`` marks an interval that excludes 0. With the default reference, rows that start from the weight
-fine-tuning run are compared with its continuation instead (the ``reference`` column says which).
-The plots get error bars.
+error-rate difference (WER, PER) over the test utterances, pooled over seeds
+(``s3brain.compare.stats``), and the t interval of the same difference over the seeds' values
+(``s_`` columns: training noise counted, as the utterance bootstrap cannot); a ``*`` marks an
+interval that excludes 0. With the default reference, rows that start from the weight fine-tuning
+run are compared with its continuation instead (the ``reference`` column says which). The plots get
+error bars.
 
-Example
--------
->>> rows = [{"name": "weight_ft", "status": "ok", "wer_test_clean": 80.0, "flops_10s": 2.8e9,
-...          "sparsity": 0.0},
-...         {"name": "s3router", "status": "failed (exit 1)", "wer_test_clean": None}]
->>> print(markdown_table(rows, ["name", "status", "wer_test_clean", "flops_10s"]))
-| name | status | wer_test_clean | flops_10s |
-| --- | --- | --- | --- |
-| weight_ft | ok | 80.0 | 2.80 G |
-| s3router | failed (exit 1) |  |  |
 """
 
 import argparse

@@ -18,8 +18,8 @@
 - ``paired_differences``: both intervals and the per-seed differences of pairs of such files.
 - ``compare_rows`` / ``python -m s3brain.compare.stats REFERENCE SYSTEM ...``: any two rows of
   ``s3brain.compare`` folders (``<out>/<row>``, paired seed by seed) or cells of
-  ``studies/s3router_sweep/s3router_sweep.py --seeds``, both intervals per per-utterance file: the pairs the
-  comparison's own table does not give.
+  ``studies/s3router_sweep/s3router_sweep.py --seeds``, both intervals per per-utterance file: the
+  pairs the comparison's own table does not give.
 
 Example
 -------
@@ -184,8 +184,8 @@ def error_rate(errors):
 def prediction_errors(path):
     """``{utterance ID: (0 or 1, 1)}`` from a classification run's ``predictions_test.csv``
     (``ID``, then ``<target>_predicted`` and ``<target>_true`` per target, as
-    ``s3brain.training.utterance.ClassificationStats.write_predictions`` writes it): 1 when any target's
-    prediction is wrong, as the recipes' accuracy counts an utterance. With one "word" per
+    ``s3brain.training.utterance.ClassificationStats.write_predictions`` writes it): 1 when any
+    target's prediction is wrong, as the recipes' accuracy counts an utterance. With one "word" per
     utterance, ``paired_bootstrap`` on these gives the error-rate (100 - accuracy) difference.
 
     Arguments
@@ -311,9 +311,9 @@ def paired_differences(pairs, read=utterance_errors, confidence=0.95, resamples=
 def seed_runs(row):
     """``{seed: run folder}`` of one row of a comparison: ``<out>/<row>`` stands for the
     ``<out>/seed<S>/<row>`` folders ``python -m s3brain.compare --seeds`` writes. A run folder
-    with such siblings is the layout of ``studies/s3router_sweep/s3router_sweep.py --seeds`` (the yamls' own
-    seed in ``<out>/<row>``, the others in ``<out>/seed<S>/<row>``): it joins them under the
-    seed its ``hyperparams.yaml`` ran with. A run folder without siblings is one seed, shown as
+    with such siblings is the layout of ``studies/s3router_sweep/s3router_sweep.py --seeds`` (the
+    yamls' own seed in ``<out>/<row>``, the others in ``<out>/seed<S>/<row>``): it joins them under
+    the seed its ``hyperparams.yaml`` ran with. A run folder without siblings is one seed, shown as
     ``-``.
 
     Arguments

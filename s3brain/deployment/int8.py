@@ -4,8 +4,8 @@ The weights of every linear (ONNX ``MatMul``/``Gemm``) layer are stored as int8 
 activations quantized on the fly, batch by batch; the CNN feature extractor stays in float.
 Two backends do it:
 
-- ``onnxruntime``: the model exported to ONNX (``s3brain.utils.efficiency.export_onnx``) and quantized
-  by ``onnxruntime.quantization.quantize_dynamic``; what a CPU deployment serves.
+- ``onnxruntime``: the model exported to ONNX (``s3brain.utils.efficiency.export_onnx``) and
+  quantized by ``onnxruntime.quantization.quantize_dynamic``; what a CPU deployment serves.
 - ``torch``: ``torch.ao.quantization.quantize_dynamic`` on a copy of the modules. torch 2.13 marks
   this eager API deprecated (its successor is torchao); it is kept to measure against.
 
@@ -137,7 +137,8 @@ class OnnxInt8:
         Arguments
         ---------
         forward : callable
-            ``wav [batch, samples] -> outputs``, as deployed (``s3brain.deployment.model.Deployment``).
+            ``wav [batch, samples] -> outputs``, as deployed
+            (``s3brain.deployment.model.Deployment``).
         modules : list of torch.nn.Module
             The modules ``forward`` uses.
         example : torch.Tensor

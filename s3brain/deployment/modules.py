@@ -179,7 +179,8 @@ class Backbone(nn.Module):
         else:
             self.model = AutoModel.from_config(AutoConfig.for_model(model_type, **config))
         if adapters:
-            HoulsbyAdapters(self.model, bottleneck=adapters["bottleneck"], targets=adapters["targets"])
+            HoulsbyAdapters(self.model, bottleneck=adapters["bottleneck"],
+            targets=adapters["targets"])
         self.normalize_wav, self.output_norm = bool(normalize_wav), bool(output_norm)
         self.sampling_rate = int(sample_rate)
         self.output_all_hiddens = bool(output_all_hiddens)

@@ -1,5 +1,6 @@
 """Transcribe audio files from the command line with an inference folder
-(``s3brain.deployment.export.export_inference``) or a mask bank (``s3brain.inference.interfaces.S3RouterASR``)::
+(``s3brain.deployment.export.export_inference``) or a mask bank
+(``s3brain.inference.interfaces.S3RouterASR``)::
 
     python -m s3brain.inference.transcribe results/weight_ft/1986/inference a.wav b.flac ...
     python -m s3brain.inference.transcribe results/bank --task de clip1.mp3 clip2.mp3

@@ -4,9 +4,9 @@
 transformer block in place: with a Houlsby adapter (``HoulsbyAdapterLinear``: the layer's output
 ``h`` becomes ``h + up(swish(down(h)))``) or with LoRA (``W x`` becomes
 ``W x + alpha / rank * B A x``). The targets come from the family table
-(``s3brain.backbone.families``): ``attention`` (q/k/v/out projections), ``ffn`` (intermediate and output
-dense) or single layers by their last name (``out_proj``, ``output_dense``). The adapters live
-inside the backbone, as PEFT's do, so they are saved and resumed with it; LoRA folds back into
+(``s3brain.backbone.families``): ``attention`` (q/k/v/out projections), ``ffn`` (intermediate and
+output dense) or single layers by their last name (``out_proj``, ``output_dense``). The adapters
+live inside the backbone, as PEFT's do, so they are saved and resumed with it; LoRA folds back into
 plain ``nn.Linear`` weights (``merge_lora``), a Houlsby adapter, being nonlinear, does not.
 
 Example

@@ -91,11 +91,11 @@ def exit_head_count(ssl):
 
 def layer_outputs(model, wav, wav_lengths=None):
     """Yield ``(block input, block output)`` for each transformer block in turn, so that the
-    caller may stop after any block (``s3brain.backbone.families.iter_blocks``). The last output equals
-    the model's ``last_hidden_state``.
+    caller may stop after any block (``s3brain.backbone.families.iter_blocks``). The last output
+    equals the model's ``last_hidden_state``.
 
-    Works for every family of ``s3brain.backbone.families.FAMILIES`` in both layouts: in the large layout
-    (stable layer norm) each output goes through the encoder's final layer norm, as the last
+    Works for every family of ``s3brain.backbone.families.FAMILIES`` in both layouts: in the large
+    layout (stable layer norm) each output goes through the encoder's final layer norm, as the last
     one does in the model (``exit_features``).
 
     Arguments
@@ -137,8 +137,8 @@ def layer_outputs(model, wav, wav_lengths=None):
 
 def exit_features(model, block_output):
     """What an exit after a block reads: the block's output as the encoder would end with it
-    (``s3brain.backbone.families.final_layer_norm``: through the encoder's final layer norm in the large
-    layout, where the intermediate outputs are never normalised; as is in the base layout).
+    (``s3brain.backbone.families.final_layer_norm``: through the encoder's final layer norm in the
+    large layout, where the intermediate outputs are never normalised; as is in the base layout).
 
     Arguments
     ---------

@@ -32,7 +32,7 @@ from torch import nn
 from s3brain.backbone.families import block_outputs, feature_frames_and_mask, pack_kept, run_blocks  # noqa: F401 (salad's API)
 from s3brain.backbone.wrapper import normalized_input, output_normalized, wav_samples
 from s3brain.strategies.base import ExportError, Strategy
-from s3brain.utils.padding import blank_padded
+from s3brain.utils.padding import padded_as_alone
 
 
 def salient_labels(frame_ids, blank=0):
@@ -719,7 +719,4 @@ class DroppedFramesCTC(nn.Module):
         """
         features, lens, _ = encode_with_dropping(encoder.backbone, wavs, wav_lens,
                                                  self.token_dropping)
-        log_probs = encoder.log_probs(features)
-        frames = (lens * log_probs.shape[1]).round().long().tolist()
-        return blank_padded([lp[:n] for lp, n in zip(log_probs, frames)], wav_lens,
-                            encoder.blank_index)
+        return padded_as_alone(encoder.log_probs(features), lens, wav_lens, encoder.blank_index)

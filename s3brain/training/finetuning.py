@@ -8,7 +8,8 @@ it with its own ``compute_forward``, ``compute_objectives``, ``on_stage_start``,
   (``s3brain.strategies.encode``), without gradient while the backbone is held fixed;
 - ``init_backbone_optimizers``: separate optimizers for the backbone's trainable tensors (its
   weights, or S3-Router's mask scores) and for the head and the strategies' extra modules, both
-  checkpointed; ``freeze_optimizers`` leaves the backbone's out for the first ``ssl_frozen_steps`` updates;
+  checkpointed; ``freeze_optimizers`` leaves the backbone's out for the first ``ssl_frozen_steps``
+  updates;
 - the training-loop hooks of the strategies (``hparams.strategies``): ``on_step`` after every
   update, ``before_eval`` and ``stage_start`` before each evaluation (``strategies_before_eval``),
   ``stage_stats`` after it, ``loss`` terms (``strategies_loss``), ``at_target`` for checkpoint

@@ -51,3 +51,35 @@ def blank_padded(log_probs, wav_lens, blank_index):
     for i, lp in enumerate(log_probs):
         out[i, : lp.shape[0]] = lp
     return out
+
+
+def padded_as_alone(log_probs, lens, wav_lens, blank_index):
+    """A batch's log-probabilities after each utterance's frames were shortened to ``lens``
+    (frames dropped or skipped), padded with certain blanks so that greedy CTC decodes each
+    utterance as alone (``blank_padded``).
+
+    Arguments
+    ---------
+    log_probs : torch.Tensor
+        ``[batch, frames, outputs]``, each utterance's first ``lens * frames`` frames real.
+    lens : torch.Tensor
+        The utterances' kept frames, relative to ``frames``.
+    wav_lens : torch.Tensor
+        The batch's relative input lengths.
+    blank_index : int
+        The CTC blank.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[batch, frames', outputs]``.
+
+    Example
+    -------
+    >>> out = padded_as_alone(torch.zeros(2, 4, 3), torch.tensor([1.0, 0.5]),
+    ...                       torch.tensor([1.0, 1.0]), 0)
+    >>> out.shape
+    torch.Size([2, 4, 3])
+    """
+    frames = (lens * log_probs.shape[1]).round().long().tolist()
+    return blank_padded([lp[:n] for lp, n in zip(log_probs, frames)], wav_lens, blank_index)

@@ -45,7 +45,8 @@ length is not the end of the learning-rate schedule. ``--against-one-run <one-ru
 each such backbone minus the export at the same step of one run (``schedules.md``,
 ``schedules.png``)::
 
-    python studies/backbone_scaling/backbone_scaling.py --steps 2000 4000 8000 --one-run-per-length \
+    python studies/backbone_scaling/backbone_scaling.py --steps 2000 4000 8000 --one-run-per-length
+        \
         --seeds 1986 1987 1988 --out results/scaling_lengths --against-one-run results/scaling
 """
 

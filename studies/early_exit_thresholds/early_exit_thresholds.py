@@ -8,7 +8,8 @@ Each point is the recipe itself, run in its own folder under ``--out`` on a copy
 run's checkpoints (so nothing is trained again: only the test sets are decoded, greedily, as
 ``early_exit.yaml`` does); finished points are reused.
 
-    ./s3env python studies/early_exit_thresholds/early_exit_thresholds.py --run results/compare/early_exit \\
+    ./s3env python studies/early_exit_thresholds/early_exit_thresholds.py --run
+        results/compare/early_exit \\
         --dense results/compare/weight_ft
     ./s3env python studies/early_exit_thresholds/early_exit_thresholds.py --report-only
 """

@@ -8,10 +8,10 @@ when the scores learn slowly.
 
 Every folder below the given ones that holds a finished S3-Router run (``task_mask.safetensors``
 and ``hyperparams.yaml``) is read. Its initial masks are rebuilt exactly as the recipe built them
-(``s3brain.strategies.s3router.masks.add_masks`` on the backbone with the run's sparsity, init, scope, blocks and
-``seed``) on the backbone the run recorded in its ``results.json`` (``--backbone`` to give
-another), after checking that it is the one the masks were trained on (the file's
-fingerprint). Per run, averaged over the masked layers:
+(``s3brain.strategies.s3router.masks.add_masks`` on the backbone with the run's sparsity, init,
+scope, blocks and ``seed``) on the backbone the run recorded in its ``results.json``
+(``--backbone`` to give another), after checking that it is the one the masks were trained on (the
+file's fingerprint). Per run, averaged over the masked layers:
 
 - ``moved``: the share of the initially removed weights that the trained mask keeps (the same
   number of kept weights swapped out). 0: the mask never moved; a mask drawn afresh, independent
@@ -20,8 +20,9 @@ fingerprint). Per run, averaged over the masked layers:
   smallest-magnitude weights (the ones one-shot magnitude pruning removes at the same sparsity).
   1: the trained mask removes what magnitude pruning removes; chance is the sparsity.
 
-Runs with the same folder name (one cell of ``studies/s3router_sweep/s3router_sweep.py``, one folder per
-seed) are pooled: mean +- std over the seeds. Writes ``mask_drift.md`` and ``.csv`` in ``--out``.
+Runs with the same folder name (one cell of ``studies/s3router_sweep/s3router_sweep.py``, one
+folder per seed) are pooled: mean +- std over the seeds. Writes ``mask_drift.md`` and ``.csv`` in
+``--out``.
 """
 
 import argparse

@@ -15,7 +15,8 @@ Several SUPERB tasks run one after the other, and their tables and plots are als
 ``<out>/SUPERB``.
 
     ./s3env python studies/per_task_storage/per_task_storage.py --splits train-10m --jobs 2
-    ./s3env python studies/per_task_storage/per_task_storage.py --splits train-1h --epochs 5 --lora-ranks 2 \
+    ./s3env python studies/per_task_storage/per_task_storage.py --splits train-1h --epochs 5
+        --lora-ranks 2 \
         --adapters 16 --top-blocks --jobs 1
     ./s3env python studies/per_task_storage/per_task_storage.py --recipe SUPERB/KS SUPERB/IC --lora-ranks 2 \
         --adapters 16 --jobs 1

@@ -6,8 +6,9 @@ Every run is the recipe itself (``recipes/LibriSpeech/train.py``) in its own out
 whose ``results.json`` has test WERs is reused, not rerun, so an interrupted sweep continues.
 Runs go ``--jobs`` at a time, one CPU thread each.
 
-    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-10m            # the full grid
-    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-1h --inits ori \\
+    ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-10m            # the
+    full grid ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-1h --inits ori
+        \\
         --set train-1h:number_of_epochs=6
     ./s3env python studies/s3router_sweep/s3router_sweep.py --splits train-10m --pruning --inits \\
         --pruning-sparsities 0.3 0.6

@@ -8,10 +8,11 @@ Every run is the task's recipe (``recipes/SUPERB/<task>/train.py``) in its own f
 is loaded into one ``MaskBank`` on one dense backbone, and each task's test set is scored again
 with that task switched in: the scores must equal the task's own run.
 
-    ./s3env python studies/superb_table/superb_table.py                         # all tasks, the grid
-    ./s3env python studies/superb_table/superb_table.py --tasks KS IC --sparsities 0.05 0.1
+    ./s3env python studies/superb_table/superb_table.py                         # all tasks, the
+    grid ./s3env python studies/superb_table/superb_table.py --tasks KS IC --sparsities 0.05 0.1
     ./s3env python studies/superb_table/superb_table.py --report-only
-    ./s3env python studies/superb_table/superb_table.py --seeds 1986 1987 1988    # three seeds a run
+    ./s3env python studies/superb_table/superb_table.py --seeds 1986 1987 1988    # three seeds a
+    run
 
 - ``--seeds S ...``: every run once per seed (``--seed=S``). The yamls' own seed (1986) keeps
   the folder a run without ``--seeds`` has (``<out>/<task>/<run>``), so earlier runs are reused

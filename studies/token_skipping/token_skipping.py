@@ -10,9 +10,9 @@ SALAD detector (``train_salad.py``) and the weight fine-tuning run (the dense re
 start of S6-DAMON) must exist.
 
     ./s3env python studies/token_skipping/token_skipping.py --dense results/weight_ft/1986
-    ./s3env python studies/token_skipping/token_skipping.py --levels 0.8 --no-s6damon --jobs 1   # one lane
-    ./s3env python studies/token_skipping/token_skipping.py --no-merging          # without token merging
-    ./s3env python studies/token_skipping/token_skipping.py --report-only
+    ./s3env python studies/token_skipping/token_skipping.py --levels 0.8 --no-s6damon --jobs 1   #
+    one lane ./s3env python studies/token_skipping/token_skipping.py --no-merging          #
+    without token merging ./s3env python studies/token_skipping/token_skipping.py --report-only
 """
 
 import argparse

@@ -4,13 +4,13 @@ A unit is an FFN intermediate neuron (a row of ``intermediate_dense`` with its b
 of ``output_dense`` goes when the model is shrunk) or an attention head (its rows of ``q_proj``/
 ``k_proj``/``v_proj`` with their biases; its ``out_proj`` columns go when shrunk).
 ``add_unit_masks`` attaches one keep-mask per block and unit type with
-``torch.nn.utils.parametrize`` (the layer table of ``s3brain.strategies.s3router.masks``): a pruned unit outputs
-exact zeros and its weights get no gradient, as after deployment.
+``torch.nn.utils.parametrize`` (the layer table of ``s3brain.strategies.s3router.masks``): a pruned
+unit outputs exact zeros and its weights get no gradient, as after deployment.
 
-Schedules (the same hooks as ``s3brain.strategies.pruning.schedules``, so the recipes drive them unchanged):
-``Safari`` (sparsify by L1 weight norm, fine-tune, every ``adjust_every`` steps prune ``ar*N``
-more candidates by L1 norm and grow ``ar*N`` back by L1 gradient norm; constant sparsity; mask
-frozen after ``fix_after`` steps), ``StructuredOneShot`` (OMP) and ``StructuredPARP``.
+Schedules (the same hooks as ``s3brain.strategies.pruning.schedules``, so the recipes drive them
+unchanged): ``Safari`` (sparsify by L1 weight norm, fine-tune, every ``adjust_every`` steps prune
+``ar*N`` more candidates by L1 norm and grow ``ar*N`` back by L1 gradient norm; constant sparsity;
+mask frozen after ``fix_after`` steps), ``StructuredOneShot`` (OMP) and ``StructuredPARP``.
 
 ``shrink`` turns the masked model into a smaller dense one (fewer neurons, fewer heads) and
 ``save_shrunk`` writes it so that ``AutoModel.from_pretrained(path, trust_remote_code=True)``

@@ -13,7 +13,8 @@ logger = logging.getLogger(__name__)
 
 class Masks(Strategy):
     """S3-Router: learned binary masks over the frozen backbone weights
-    (``s3brain.strategies.s3router.masks.add_masks``); a task is its mask file (``task_mask.safetensors``).
+    (``s3brain.strategies.s3router.masks.add_masks``); a task is its mask file
+    (``task_mask.safetensors``).
 
     Arguments
     ---------

@@ -10,9 +10,9 @@ blocks (cascade: a removed token never comes back).
 - ``least_attended_keep``: which tokens stay at a skip point (padding never kept, never counted;
   an utterance keeps at least one token).
 - ``skipped_blocks``, ``forward_with_skipping``, ``encode_with_skipping``: the backbone's forward
-  with the skipping (``s3brain.backbone.families``' opened-up forward; the attention probabilities come
-  from forward hooks, the skip runs in a forward pre-hook of the next block, which also hands it
-  the padding mask and WavLM's position bias of the shorter sequence, taken between the kept
+  with the skipping (``s3brain.backbone.families``' opened-up forward; the attention probabilities
+  come from forward hooks, the skip runs in a forward pre-hook of the next block, which also hands
+  it the padding mask and WavLM's position bias of the shorter sequence, taken between the kept
   tokens' frames).
 - ``AdaptiveSkip``: the strategy; ``SkippedTokensBackbone``: its deployed model, for the cost.
 
@@ -25,11 +25,12 @@ none) they are computed as ``softmax(Q K^T / sqrt(d))`` from the outputs of the 
 cost the skipping adds, counted in the deployed model's FLOPs (``Q K^T`` of each scored block).
 In training they are what the attention used (after its dropout, where it returns them).
 
-The CTC head reads the tokens that remain, as after SALAD's dropping (``s3brain.strategies.token_dropping``): the
-output has ``lengths`` tokens per utterance, and the relative lengths say so. On the default
-schedule (one skip after block 0) the last block keeps 0.517 of the CNN frames, which leaves every
-test utterance of the embedded corpus at least as many frames as CTC needs (the CNN gives them at
-least 2.1 times that); skipping after several blocks at the same cost leaves fewer.
+The CTC head reads the tokens that remain, as after SALAD's dropping
+(``s3brain.strategies.token_dropping``): the output has ``lengths`` tokens per utterance, and the
+relative lengths say so. On the default schedule (one skip after block 0) the last block keeps
+0.517 of the CNN frames, which leaves every test utterance of the embedded corpus at least as many
+frames as CTC needs (the CNN gives them at least 2.1 times that); skipping after several blocks at
+the same cost leaves fewer.
 
 Example
 -------
@@ -66,7 +67,7 @@ from s3brain.strategies.token_merging.base import (
     merge_ratio_for,
     nominal_kept_share,
 )
-from s3brain.utils.padding import blank_padded
+from s3brain.utils.padding import padded_as_alone
 
 logger = logging.getLogger(__name__)
 
@@ -544,7 +545,4 @@ class SkippedTokensCTC(nn.Module):
         """
         features, lens, _ = encode_with_skipping(encoder.backbone, wavs, wav_lens,
                                                  self.skip_after, self.skip_ratio)
-        log_probs = encoder.log_probs(features)
-        frames = (lens * log_probs.shape[1]).round().long().tolist()
-        return blank_padded([lp[:n] for lp, n in zip(log_probs, frames)], wav_lens,
-                            encoder.blank_index)
+        return padded_as_alone(encoder.log_probs(features), lens, wav_lens, encoder.blank_index)

@@ -46,11 +46,11 @@ def bias_at(full_bias, centres):
 
 class BetweenBlocks(Strategy):
     """What the strategies that shorten the token sequence between transformer blocks share
-    (``TokenMerging``, ``s3brain.strategies.token_merging.adaptive_skip.AdaptiveSkip``): a ``ratio`` of the tokens goes
-    after each block of ``after``, checked against the backbone's blocks; the test pass counts
-    the share of token-block products computed (``kept_share``, comparable with token
-    dropping's). A subclass names its keys (``keys``: ratio, after) and what it does to the
-    tokens (``verb``), and its ``encode`` adds each forward's counts with ``count``.
+    (``TokenMerging``, ``s3brain.strategies.token_merging.adaptive_skip.AdaptiveSkip``): a
+    ``ratio`` of the tokens goes after each block of ``after``, checked against the backbone's
+    blocks; the test pass counts the share of token-block products computed (``kept_share``,
+    comparable with token dropping's). A subclass names its keys (``keys``: ratio, after) and what
+    it does to the tokens (``verb``), and its ``encode`` adds each forward's counts with ``count``.
 
     Arguments
     ---------
