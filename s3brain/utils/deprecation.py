@@ -19,6 +19,7 @@ Example
 """
 
 import importlib
+import importlib.util
 import sys
 import types
 import warnings
@@ -57,6 +58,17 @@ class RedirectedModule(types.ModuleType):
             warnings.warn(f"{self.__name__} moved to {self._new}: import from there (this path "
                           f"will be removed)", DeprecationWarning, stacklevel=2)
         return getattr(importlib.import_module(module), attr)
+
+    @property
+    def __spec__(self):
+        """A spec of the old name over the new module's file, so that ``python -m <old
+        path>`` runs the new module."""
+        return importlib.util.spec_from_file_location(
+            self.__name__, importlib.util.find_spec(self._new).origin)
+
+    @__spec__.setter
+    def __spec__(self, value):
+        """Ignored: the spec is always the new module's."""
 
     def __dir__(self):
         return sorted(set(dir(importlib.import_module(self._new))) | set(self._names))

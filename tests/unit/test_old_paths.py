@@ -127,3 +127,15 @@ def test_the_old_inference_names_resolve_and_unknown_ones_fail():
         assert inference.export_inference is export.export_inference
     with pytest.raises(AttributeError):
         inference.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("old, new", [("s3brain.transcribe", "s3brain.inference.transcribe"),
+                                      ("s3brain.stats", "s3brain.compare.stats")])
+def test_old_command_lines_still_run(old, new):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", old, "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: python -m {new}")
