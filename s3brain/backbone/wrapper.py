@@ -3,7 +3,8 @@
 ``ssl_hub`` is a Hugging Face hub name (``facebook/wav2vec2-base``) or a local directory written
 by ``save_pretrained``. Loading goes through SpeechBrain's Hugging Face integration, so the
 module a recipe trains is ``speechbrain.integrations.huggingface.wav2vec2.Wav2Vec2`` and its
-``.model`` is the plain transformers model.
+``.model`` is the plain transformers model. A hub name the hub cannot give (no network,
+``HF_HUB_OFFLINE``) is taken from the cache or refused in one line at once, without retries.
 
 A local directory with a ``config.json`` but no weights gives a randomly initialised model of that
 configuration (seeded), and says so: that is how the project's small default backbone behaves
@@ -23,6 +24,9 @@ Example
 import logging
 import os
 import shutil
+import socket
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -152,7 +156,7 @@ def load_ssl(source, save_path, random_init=False, random_init_seed=0, config_ov
     else:
         if random_init:
             raise BackboneUnavailableError("random_init needs ssl_hub to be a local directory")
-        _check_hub_reachable(source)
+        source = _hub_source(source, cache_dir=save_path)
     Path(save_path).mkdir(parents=True, exist_ok=True)
     ssl = Wav2Vec2(source, save_path=str(save_path), **wrapper_kwargs)
     configure(ssl.model, config_overrides, every_layer=wrapper_kwargs.get("output_all_hiddens"))
@@ -259,17 +263,113 @@ def hidden_layer_count(ssl):
     return len(out.hidden_states)
 
 
-def _check_hub_reachable(name):
-    """Fail with one clear line when a hub name cannot be fetched (offline, no network)."""
+def _hub_unreachable(endpoint, timeout):
+    """Why the hub at ``endpoint`` cannot be reached, or None: one TCP connection to its host
+    (or to the proxy the environment names for it, as huggingface_hub's client would use),
+    opened and closed, nothing sent.
+
+    Arguments
+    ---------
+    endpoint : str
+        The hub's URL (``huggingface_hub.constants.ENDPOINT``: ``HF_ENDPOINT`` or
+        ``https://huggingface.co``).
+    timeout : float
+        Seconds to wait for the connection.
+
+    Returns
+    -------
+    str or None
+        ``"host:port: reason"`` when the connection fails.
+    """
+    url = urllib.parse.urlsplit(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()  # HTTPS_PROXY, ALL_PROXY, ... (NO_PROXY below)
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host = proxy.hostname
+        port = proxy.port or {"https": 443, "socks5": 1080, "socks5h": 1080}.get(proxy.scheme, 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:  # no DNS, no route, refused, timed out
+        return f"{host}:{port}: {err.strerror or err}"
+    return None
+
+
+def _hub_source(name, cache_dir=None):
+    """What to load for the hub name ``name``: ``name`` itself when the hub answers, its folder
+    in the cache when the hub cannot be reached; else one clear line, at once.
+
+    Without network, huggingface_hub retries each file it has not cached five times (about
+    40 s) before transformers gives up, and a cached model asks for optional files it lacks
+    (``processor_config.json``) the same way. So the hub is tried first with one TCP
+    connection (``_hub_unreachable``, with huggingface_hub's own metadata timeout). When it
+    opens, loading goes on exactly as without the check. When it fails, or ``HF_HUB_OFFLINE``
+    is set, the model is taken from the cache as a local folder (no request at all) or
+    refused. A name that cannot be a hub name (``/path/to/model``: a folder that does not
+    exist) is refused without touching the network.
+
+    Arguments
+    ---------
+    name : str
+        The hub name (``facebook/wav2vec2-base``).
+    cache_dir : str, optional
+        The cache the backbone is loaded into (``load_ssl``'s ``save_path``), looked in before
+        huggingface_hub's default one.
+
+    Returns
+    -------
+    str
+        ``name``, or the folder of its cached snapshot.
+
+    Raises
+    ------
+    BackboneUnavailableError
+        The one line to show.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.utils import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        validate_repo_id,
+    )
     from transformers import AutoConfig
 
+    fix = ("Download it elsewhere (transformers' save_pretrained) and pass the folder: "
+           "--ssl_hub=/path/to/model")
     try:
-        AutoConfig.from_pretrained(name)
-    except Exception as err:  # transformers raises OSError, huggingface_hub its own errors
+        validate_repo_id(name)
+    except HFValidationError:
         raise BackboneUnavailableError(
-            f"Cannot load ssl_hub={name!r}: it is not a local directory and the Hugging Face hub "
-            f"cannot be reached ({type(err).__name__}). Download it elsewhere "
-            "(transformers' save_pretrained) and pass the folder: --ssl_hub=/path/to/model") from None
+            f"Cannot load ssl_hub={name!r}: it is neither a local directory nor a hub name "
+            "(owner/model). Give a folder written by transformers' save_pretrained "
+            "(config.json + model.safetensors), or a hub name") from None
+    if constants.HF_HUB_OFFLINE:
+        offline = "HF_HUB_OFFLINE is set"
+    else:
+        unreachable = _hub_unreachable(constants.ENDPOINT, constants.HF_HUB_ETAG_TIMEOUT)
+        if unreachable is None:
+            try:
+                AutoConfig.from_pretrained(name)  # as before the check
+            except Exception as err:  # noqa: BLE001 (OSError from transformers, hub errors)
+                first_line = (str(err).strip().splitlines() or [""])[0]
+                raise BackboneUnavailableError(
+                    f"Cannot load ssl_hub={name!r}: it is not a local directory and the Hugging "
+                    f"Face hub did not give it ({type(err).__name__}: {first_line}). {fix}"
+                ) from None
+            return name
+        offline = f"the Hugging Face hub cannot be reached ({unreachable})"
+    for cache in dict.fromkeys([cache_dir, None]):  # the run's cache, then the user's
+        try:
+            folder = Path(snapshot_download(name, cache_dir=cache, local_files_only=True))
+        except LocalEntryNotFoundError:  # not cached there
+            continue
+        if (folder / "config.json").exists() and (
+                _has_weights(folder) or any(folder.glob("*.index.json"))):  # or sharded
+            logger.warning("ssl_hub=%s is loaded from the cache (%s): %s", name, folder, offline)
+            return str(folder)
+    raise BackboneUnavailableError(f"Cannot load ssl_hub={name!r}: it is not a local directory, "
+                                   f"nor in the cache, and {offline}. {fix}")
 
 
 def hidden_size(ssl):

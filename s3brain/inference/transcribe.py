@@ -9,7 +9,8 @@ Each file is read as the recipes read audio (``s3brain.backbone.audio.read_audio
 soundfile reads, any rate and channel count, resampled to the backbone's rate); a line
 ``<file><TAB><transcript>`` goes to stdout, a progress bar to stderr. A file that cannot be
 read, is empty or too short for the model is reported by name on stderr and skipped; the exit
-status is then 1 (0 when every file was transcribed, 2 when the folder cannot be loaded).
+status is then 1 (0 when every file was transcribed, 2 when the folder cannot be loaded or
+has no such ``--task``).
 
 Example
 -------
@@ -114,7 +115,8 @@ def main(argv=None):
     Returns
     -------
     int
-        0: every file transcribed; 1: some failed (named on stderr); 2: no model.
+        0: every file transcribed; 1: some failed (named on stderr); 2: no model, or no such
+        task (one line, before any file).
     """
     parser = argparse.ArgumentParser(
         prog="python -m s3brain.inference.transcribe",
@@ -124,13 +126,16 @@ def main(argv=None):
     parser.add_argument("--task", default=None, help="the mask bank's task")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
+    try:  # the folder and the task, before any file
         asr = load_interface(args.folder)
+        if args.task is not None:
+            if not hasattr(asr, "set_task"):
+                raise ValueError(f"--task {args.task}: {args.folder} is not a mask bank")
+            asr.set_task(args.task)
     except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"ERROR: {err}", file=sys.stderr)
+        print(f"ERROR: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2
-    _, failed = transcribe_files(asr, args.files, args.task, not args.no_progress,
-                                 out=sys.stdout)
+    _, failed = transcribe_files(asr, args.files, None, not args.no_progress, out=sys.stdout)
     for path, reason in failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return 1 if failed else 0

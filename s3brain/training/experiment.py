@@ -24,12 +24,14 @@ True
 """
 
 import contextlib
+import difflib
 import inspect
 import logging
 import shutil
 import sys
 from pathlib import Path
 
+import ruamel.yaml
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
@@ -97,6 +99,78 @@ def resolve_hparams_path(path, recipe_dir):
     raise FileNotFoundError(f"hparams file {path} not found in {Path.cwd()} nor in {recipe_dir}")
 
 
+def check_overrides(hparams_file, overrides, argv=(), shown_as=None):
+    r"""Refuse overrides that name no top-level key of the yaml, in one line that names each and
+    the closest existing key, before anything in the yaml is built.
+
+    hyperpyyaml refuses them too, but only inside ``load_hyperpyyaml``, with a ``KeyError``
+    listing every key. Only top-level keys must match (hyperpyyaml merges the inside of a
+    mapping freely), and the keys are read as hyperpyyaml's own preview reads them: ruamel's
+    round-trip loader, which keeps the tags and builds nothing.
+
+    Arguments
+    ---------
+    hparams_file : str or Path
+        The yaml.
+    overrides : str or dict
+        The overrides, as ``sb.parse_arguments`` gives them (a yaml string) or as a mapping.
+    argv : list of str
+        The command line, to quote each bad override as it was typed (``--sparsty=0.1``).
+    shown_as : str, optional
+        The yaml's name in the message (default: ``hparams_file``).
+
+    Raises
+    ------
+    ValueError
+        Naming each unknown key (and its closest key, when one is close).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+    ...     _ = f.write("sparsity: 0.1\nmodel: !new:torch.nn.Linear [2, 2]\n"); f.flush()
+    ...     check_overrides(f.name, "sparsity: 0.2", shown_as="s3router.yaml")
+    ...     try:
+    ...         check_overrides(f.name, "sparsty: 0.2", ["--sparsty=0.2"], "s3router.yaml")
+    ...     except ValueError as err:
+    ...         print(err)
+    --sparsty=0.2: s3router.yaml has no key 'sparsty' (did you mean 'sparsity'?)
+    """
+    loader, argv = ruamel.yaml.YAML(), list(argv)
+    if isinstance(overrides, str):
+        try:
+            overrides = loader.load(overrides) if overrides.strip() else None
+        except ruamel.yaml.YAMLError as err:  # the override (one a line) where it went wrong
+            mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
+            line = overrides.splitlines()[mark.line] if mark is not None else overrides
+            raise ValueError(f"{_as_typed(line.partition(':')[0].strip(), argv)}: not a valid "
+                             f"yaml value ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(overrides, dict) or not overrides:
+        return  # nothing to check, or a shape hyperpyyaml itself refuses
+    with open(hparams_file, encoding="utf-8") as fin:
+        preview = loader.load(fin)
+    keys = [str(k) for k in preview] if isinstance(preview, dict) else []
+    unknown = [str(k) for k in overrides if str(k) not in keys]
+    if not unknown:
+        return
+    candidates = [k for k in keys if not k.startswith("__")]
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, candidates, n=1)
+        named.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    typed = [_as_typed(key, argv) for key in unknown]
+    raise ValueError(f"{', '.join(typed)}: {shown_as or hparams_file} has no "
+                     f"key{'s' if len(named) > 1 else ''} {', '.join(named)}")
+
+
+def _as_typed(key, argv):
+    """The override of ``key`` as the command line gave it: ``--key=value``, ``--key value``."""
+    if f"--{key}" in argv:
+        after = argv[argv.index(f"--{key}") + 1:][:1]
+        return " ".join([f"--{key}", *(a for a in after if not a.startswith("--"))])
+    return next((arg for arg in argv if arg.startswith(f"--{key}=")), f"--{key}")
+
+
 def start_experiment(argv, recipe_dir, script=None):
     """Parse the command line, load the yaml (relative to the current directory or the recipe
     folder) and create the experiment folder with a copy of the recipe's script.
@@ -114,9 +188,16 @@ def start_experiment(argv, recipe_dir, script=None):
     -------
     tuple
         ``(hparams, run_opts)``.
+
+    Raises
+    ------
+    ValueError
+        An override names no key of the yaml (``check_overrides``), before the yaml is loaded.
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    hparams_file = resolve_hparams_path(hparams_file, recipe_dir)
+    given, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file = resolve_hparams_path(given, recipe_dir)
+    # SpeechBrain's own options (--device, --debug) are in run_opts; only overrides reach here
+    check_overrides(hparams_file, overrides, argv, shown_as=given)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
