@@ -42,6 +42,7 @@ import argparse
 import copy
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -552,31 +553,108 @@ def export_run(run_folder, target=None):
     return export_inference(run_folder, target)
 
 
-def _task_name(run, taken):
-    """A task's name from its run: the language of a CommonVoice run, else the strategy's
-    folder name, made unique."""
-    hparams = run["hparams"]
-    base = str(hparams.get("language") or run["folder"].name)
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}{n}"
-    return name
+#: What a mask bank's task name may hold: it names the bank's files and yaml keys.
+TASK_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _task_name(hparams, detailed=False):
+    """A task's name from its run's hyperparameters: what the task is (the SUPERB task, the
+    CommonVoice language, else ``librispeech``), with ``detailed`` then the run's strategy and
+    seed; characters a name may not hold (``TASK_NAME``) become ``_``."""
+    parts = [hparams.get("task") or hparams.get("language") or "librispeech"]
+    if detailed:
+        parts += [hparams.get("strategy"), hparams.get("seed")]
+    return "_".join(re.sub(r"[^A-Za-z0-9_-]", "_", str(p)) for p in parts if p is not None)
+
+
+def _bank_names(runs, names):
+    """The tasks' names: ``names`` (checked), else what each task is (``_task_name``), with
+    its strategy and seed where two runs are of the same task; ExportError when two runs
+    would still get one name."""
+    folders, given = [run["folder"] for run in runs], names is not None
+    if given:
+        names = [str(n) for n in names]
+        if len(names) != len(runs):
+            raise ExportError(f"{len(names)} names for {len(runs)} runs")
+        bad = [n for n in names if not TASK_NAME.fullmatch(n)]
+        if bad:
+            raise ExportError(f"task name {bad[0]!r}: letters, digits, '_' and '-' only (it "
+                              f"names the bank's files and yaml keys)")
+    else:
+        short = [_task_name(run["hparams"]) for run in runs]
+        names = [n if short.count(n) == 1 else _task_name(run["hparams"], detailed=True)
+                 for n, run in zip(short, runs)]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            why = ("" if given else " (the same task, strategy and seed): name the tasks "
+                   "with --names")
+            raise ExportError(f"{folders[names.index(name)]} and {folders[i]} would both be "
+                              f"task {name!r}{why}")
+    keys = [key for run, name in zip(runs, names) for key in _bank_keys(run, name).values()]
+    if len(set(keys)) < len(keys):
+        raise ExportError(f"the task names {names} give two tasks one file: name them apart "
+                          f"with --names")
+    return names
+
+
+def _bank_keys(run, name):
+    """The yaml keys (and file names) of one task in a mask bank: its head, its mask file, and
+    its labels (a SUPERB run's label encoder per target, or the CTC labels)."""
+    labels = ({t: f"labels_{name}_{t}" for t in run["encoders"]} if "encoders" in run
+              else {None: f"labels_{name}"})
+    return {"head": f"head_{name}", "mask": f"task_{name}", **labels}
+
+
+def _bank_task(run, name, target):
+    """Write one run's files into a mask bank (its mask file, its labels) and give its yaml:
+    its head, mask file and labels, and its entry under ``tasks``."""
+    keys = _bank_keys(run, name)
+    head_key, mask_key = keys.pop("head"), keys.pop("mask")
+    (target / f"{mask_key}.ckpt").write_bytes((run["folder"] / TASK_FILE).read_bytes())
+    if "encoders" in run:  # a SUPERB run: its head reads every hidden layer
+        head = _module_yaml(run["head"], 4)
+        for t, key in keys.items():
+            run["encoders"][t].save(target / f"{key}.ckpt")
+        labels = "".join(f"{key}: !new:speechbrain.dataio.encoder.CategoricalEncoder\n"
+                         for key in keys.values())
+        entry = "        labels:\n" + "".join(f"            {json.dumps(t)}: !ref <{key}>\n"
+                                            for t, key in keys.items())
+    else:  # a CTC run: its head and CTC layer read the last block
+        modules = run["hparams"]["modules"]
+        head = ("!new:s3brain.deployment.modules.TaskHead\n"
+                f"    head: {_layer_yaml(modules['head'], 8)}"
+                f"    ctc_lin: {_layer_yaml(modules['ctc_lin'], 8)}")
+        run["labels"].save(target / f"{keys[None]}.ckpt")
+        labels = (f"{keys[None]}: !new:s3brain.deployment.modules.CTCLabels\n"
+                  f"    separator: {run['labels'].separator!r}\n")
+        entry = f"        labels: !ref <{keys[None]}>\n"
+    return {"yaml": f"{head_key}: {head}{mask_key}: !new:s3brain.deployment.modules.TaskFile\n"
+                    + labels,
+            "entry": f"    {json.dumps(name)}:\n        mask: !ref <{mask_key}>\n"
+                     f"        head: !ref <{head_key}>\n" + entry,
+            "loadables": [mask_key, *keys.values()]}
 
 
 def export_mask_bank(run_folders, target, names=None):
     """Write a mask bank folder serving the S3-Router runs ``run_folders`` (same backbone):
     the dense pretrained backbone once, each run's mask file, head and labels, and the
-    ``custom.py`` through which ``foreign_class`` loads ``S3RouterASR``.
+    ``custom.py`` through which ``foreign_class`` loads ``S3RouterASR`` (CTC runs: LibriSpeech,
+    CommonVoice) or ``S3RouterClassifier`` (which serves SUPERB runs too, and a bank mixing
+    both kinds: each task's head gets what it reads, every hidden layer for a SUPERB head, the
+    last block's features for a CTC one).
 
     Arguments
     ---------
     run_folders : list of str or Path
-        Finished S3-Router runs (``hparams/s3router.yaml`` of LibriSpeech or CommonVoice).
+        Finished S3-Router runs (``hparams/s3router.yaml`` of LibriSpeech, CommonVoice or a
+        SUPERB task).
     target : str or Path
         The folder to write.
     names : list of str, optional
-        The tasks' names (default: CommonVoice's language, else the run folder's name).
+        The tasks' names (letters, digits, ``_`` and ``-``). Default: what each task is, the
+        SUPERB task (``keyword_spotting``), the CommonVoice language (``en``) or
+        ``librispeech``, followed by the run's strategy and seed where two runs are of the
+        same task (``keyword_spotting_s3router_1986``).
 
     Returns
     -------
@@ -586,14 +664,19 @@ def export_mask_bank(run_folders, target, names=None):
     Raises
     ------
     ExportError
-        A run without S3-Router masks, or one learned on another backbone.
-    """
+        A run without S3-Router masks, one learned on another backbone, or two runs that
+        would get the same name.
 
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    tasks, fingerprint, backbone_yaml = [], None, None
-    for i, folder in enumerate(run_folders):
-        run = load_run(folder)
+    Example
+    -------
+    >>> export_mask_bank(["/nowhere"], "/tmp/bank")
+    Traceback (most recent call last):
+    ...
+    s3brain.strategies.base.ExportError: /nowhere: no hyperparams.yaml: not a run's output folder
+    """
+    runs, fingerprint = [], None
+    for folder in run_folders:
+        run = load_classifier_run(folder) if is_classifier_run(folder) else load_run(folder)
         mask_file = run["folder"] / TASK_FILE
         if not all(s.keeps_backbone_weights for s in run["strategies"]) or not mask_file.is_file():
             raise ExportError(f"{folder}: no {TASK_FILE} over the frozen backbone: a mask bank "
@@ -603,66 +686,60 @@ def export_mask_bank(run_folders, target, names=None):
             raise ExportError(f"{folder}: its masks were learned on another backbone than "
                               f"{run_folders[0]}'s")
         fingerprint = meta["backbone_fingerprint"]
-        name = names[i] if names else _task_name(run, [t[0] for t in tasks])
-        hparams = run["hparams"]
-        if backbone_yaml is None:
-            ssl = remove_masks(copy.deepcopy(hparams["ssl"]).cpu())
-            config = {"model_type": ssl.model.config.model_type,
-                      **{k: v for k, v in ssl.model.config.to_diff_dict().items()
-                         if k not in ("architectures", "auto_map", "transformers_version",
-                                      "_name_or_path")}}
-            args = {"normalize_wav": bool(ssl.normalize_wav),
-                    "output_norm": bool(ssl.output_norm),
-                    "sample_rate": backbone_rate(hparams["ssl"])}
-            backbone = Backbone(config, **args)
-            backbone.model.load_state_dict(ssl.model.state_dict())
-            torch.save(backbone.state_dict(), target / "backbone.ckpt")
-            backbone_yaml = ("backbone: !new:s3brain.deployment.modules.Backbone\n" + _yaml_block(args, 4)
-                             + "    config:\n" + _yaml_block(config, 8))
-            rate, blank = args["sample_rate"], hparams["blank_index"]
-        (target / f"task_{name}.ckpt").write_bytes(mask_file.read_bytes())
-        run["labels"].save(target / f"labels_{name}.ckpt")
-        head_yaml = (f"task_{name}_head: !new:s3brain.deployment.modules.TaskHead\n"
-                     f"    head: {_layer_yaml(hparams['modules']['head'], 8)}"
-                     f"    ctc_lin: {_layer_yaml(hparams['modules']['ctc_lin'], 8)}"
-                     f"task_{name}: !new:s3brain.deployment.modules.TaskFile\n"
-                     f"labels_{name}: !new:s3brain.deployment.modules.CTCLabels\n"
-                     f"    separator: {run['labels'].separator!r}\n")
-        tasks.append((name, head_yaml))
+        runs.append(run)
+    names = _bank_names(runs, names)
+    ctc = [run for run in runs if "encoders" not in run]
+    blanks = sorted({run["hparams"]["blank_index"] for run in ctc})
+    if len(blanks) > 1:
+        raise ExportError(f"the CTC runs have different blank indices {blanks}: a bank decodes "
+                          f"with one")
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    ssl = runs[0]["hparams"]["ssl"]
+    backbone = Backbone.of(remove_masks(copy.deepcopy(ssl).cpu()), sample_rate=backbone_rate(ssl))
+    torch.save(backbone.state_dict(), target / "backbone.ckpt")
+    tasks = [_bank_task(run, name, target) for run, name in zip(runs, names)]
+    classname = "S3RouterClassifier" if len(ctc) < len(runs) else "S3RouterASR"
     (target / "custom.py").write_text(
-        '"""The interface of this mask bank, for speechbrain.inference.interfaces.foreign_class '
-        '(pymodule_file="custom.py", classname="S3RouterASR")."""\n\n'
-        "from s3brain.inference import S3RouterASR  # noqa: F401\n", encoding="utf-8")
+        '"""The interfaces of this mask bank, for speechbrain.inference.interfaces.foreign_class '
+        '(pymodule_file="custom.py", classname="S3RouterASR" for its CTC tasks, '
+        '"S3RouterClassifier" for its SUPERB tasks and its CTC ones)."""\n\n'
+        "from s3brain.inference.interfaces import S3RouterASR, S3RouterClassifier  # noqa: F401\n",
+        encoding="utf-8")
+    first = {kind: next((n for r, n in zip(runs, names) if ("encoders" in r) == kind), None)
+             for kind in (False, True)}
+    use = "".join(f"#   bank.{verb}_file(\"speech.wav\", task=\"{first[kind]}\")\n"
+                  for kind, verb in ((False, "transcribe"), (True, "classify")) if first[kind])
+    ctc_yaml = ("decoding_function: !name:speechbrain.decoders.ctc_greedy_decode\n"
+                "    blank_id: !ref <blank_index>\n\n") if ctc else ""
     text = (
         "# A mask bank written by s3brain.deployment.export.export_mask_bank: one backbone, one mask\n"
         "# file and head per task.\n"
         "#   from speechbrain.inference.interfaces import foreign_class\n"
-        f"#   asr = foreign_class(source=\"{target}\", pymodule_file=\"custom.py\",\n"
-        "#                       classname=\"S3RouterASR\", savedir=\"bank\")\n"
-        f"#   asr.transcribe_file(\"speech.wav\", task=\"{tasks[0][0]}\")\n\n"
-        f"sample_rate: {rate}\nblank_index: {blank}\n\n{backbone_yaml}\n"
-        + "".join(head for _, head in tasks)
-        + "\ntasks:\n"
-        + "".join(f"    {name}:\n        mask: !ref <task_{name}>\n"
-                  f"        head: !ref <task_{name}_head>\n"
-                  f"        labels: !ref <labels_{name}>\n" for name, _ in tasks)
-        + "\ndecoding_function: !name:speechbrain.decoders.ctc_greedy_decode\n"
-          "    blank_id: !ref <blank_index>\n\n"
+        f"#   bank = foreign_class(source=\"{target}\", pymodule_file=\"custom.py\",\n"
+        f"#                        classname=\"{classname}\", savedir=\"bank\")\n"
+        f"{use}\n"
+        f"sample_rate: {backbone.sampling_rate}\n"
+        + (f"blank_index: {blanks[0]}\n" if ctc else "")
+        + f"\nbackbone: {_module_yaml(backbone, 4)}\n"
+        + "".join(task["yaml"] for task in tasks)
+        + "\ntasks:\n" + "".join(task["entry"] for task in tasks)
+        + f"\n{ctc_yaml}"
           "audio_normalizer: !new:s3brain.deployment.modules.AudioNormalizer\n"
           "    sample_rate: !ref <sample_rate>\n\n"
           "modules:\n    backbone: !ref <backbone>\n\n"
           "pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer\n"
           "    loadables:\n        backbone: !ref <backbone>\n"
-        + "".join(f"        task_{name}: !ref <task_{name}>\n"
-                  f"        labels_{name}: !ref <labels_{name}>\n" for name, _ in tasks))
+        + "".join(f"        {key}: !ref <{key}>\n" for task in tasks for key in task["loadables"]))
     (target / "hyperparams.yaml").write_text(text, encoding="utf-8")
+    logger.info("Mask bank written: %s (tasks %s)", target, ", ".join(names))
     return target
 
 
 def main(argv=None):
     """``python -m s3brain.inference <run folder> [--target DIR]``: export one run's inference
-    folder; ``python -m s3brain.inference --mask-bank DIR <S3-Router run>...``: a mask bank.
-    Prints the folder written.
+    folder; ``python -m s3brain.inference --mask-bank DIR <S3-Router run>... [--names A,B]``: a
+    mask bank (LibriSpeech, CommonVoice and SUPERB runs). Prints the folder written.
 
     Arguments
     ---------
@@ -677,14 +754,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m s3brain.inference",
         description="Write the SpeechBrain inference folder of a finished run (EncoderASR; "
-                    "UtteranceClassifier for a SUPERB run), or the mask bank (S3RouterASR) of "
-                    "several S3-Router runs.")
+                    "UtteranceClassifier for a SUPERB run), or the mask bank (S3RouterASR; "
+                    "S3RouterClassifier with SUPERB runs) of several S3-Router runs.")
     parser.add_argument("run_folders", nargs="+", help="the run's output folder")
     parser.add_argument("--target", default=None, help="default: <run_folder>/inference")
     parser.add_argument("--mask-bank", default=None, metavar="DIR",
                         help="write one mask bank serving every run given, in DIR")
-    parser.add_argument("--names", nargs="+", default=None, help="the mask bank's task names")
-    args = parser.parse_args(argv)
+    # one value (comma-separated, or --names repeated), so it cannot swallow the run folders
+    parser.add_argument("--names", action="extend", type=lambda text: text.split(","),
+                        default=None, metavar="A,B,...",
+                        help="the mask bank's task names, in the runs' order (default: each "
+                             "run's task or language, then strategy and seed where needed)")
+    args = parser.parse_intermixed_args(argv)  # options anywhere
     try:
         if args.mask_bank:
             print(export_mask_bank(args.run_folders, args.mask_bank, args.names))

@@ -198,11 +198,11 @@ def test_mask_bank_serves_each_task_as_its_own_model(trained, tmp_path):
     from s3brain.backbone.audio import read_audio
     from s3brain.deployment.export import export_inference, export_mask_bank
 
-    runs = {"ls": trained("s3router"), "en": trained("cv_s3router")}
-    bank_dir = export_mask_bank(list(runs.values()), tmp_path / "bank", names=list(runs))
+    runs = {"librispeech": trained("s3router"), "en": trained("cv_s3router")}
+    bank_dir = export_mask_bank(list(runs.values()), tmp_path / "bank")  # names: what each is
     bank = foreign_class(source=str(bank_dir), pymodule_file="custom.py",
                          classname="S3RouterASR", savedir=str(tmp_path / "bank_files"))
-    assert bank.tasks == ["ls", "en"] and bank.active_task == "ls"
+    assert bank.tasks == ["librispeech", "en"] and bank.active_task == "librispeech"
     own = {task: load_asr(export_inference(run), tmp_path / task) for task, run in runs.items()}
     wavs = {task: list(manifest_wavs(run).values())[:3] for task, run in runs.items()}
     weight = next(bank.mods.backbone.parameters())
@@ -213,7 +213,7 @@ def test_mask_bank_serves_each_task_as_its_own_model(trained, tmp_path):
     assert any(bank.transcribe_file(wav, task="en") for wav in wavs["en"])
 
     # a batch mixing the tasks (cropped to one length: no padding), in its own order
-    order = ["en", "ls", "ls", "en", "ls", "en"]
+    order = ["en", "librispeech", "librispeech", "en", "librispeech", "en"]
     signals = [read_audio(wavs[task][i // 2], 16000) for i, task in enumerate(order)]
     length = min(len(s) for s in signals)
     batch = torch.stack([s[:length] for s in signals])
@@ -221,13 +221,13 @@ def test_mask_bank_serves_each_task_as_its_own_model(trained, tmp_path):
     expected = [own[task].transcribe_batch(batch[i:i + 1], torch.ones(1))[0][0]
                 for i, task in enumerate(order)]
     assert words == expected
-    assert bank.active_task == "ls"  # left as it was
+    assert bank.active_task == "librispeech"  # left as it was
     assert next(bank.mods.backbone.parameters()).data_ptr() == pointer
 
     # a task added at run time: the same file under another name transcribes the same
-    bank.add_task(runs["ls"] / "task_mask.safetensors", "ls_again")
+    bank.add_task(runs["librispeech"] / "task_mask.safetensors", "ls_again")
     assert bank.transcribe_batch(batch, torch.ones(len(order)), ["ls_again"] * 6)[0] == \
-        bank.transcribe_batch(batch, torch.ones(len(order)), ["ls"] * 6)[0]
+        bank.transcribe_batch(batch, torch.ones(len(order)), ["librispeech"] * 6)[0]
     with pytest.raises(KeyError, match="not loaded"):
         bank.transcribe_batch(batch[:1], torch.ones(1), ["de"])
 
