@@ -7,7 +7,8 @@
 
 Each file is read as the recipes read audio (``s3brain.backbone.audio.read_audio``: any container
 soundfile reads, any rate and channel count, resampled to the backbone's rate); a line
-``<file><TAB><transcript>`` goes to stdout, a progress bar to stderr. A file that cannot be
+``<file><TAB><transcript>`` goes to stdout (a SUPERB classifier's folder, or a bank's classifier
+task, gives ``<file><TAB><target>=<label> ...``), a progress bar to stderr. A file that cannot be
 read, is empty or too short for the model is reported by name on stderr and skipped; the exit
 status is then 1 (0 when every file was transcribed, 2 when the folder cannot be loaded or
 has no such ``--task``).
@@ -56,10 +57,32 @@ def load_interface(folder, savedir=None):
         raise FileNotFoundError(f"{folder}: no hyperparams.yaml: give an inference folder "
                                 f"(python -m s3brain.inference <run folder> writes one)")
     savedir = str(savedir or tempfile.mkdtemp(prefix="s3brain-asr-"))
-    if (folder / "custom.py").is_file():
+    custom = folder / "custom.py"
+    if custom.is_file():  # the class the folder's custom.py offers, the most general first
+        offered = custom.read_text(encoding="utf-8")
+        classname = next(name for name in ("S3RouterClassifier", "S3RouterASR",
+                                           "UtteranceClassifier") if name in offered)
         return foreign_class(source=str(folder), pymodule_file="custom.py",
-                             classname="S3RouterASR", savedir=savedir)
+                             classname=classname, savedir=savedir)
     return EncoderASR.from_hparams(source=str(folder), savedir=savedir)
+
+
+def _classifies(asr, task):
+    """Whether ``asr`` labels utterances (a SUPERB classifier, or a bank's classifier task)
+    rather than transcribing them."""
+    if hasattr(asr, "classifies"):
+        return asr.classifies(task if task is not None else asr.active_task)
+    return hasattr(asr, "classify_batch")
+
+
+def _output(asr, task, signal):
+    """One file's line: its transcript, or a classifier's ``target=label`` pairs."""
+    if _classifies(asr, task):
+        options = {"tasks": [task]} if hasattr(asr, "classifies") and task is not None else {}
+        labels = asr.classify_batch(signal[None], torch.ones(1), **options)[0][0]
+        return " ".join(f"{target}={label}" for target, label in labels.items())
+    words, _ = asr.transcribe_batch(signal[None], torch.ones(1))
+    return words[0]
 
 
 def transcribe_files(asr, files, task=None, progress=True, out=None):
@@ -91,16 +114,16 @@ def transcribe_files(asr, files, task=None, progress=True, out=None):
                      file=sys.stderr):
         try:
             signal = read_audio(path, rate)
-            words, _ = asr.transcribe_batch(signal[None], torch.ones(1))
+            line = _output(asr, task, signal)
         except AudioReadError as err:
             failed.append((path, str(err)))
             continue
         except RuntimeError as err:  # e.g. shorter than the model's first convolution
             failed.append((path, f"the model cannot transcribe it ({str(err).splitlines()[0]})"))
             continue
-        done.append((path, words[0]))
+        done.append((path, line))
         if out is not None:
-            tqdm.write(f"{path}\t{words[0]}", file=out)
+            tqdm.write(f"{path}\t{line}", file=out)
     return done, failed
 
 
@@ -135,7 +158,8 @@ def main(argv=None):
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"ERROR: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2
-    _, failed = transcribe_files(asr, args.files, None, not args.no_progress, out=sys.stdout)
+    _, failed = transcribe_files(asr, args.files, args.task, not args.no_progress,
+                                 out=sys.stdout)
     for path, reason in failed:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     return 1 if failed else 0
