@@ -76,7 +76,10 @@ def default_backbone():
 
 
 def _has_weights(folder):
-    return any((Path(folder) / name).exists() for name in WEIGHT_FILES)
+    """Whether a model folder holds weights: one file, or the index of a sharded checkpoint
+    (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``)."""
+    return any((Path(folder) / name).exists() or (Path(folder) / f"{name}.index.json").exists()
+               for name in WEIGHT_FILES)
 
 
 def _materialise_random(source, save_path, seed):
@@ -365,7 +368,7 @@ def _hub_source(name, cache_dir=None):
         except LocalEntryNotFoundError:  # not cached there
             continue
         if (folder / "config.json").exists() and (
-                _has_weights(folder) or any(folder.glob("*.index.json"))):  # or sharded
+                _has_weights(folder)):
             logger.warning("ssl_hub=%s is loaded from the cache (%s): %s", name, folder, offline)
             return str(folder)
     raise BackboneUnavailableError(f"Cannot load ssl_hub={name!r}: it is not a local directory, "

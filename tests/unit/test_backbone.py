@@ -1,6 +1,7 @@
 """The shipped backbone: loads offline with transformers and through SpeechBrain, same outputs."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,22 @@ def test_wrapper_forward_steps_on_the_shipped_backbone(tmp_path):
                           F.layer_norm(wavs, wavs.shape[1:]), atol=1e-5)
     ssl.output_norm = False
     assert output_normalized(ssl, reference) is reference
+
+
+def test_a_sharded_checkpoint_is_loaded_not_randomly_initialised(tmp_path):
+    """A folder whose weights are sharded (an index and several files, as save_pretrained
+    writes a large model) holds weights: it loads, with the same outputs as one file."""
+    from s3brain.backbone.tiny_models import tiny_model, write_tiny_model
+    from s3brain.backbone.wrapper import load_ssl
+
+    single = write_tiny_model(tmp_path / "single", "wav2vec2", "base")
+    sharded = tmp_path / "sharded"
+    tiny_model("wav2vec2", "base").save_pretrained(sharded, max_shard_size="100KB")
+    shutil.copy(single / "preprocessor_config.json", sharded)
+    assert (sharded / "model.safetensors.index.json").exists()
+    one = load_ssl(str(single), str(tmp_path / "a"))
+    many = load_ssl(str(sharded), str(tmp_path / "b"))
+    assert one.ssl_init == many.ssl_init == "pretrained"
+    wav = torch.randn(1, 8000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(one.eval()(wav), many.eval()(wav), rtol=0, atol=0)
