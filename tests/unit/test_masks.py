@@ -305,3 +305,11 @@ def test_folding_a_copy_leaves_the_original_masked():
     assert not masked_linears(folded) and len(masked_linears(model)) == 2
     assert torch.equal(model.encoder.layers[0].feed_forward.output_dense.weight, masked)
     assert torch.equal(folded.encoder.layers[0].feed_forward.output_dense.weight, masked)
+
+
+@pytest.mark.parametrize("sparsity", ["abc", 1.5, -0.1, [0.1, "x"], []])
+def test_a_sparsity_that_is_not_a_share_is_refused_in_one_line(sparsity):
+    from s3brain.strategies import Masks
+
+    with pytest.raises(ValueError, match=r"^sparsity=.*: a share of each layer's weights"):
+        Masks(sparsity=sparsity)

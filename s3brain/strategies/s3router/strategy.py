@@ -38,6 +38,11 @@ class Masks(Strategy):
     file_name = TASK_FILE
 
     def __init__(self, sparsity=0.1, init="ori", scope="ffn", blocks=None, seed=None):
+        values = sparsity if isinstance(sparsity, (list, tuple)) else [sparsity]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 and 0 <= v < 1 for v in values):
+            raise ValueError(f"sparsity={sparsity!r}: a share of each layer's weights removed, "
+                             f"in [0, 1), or a list of one per masked block")
         self.options = {"sparsity": sparsity, "init": init, "scope": scope, "blocks": blocks}
         self.seed = seed
 
