@@ -201,3 +201,103 @@ def tiny_family_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
     return {(family, layout): write_tiny_model(root / f"{family}-{layout}", family, layout)
             for family, layout in FAMILY_LAYOUTS}
+
+
+# The error rates a recipe writes twice: in ``results.json`` (``split_results``: rounded to 2
+# decimals) and in SpeechBrain's error-rate files (``ErrorRateStats.write_stats``), whose first
+# line is ``%WER 12.34 [ 5 / 40, 1 ins, 2 del, 2 sub ]``. LibriSpeech writes ``wer_<split>.txt``
+# and, with the LM, ``wer_lm_<split>.txt``; CommonVoice ``per_test.txt`` (its phoneme error rate,
+# under SpeechBrain's ``%WER`` label).
+
+#: ``wer_test-clean.txt`` -> (``wer``, ``""``, ``test-clean``); ``wer_lm_...`` -> (.., ``lm_``, ..)
+ERROR_FILE_NAME = r"(wer|per|cer)_(lm_)?(.+)\.txt"
+
+
+def read_error_file(path):
+    """The summary of an error-rate file: ``(rate, edits, scored tokens)``, the rate in % as
+    written (2 decimals).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "wer_test-clean.txt"
+    >>> _ = path.write_text("%WER 41.18 [ 28 / 68, 2 ins, 20 del, 6 sub ]\\n%SER 100.00 [ 8 / 8 ]")
+    >>> read_error_file(path)
+    (41.18, 28, 68)
+    """
+    import re
+
+    first = Path(path).read_text(encoding="utf-8").split("\n", 1)[0]
+    found = re.match(r"%WER (\d+\.\d\d) \[ (\d+) / (\d+),", first)
+    if found is None:
+        raise ValueError(f"{path}: no '%WER <rate> [ <edits> / <tokens>, ...' first line: "
+                         f"{first!r}")
+    return float(found[1]), int(found[2]), int(found[3])
+
+
+def error_file_key(name):
+    """The ``results.json`` key of an error-rate file's name, None for another file.
+
+    Example
+    -------
+    >>> [error_file_key(n) for n in ("wer_test-clean.txt", "wer_lm_test-other.txt", "per_test.txt",
+    ...                               "train_log.txt")]
+    ['wer_test_clean', 'wer_test_other_lm', 'per_test', None]
+    """
+    import re
+
+    found = re.fullmatch(ERROR_FILE_NAME, name)
+    if found is None:
+        return None
+    metric, lm, split = found.groups()
+    return f"{metric}_{split.replace('-', '_')}" + ("_lm" if lm else "")
+
+
+def assert_results_match_error_files(folder):
+    """Every error-rate file of a run folder gives the rate ``results.json`` reports (to its 2
+    decimals), that rate is ``100 * edits / tokens`` of the file, and every greedy or LM error
+    rate of ``results.json`` (``wer_*``, ``per_*``; not the int8 model's, which has no file) has
+    its file. Returns ``{results key: (rate, edits, scored tokens)}``."""
+    import json
+
+    folder = Path(folder)
+    results = json.loads((folder / "results.json").read_text())
+    files = {error_file_key(p.name): p for p in sorted(folder.glob("*.txt"))}
+    files.pop(None, None)
+    assert files, f"{folder}: no error-rate file"
+    summaries = {}
+    for key, path in files.items():
+        rate, edits, scored = summaries[key] = read_error_file(path)
+        assert key in results, f"{path.name} has no {key} in results.json"
+        assert results[key] == rate, f"{key}: {results[key]} in results.json, {rate} in {path.name}"
+        assert round(100 * edits / scored, 2) == rate, (path.name, rate, edits, scored)
+    reported = {k for k in results.get("metric_keys", results)
+                if k.split("_")[0] in ("wer", "per") and not k.endswith("_int8")}
+    assert reported <= set(files), f"{folder}: no file for {sorted(reported - set(files))}"
+    return summaries
+
+
+def logged_value(folder, line_with, key):
+    """The number logged as ``<key>: <number>`` in the first line of a run's ``train_log.txt``
+    that contains ``line_with`` (``epoch: 2``, ``test split: test-clean``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "train_log.txt").write_text(
+    ...     "epoch: 1, lr: 1.00e-03 - train loss: 7.54 - valid loss: 4.71, valid WER: 1.00e+02\\n"
+    ...     "Epoch loaded: 1, test split: test-clean - test loss: 4.85, test WER: 1.00e+02\\n")
+    >>> logged_value(folder, "epoch: 1", "train loss")
+    7.54
+    >>> logged_value(folder, "test split: test-clean", "test WER")
+    100.0
+    """
+    import re
+
+    lines = [line for line in (Path(folder) / "train_log.txt").read_text().splitlines()
+             if line_with in line]
+    assert lines, f"{folder}/train_log.txt: no line with {line_with!r}"
+    found = re.search(rf"{re.escape(key)}: ([-+0-9.e]+)", lines[0])
+    assert found, f"{folder}/train_log.txt: no {key!r} in {lines[0]!r}"
+    return float(found[1])

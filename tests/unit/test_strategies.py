@@ -9,6 +9,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 from s3brain import strategies as st
 from s3brain.strategies.pruning.schedules import OneShotMagnitudePruning
 from s3brain.strategies.pruning.structured import Safari, prune_count, split_sparsity
+from s3brain.strategies.s3router.mask_bank import read_mask_file
 from s3brain.strategies.s3router.masks import binary_masks, weight_sparsity
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -37,8 +38,27 @@ def test_mask_payload_is_the_mask_file_and_only_on_a_shared_backbone(tmp_path):
     masks.setup(model, {"seed": 3})
     size = st.task_payload([st.InitFrom(None), masks], tmp_path, model, head, {"task": "t"})
     assert size == (tmp_path / "task_mask.safetensors").stat().st_size
-    # every masked layer is in the file, at the mask's exact sparsity
-    assert len(binary_masks(model)) == 2 * (2 + 4)
+    # every masked layer is in the file, at the mask's exact sparsity: the 4 attention and 2
+    # FFN linears of each of the 2 blocks, each keeping round(0.8 * its weights)
+    file_masks, file_head, _ = read_mask_file(tmp_path / "task_mask.safetensors")
+    layers = {f"encoder.layers.{b}.{name}": module
+              for b, block in enumerate(model.encoder.layers)
+              for name, module in (("attention.q_proj", block.attention.q_proj),
+                                   ("attention.k_proj", block.attention.k_proj),
+                                   ("attention.v_proj", block.attention.v_proj),
+                                   ("attention.out_proj", block.attention.out_proj),
+                                   ("feed_forward.intermediate_dense",
+                                    block.feed_forward.intermediate_dense),
+                                   ("feed_forward.output_dense", block.feed_forward.output_dense))}
+    assert set(file_masks) == set(layers) and len(layers) == 2 * (4 + 2)
+    in_memory = binary_masks(model)
+    for name, mask in file_masks.items():
+        weight = layers[name].weight
+        assert mask.dtype == torch.bool and mask.shape == weight.shape, name
+        assert int(mask.sum()) == round(0.8 * weight.numel()), name
+        assert torch.equal(mask, in_memory[name]), name
+    assert file_head.keys() == head.state_dict().keys()
+    assert all(torch.equal(file_head[k], v) for k, v in head.state_dict().items())
     # started from a fine-tuned run: the weights are the run's own, a task is a whole model
     other = tmp_path / "other"
     assert st.task_payload([st.InitFrom("results/x"), masks], other, model, head, {}) is None
@@ -123,14 +143,14 @@ def test_s6damon_list_deploys_shrunk_and_dropped():
 
 
 def test_distillation_loss_is_the_layerwise_mse_on_the_kept_frames():
-    """Against a direct computation: the teacher's blocks on the whole utterance, the student's
-    on the frames it kept, mean squared error per block, averaged, weighted."""
+    """Against a direct computation, without the implementation's helpers: the teacher's
+    blocks on the whole utterance (transformers' ``output_hidden_states``), indexed at the
+    frames the student kept; mean squared error per block over the kept frames, averaged
+    over blocks, weighted."""
     import copy
     from types import SimpleNamespace
 
     import speechbrain as sb
-
-    from s3brain.strategies.token_dropping import block_outputs, pack_kept
 
     student_lobe = Lobe(small_model(seed=0))
     teacher_lobe = Lobe(small_model(seed=1))
@@ -145,14 +165,22 @@ def test_distillation_loss_is_the_layerwise_mse_on_the_kept_frames():
     loss = distill.loss(None, batch, sb.Stage.TRAIN)
 
     mask = (torch.arange(16000)[None, :] < (lens * 16000).round()[:, None]).long()
-    with torch.no_grad(), block_outputs(teacher_lobe.model) as teacher_blocks:
-        teacher_lobe.model(wav, attention_mask=mask)
-    kept = dropping.kept
+    with torch.no_grad():
+        hidden_states = teacher_lobe.model(wav, attention_mask=mask,
+                                           output_hidden_states=True).hidden_states
+    # base layout: hidden_states[0] is the blocks' input, [i + 1] block i's output
+    teacher_blocks = hidden_states[1:]
+    kept = dropping.kept  # [utterance, frame] bool: the frames the student kept
+    assert kept.shape == teacher_blocks[0].shape[:2] and 0 < kept.sum() < kept.numel()
+    assert len(dropping.blocks) == len(teacher_blocks) == 2
     expected = 0.0
-    for t_hidden, s_hidden in zip(teacher_blocks, dropping.blocks):
-        t_kept, lengths = pack_kept(t_hidden, kept)
-        per_utt = [((s_hidden[b, :n] - t_kept[b, :n]) ** 2).sum() for b, n in enumerate(lengths)]
-        expected = expected + sum(per_utt) / (lengths.sum() * s_hidden.shape[-1])
+    for teacher, student in zip(teacher_blocks, dropping.blocks):
+        squared, frames = 0.0, 0
+        for b in range(len(wav)):
+            t_kept = teacher[b][kept[b]]  # the kept frames, in order
+            squared = squared + ((student[b, :len(t_kept)] - t_kept) ** 2).sum()
+            frames += len(t_kept)
+        expected = expected + squared / (frames * teacher.shape[-1])
     expected = 2.0 * expected / len(teacher_blocks)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss.item() > 0
