@@ -209,7 +209,12 @@ class Backbone(nn.Module):
                                   "_name_or_path")}}
         backbone = cls(config, normalize_wav=bool(ssl.normalize_wav),
                        output_norm=bool(ssl.output_norm), **args)
-        backbone.model.load_state_dict(hf.state_dict())
+        state = hf.state_dict()
+        if "masked_spec_embed" not in backbone.model.state_dict():
+            # only training's time masking reads it; a config with the masking off (the
+            # recipes' config_overrides) builds the model without it
+            state.pop("masked_spec_embed", None)
+        backbone.model.load_state_dict(state)
         return backbone.cpu().eval()
 
     def export_args(self):

@@ -123,3 +123,19 @@ def test_a_strategy_that_changes_the_forward_without_saying_how_is_refused(tiny,
 def test_random_dropping_is_refused_in_one_line():
     with pytest.raises(ExportError, match="random token dropping"):
         TokenDropping("random", drop_share=0.5).export(None)
+
+
+def test_a_backbone_trained_with_time_masking_off_ships(tiny, tmp_path):
+    """config_overrides turn the masking off after the model was built, so it still holds the
+    mask embedding its exported config no longer builds: the shipped model must load without it."""
+    ssl = load_ssl(str(tiny), str(tmp_path / "save"),
+                   config_overrides={"mask_time_prob": 0.0, "mask_feature_prob": 0.0}).eval()
+    assert "masked_spec_embed" in ssl.model.state_dict()
+    head = nn.Sequential(nn.Identity(), nn.Linear(ssl.model.config.hidden_size, OUTPUTS))
+    deployment = Deployment(ssl, head, [])
+    shipped = deployment.ctc_model()
+    assert "masked_spec_embed" not in shipped.backbone.model.state_dict()
+    wav = _wav(16000, seed=2)
+    with torch.no_grad():
+        torch.testing.assert_close(shipped(wav), deployment.fp32_decoding(wav).log_softmax(-1),
+                                   rtol=0, atol=1e-5)
