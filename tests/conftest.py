@@ -8,9 +8,10 @@ so ``pytest -m "not integration"`` (or ``-m unit``) runs the fast part. This fol
 
 import csv
 import os
+import re
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, namedtuple
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,125 @@ def tiny_family_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
     return {(family, layout): write_tiny_model(root / f"{family}-{layout}", family, layout)
             for family, layout in FAMILY_LAYOUTS}
+
+
+# SpeechBrain's performance check of a recipe row (``tests/utils/recipe_tests.py`` upstream:
+# ``check_performance``, ``extract_value``, ``check_threshold``), the same semantics here so that
+# the project's row test enforces what upstream's runner does. The entry
+# ``performance_check=[train_log.txt, train loss, <=4.36, epoch: 2]`` of a row's
+# ``test_debug_checks`` reads ``train loss`` from the first line of ``train_log.txt`` that
+# contains ``epoch: 2`` (with ``epoch: -1``: from the file's last line when no line contains
+# it) and fails unless it is ``<=4.36``. Only the first entry of a row counts; only values written
+# with a decimal point are read.
+
+PerformanceCheck = namedtuple("PerformanceCheck", "file variable threshold epoch")
+
+
+def parse_performance_check(check_str):
+    """The first ``performance_check=[file, variable, threshold, epoch]`` entry of a row's
+    ``test_debug_checks`` (None without one).
+
+    Example
+    -------
+    >>> parse_performance_check("file_exists=[a],performance_check=[log.txt, loss, <=2, epoch: 2]")
+    PerformanceCheck(file='log.txt', variable='loss', threshold='<=2', epoch='epoch: 2')
+    """
+    found = re.search(r"performance_check=\[(.*?)\]", check_str)
+    if found is None:
+        return None
+    fields = [field.strip() for field in found.group(1).split(",")]
+    return PerformanceCheck(*fields[:4])
+
+
+def extract_value(string, key):
+    """The number written after ``key:`` in ``string`` (as text), None if there is none; only a
+    number with a decimal point counts.
+
+    Example
+    -------
+    >>> line = "Epoch loaded: 49 - test loss: 4.71e-01, test PER: 14.21"
+    >>> extract_value(line, "test loss"), extract_value(line, "test PER")
+    ('4.71e-01', '14.21')
+    >>> extract_value("epoch: 2, train loss: 4", "train loss") is None
+    True
+    """
+    pattern = rf"(?P<key>{re.escape(key)})\s*:\s*(?P<value>[-+]?\d*\.\d+([eE][-+]?\d+)?)"
+    match = re.search(pattern, string)
+    return match.group("value") if match else None
+
+
+def check_threshold(threshold, value):
+    """Whether ``value`` meets ``threshold`` (``<=4.36``, ``>=0.485``, ``<5``, ``>1``, ``==2``).
+
+    Example
+    -------
+    >>> check_threshold("<=4.36", 4.23), check_threshold("<=4.36", 4.44), check_threshold("5", 5.0)
+    (True, False, False)
+    """
+    bound = float(threshold.strip().replace("=", "").replace(">", "").replace("<", ""))
+    if "==" in threshold:
+        return value == bound
+    if ">=" in threshold:
+        return value >= bound
+    if ">" in threshold:
+        return value > bound
+    if "<=" in threshold:
+        return value <= bound
+    if "<" in threshold:
+        return value < bound
+    return False
+
+
+def performance_value(check, output_folder):
+    """The value a ``PerformanceCheck`` reads in a run's ``output_folder``, as upstream reads it.
+
+    Raises
+    ------
+    ValueError
+        When the file, its line or the variable is missing (the message says which).
+    """
+    path = Path(output_folder) / check.file
+    if not path.exists():
+        raise ValueError(f"{path} does not exist (needed for the performance check)")
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    matching = [line for line in lines if check.epoch in line]
+    if int(check.epoch.split(":")[-1].strip()) == -1:
+        matching.append(([line for line in lines if line.strip()] or [""])[-1])
+    if not matching:
+        raise ValueError(f"no entries {check.epoch} in {path}")
+    value = extract_value(matching[0], check.variable)
+    if value is None:
+        raise ValueError(f"{path} has no value of {check.variable} in its line "
+                         f"{matching[0].strip()!r}")
+    return float(value)
+
+
+def check_performance(check_str, output_folder):
+    """Why a row's run in ``output_folder`` fails its performance check; None when it passes
+    (or has none): SpeechBrain's ``check_performance``, with the message it would log.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "train_log.txt").write_text(
+    ...     "epoch: 1, lr: 1.00e-03 - train loss: 7.54 - valid loss: 4.71\\n"
+    ...     "epoch: 2, lr: 1.00e-03 - train loss: 4.23 - valid loss: 3.37\\n")
+    >>> check_performance("performance_check=[train_log.txt, train loss, <=4.36, epoch: 2]", folder)
+    >>> check_performance("performance_check=[train_log.txt, train loss, <=4.2, epoch: 2]", folder)
+    'train loss of train_log.txt is 4.23, outside the threshold <=4.2 (epoch: 2)'
+    """
+    check = parse_performance_check(check_str)
+    if check is None:
+        return None
+    try:
+        value = performance_value(check, output_folder)
+    except ValueError as err:
+        return str(err)
+    if check_threshold(check.threshold, value):
+        return None
+    return (f"{check.variable} of {check.file} is {value:g}, outside the threshold "
+            f"{check.threshold} ({check.epoch})")
 
 
 # The error rates a recipe writes twice: in ``results.json`` (``split_results``: rounded to 2
