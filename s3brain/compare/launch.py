@@ -285,8 +285,30 @@ def run_strategy(recipe, yaml, folder, overrides=(), threads=None, log_name="com
     code = (launcher or SubprocessLauncher()).run(cmd, env, folder / log_name)
     done = finished(folder)
     if code != 0 or not done:
-        return None, f"failed (exit {code}, see {folder / log_name})"
+        said = _error_line(folder / log_name)
+        return None, (f"failed: {said}" if said else
+                      f"failed (exit {code}, see {folder / log_name})")
     return done, "ok"
+
+
+def _error_line(log):
+    r"""The last one-line error (``ERROR: ...``) a run printed in ``log``, or None.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     log = Path(tmp) / "run.log"
+    ...     _ = log.write_text("loading\nERROR: --sparsty=0.1: no key 'sparsty'\n")
+    ...     _error_line(log), _error_line(Path(tmp) / "none.log")
+    ("--sparsty=0.1: no key 'sparsty'", None)
+    """
+    try:
+        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line[len("ERROR: "):] for line in lines if line.startswith("ERROR: ")]
+    return errors[-1] if errors else None
 
 
 def with_references(recipe, yamls):
