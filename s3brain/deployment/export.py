@@ -418,11 +418,9 @@ def load_classifier_run(run_folder):
                           f"finished")
     # the head as the recipe built it (build_head), sized by the checkpoint's tensors
     state = torch.load(best.paramfiles["model"], map_location="cpu", weights_only=True)
-    targets = [k.split(".")[1] for k in state if k.startswith("classifiers.")
-               and k.endswith(".weight")]
-    classes = {t: state[f"classifiers.{t}.weight"].shape[0] for t in targets}
-    projection, input_size = state["projection.weight"].shape
-    head = UtteranceHead(state["layer_sum.weights"].numel(), input_size, classes, projection)
+    head = UtteranceHead.sized_by(state)
+    classes = head.export_args()["classes"]
+    targets = list(classes)
     hparams["model"] = hparams["modules"]["head"] = head
     strategies = list(hparams.get("strategies") or [])
     _rebuild(hparams, head, strategies, run_folder, "error")

@@ -163,16 +163,6 @@ def _labels_beside(path, head):
     return labels
 
 
-def _utterance_head(state):
-    """A SUPERB run's head (``UtteranceHead``) sized by its weights, as the recipe built it."""
-    targets = [k.split(".")[1] for k in state
-               if k.startswith("classifiers.") and k.endswith(".weight")]
-    projection, input_size = state["projection.weight"].shape
-    return UtteranceHead(state["layer_sum.weights"].numel(), input_size,
-                         {t: state[f"classifiers.{t}.weight"].shape[0] for t in targets},
-                         projection)
-
-
 class S3RouterASR(Pretrained):
     """One frozen backbone serving any number of S3-Router tasks (a mask file and a head
     each, ``s3brain.strategies.s3router.mask_bank.MaskBank``), through SpeechBrain's inference
@@ -270,7 +260,7 @@ class S3RouterASR(Pretrained):
             head_state = read_mask_file(path)[1]
             ctc_heads = [h for h in self.task_heads.values() if not isinstance(h, UtteranceHead)]
             if "layer_sum.weights" in head_state:
-                head = _utterance_head(head_state)
+                head = UtteranceHead.sized_by(head_state)
             elif ctc_heads:
                 head = copy.deepcopy(ctc_heads[0])
             else:

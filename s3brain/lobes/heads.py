@@ -87,6 +87,32 @@ class UtteranceHead(nn.Module):
         self.projection = nn.Linear(input_size, projection)
         self.classifiers = nn.ModuleDict({t: nn.Linear(projection, n) for t, n in classes.items()})
 
+    @classmethod
+    def sized_by(cls, state):
+        """The head as the recipe built it (``build_head``), sized by its saved tensors.
+
+        Arguments
+        ---------
+        state : dict
+            The head's ``state_dict`` (a checkpoint's or a mask file's).
+
+        Returns
+        -------
+        UtteranceHead
+            Untrained; load ``state`` into it.
+
+        Example
+        -------
+        >>> head = UtteranceHead(layers=3, input_size=8, classes={"a": 4, "b": 2}, projection=6)
+        >>> UtteranceHead.sized_by(head.state_dict()).export_args() == head.export_args()
+        True
+        """
+        targets = [k.split(".")[1] for k in state
+                   if k.startswith("classifiers.") and k.endswith(".weight")]
+        projection, input_size = state["projection.weight"].shape
+        return cls(state["layer_sum.weights"].numel(), input_size,
+                   {t: state[f"classifiers.{t}.weight"].shape[0] for t in targets}, projection)
+
     def export_args(self):
         """The constructor's arguments, for an inference folder's yaml."""
         return {"layers": self.layer_sum.weights.numel(),
