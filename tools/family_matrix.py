@@ -86,13 +86,15 @@ def main(argv=None):
     rows = index_rows(only=args.only)
     start = time.perf_counter()
 
-    def one_model(key):
+    for key in args.models:  # in this thread: transformers' lazy imports are not thread-safe
         family, layout = key.rsplit("-", 1)
+        (work / key).mkdir(parents=True, exist_ok=True)
+        if not (work / key / "model" / "config.json").exists():
+            write_tiny_model(work / key / "model", family, layout)
+
+    def one_model(key):
         base = work / key
-        base.mkdir(parents=True, exist_ok=True)
         hub = base / "model"
-        if not (hub / "config.json").exists():
-            write_tiny_model(hub, family, layout)
         extra = [f"--ssl_hub={hub}"]
         earlier, done = prerequisites(base, extra, args.timeout)
         return key, base, extra, earlier, done
@@ -117,7 +119,7 @@ def main(argv=None):
     for r in runs:
         r["outcome"] = outcome(r)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
+                            capture_output=True, text=True, check=False).stdout.strip()
     record = {"command": "./s3env python tools/family_matrix.py " + " ".join(argv or sys.argv[1:]),
               "date": datetime.date.today().isoformat(), "code": commit,
               "minutes": round((time.perf_counter() - start) / 60, 1),

@@ -32,6 +32,11 @@ interval that excludes 0. With the default reference, rows that start from the w
 run are compared with its continuation instead (the ``reference`` column says which). The plots get
 error bars.
 
+With ``--record RECORDS`` the finished runs' records (``s3brain.compare.records``: results and
+per-utterance errors, no checkpoints) are written to ``RECORDS`` in the same layout; with
+``--from-records RECORDS`` nothing runs and the tables, intervals and plots are made from them,
+in seconds.
+
 """
 
 import argparse
@@ -44,7 +49,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from s3brain.compare.collect import BASELINE, pooled_over_seeds, primary_metric, row_for
+from s3brain.compare.collect import (
+    BASELINE,
+    finished_results,
+    pooled_over_seeds,
+    primary_metric,
+    row_for,
+)
 from s3brain.compare.launch import (
     add_executor_options,
     fair_reference,
@@ -55,16 +66,25 @@ from s3brain.compare.launch import (
     train_detector,
     with_references,
 )
+from s3brain.compare.records import record_comparison, size_of
 from s3brain.compare.tables import columns_for, markdown_table, plot_all, write_tables
 
 
 def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None,
-            launcher=None):
+            launcher=None, records=None):
     """Run or collect each yaml of ``recipe``, ``jobs`` runs at a time (the weight fine-tuning
-    run first and alone when others start from it); write the tables and plots; return the rows
-    in the order of ``yamls``."""
+    run first and alone when others start from it or use it as a teacher); write the tables and plots; return the rows
+    in the order of ``yamls``. With ``records`` (a folder of ``s3brain.compare.records`` in the
+    layout of ``out``) nothing runs: the rows are the records', and ``out`` (None: nothing
+    written) gets their tables and plots."""
+    yamls = with_references(Path(recipe), yamls)
+    if records is not None:
+        rows = [row_for(Path(y).stem, *_recorded(Path(records) / Path(y).stem)) for y in yamls]
+        if out is not None:
+            write_tables(rows, out, columns=columns)
+            plot_all(rows, out)
+        return rows
     recipe, out = Path(recipe), Path(out)
-    yamls = with_references(recipe, yamls)
     if threads is None and jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
     progress = tqdm(total=len(yamls), desc="strategies", unit="run")
@@ -96,7 +116,9 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None
     detector_lock = threading.Lock()
     rows = {}
     rest = list(yamls)
-    if rest and rest[0] == BASELINE:
+    if rest and rest[0] == BASELINE and any(
+            needs_baseline(recipe / "hparams" / y) or needs_detector(recipe / "hparams" / y)
+            for y in rest[1:]):  # alone and first only when other runs start from it
         rows[BASELINE] = one(rest.pop(0))
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
         rows.update(zip(rest, pool.map(one, rest)))
@@ -107,10 +129,18 @@ def compare(recipe, yamls, out, overrides=(), threads=None, jobs=1, columns=None
     return rows
 
 
+def _recorded(folder):
+    """A record's results and its status: ``ok (record)``, or ``no record`` when absent."""
+    results = finished_results(folder)
+    return results, "ok (record)" if results else f"no record in {folder}"
+
+
 def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), threads=None,
-                  jobs=1, columns=None, launcher=None):
+                  jobs=1, columns=None, launcher=None, records=None):
     """``compare`` once per seed (``--seed=<s>``, in ``out/seed<s>``), then the rows pooled over
-    the seeds (``pooled_over_seeds``): tables and plots with error bars in ``out``.
+    the seeds (``pooled_over_seeds``): tables and plots with error bars in ``out``. With
+    ``records``, the seeds' rows and their per-utterance errors are read from there
+    (``records/seed<s>/<strategy>``) and nothing runs.
 
     Returns
     -------
@@ -122,10 +152,12 @@ def compare_seeds(recipe, yamls, out, seeds, reference=BASELINE, overrides=(), t
     if Path(reference).name not in [Path(y).name for y in yamls]:
         yamls.insert(0, Path(reference).name)
     yamls = with_references(recipe, yamls)
-    per_seed = {s: compare(recipe, yamls, out / f"seed{s}", [*overrides, f"--seed={s}"],
-                           threads, jobs, columns, launcher) for s in seeds}
+    per_seed = {s: compare(recipe, yamls, None if records else out / f"seed{s}",
+                           [*overrides, f"--seed={s}"], threads, jobs, columns, launcher,
+                           None if records is None else Path(records) / f"seed{s}")
+                for s in seeds}
     references = {Path(y).stem: fair_reference(recipe, y, reference, yamls) for y in yamls}
-    rows = pooled_over_seeds(per_seed, out, references)
+    rows = pooled_over_seeds(per_seed, records if records is not None else out, references)
     intervals = [c for c in dict.fromkeys(k for r in rows for k in r)
                  if c.startswith(("d_", "s_")) and any(r.get(c) for r in rows)]
     columns = [*(columns or columns_for(rows)), *(["reference"] if intervals else []),
@@ -168,6 +200,12 @@ def main(argv=None):
                              "bootstrap intervals against --reference")
     parser.add_argument("--reference", default=BASELINE,
                         help=f"the row the intervals compare with (default: {BASELINE})")
+    parser.add_argument("--from-records", type=Path, default=None, metavar="RECORDS",
+                        help="make the tables and plots from records (s3brain.compare.records, "
+                             "in the layout of --out) instead of running anything")
+    parser.add_argument("--record", type=Path, default=None, metavar="RECORDS",
+                        help="after the runs, write their records there (results.json and "
+                             "per-utterance errors, no checkpoints)")
     add_executor_options(parser)
     parser.add_argument("--columns", nargs="+", default=None, metavar="KEY",
                         help="result keys shown in the Markdown table (the CSV has all of "
@@ -186,7 +224,10 @@ def main(argv=None):
     if args.seeds:
         rows, columns = compare_seeds(args.recipe, yamls, args.out, args.seeds, args.reference,
                                       overrides, args.threads, args.jobs, args.columns,
-                                      launcher)
+                                      launcher, args.from_records)
+        if args.record:
+            print(f"{len(record_comparison(args.out, args.record))} records in {args.record} "
+                  f"({size_of(args.record) / 1e3:.0f} kB)")
         print(markdown_table(rows, columns))
         print(f"+- : std over seeds {args.seeds}; d_<metric>: error-rate difference against "
               "the row's reference, paired bootstrap 95 % interval over the test "
@@ -195,7 +236,9 @@ def main(argv=None):
         print(f"tables and plots in {args.out}")
         return 0 if all(r["status"].startswith(f"{len(args.seeds)}/") for r in rows) else 1
     rows = compare(args.recipe, yamls, args.out, overrides, args.threads, args.jobs,
-                   args.columns, launcher)
+                   args.columns, launcher, args.from_records)
+    if args.record:
+        print(f"{len(record_comparison(args.out, args.record))} records in {args.record}")
     print(markdown_table(rows, args.columns or columns_for(rows)))
     print(f"tables and plots in {args.out}")
     return 0 if all(r["status"].startswith("ok") for r in rows) else 1

@@ -40,14 +40,19 @@ Example
 """
 
 import argparse
-import csv
 import re
 import statistics
 from pathlib import Path
 
 import numpy as np
 
-_UTTERANCE = re.compile(r"^(\S+), %WER [-0-9.]+ \[ (\d+) / (\d+),")
+from s3brain.compare.records import (
+    alignment_errors,
+    prediction_rows,
+    recorded_errors,
+    recorded_stems,
+    scored,
+)
 
 
 def utterance_errors(path):
@@ -57,19 +62,15 @@ def utterance_errors(path):
     ---------
     path : str or Path
         The file ``ErrorRateStats.write_stats`` wrote (its ALIGNMENTS section has one
-        ``<ID>, %WER x [ errors / words, ...]`` line per utterance).
+        ``<ID>, %WER x [ errors / words, ...]`` line per utterance), or where it was in a run
+        whose record (``s3brain.compare.records``) holds it instead.
 
     Returns
     -------
     dict
         Errors and reference length per utterance.
     """
-    found = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            match = _UTTERANCE.match(line)
-            if match:
-                found[match.group(1)] = (int(match.group(2)), int(match.group(3)))
+    found = alignment_errors(path) if Path(path).is_file() else recorded_errors(path)
     if not found:
         raise ValueError(f"{path}: no per-utterance lines (is it a wer_<split>.txt of a run?)")
     return found
@@ -198,14 +199,10 @@ def prediction_errors(path):
     dict
         A 0/1 error and a length of 1 per utterance.
     """
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    targets = [c[:-len("_predicted")] for c in (rows[0] if rows else {})
-               if c.endswith("_predicted")]
-    if not targets:
+    found = prediction_rows(path) if Path(path).is_file() else recorded_errors(path)
+    if not found:
         raise ValueError(f"{path}: no predictions (is it the predictions_test.csv of a run?)")
-    return {row["ID"]: (int(any(row[f"{t}_predicted"] != row[f"{t}_true"] for t in targets)), 1)
-            for row in rows}
+    return found
 
 
 def paired_bootstrap_accuracy(reference, system, resamples=1000, confidence=0.95, seed=0):
@@ -241,7 +238,7 @@ def seed_interval_files(pairs, read=utterance_errors, confidence=0.95):
     dict or None
         The interval (``seed_interval``), None with fewer than two complete pairs.
     """
-    pairs = [(a, b) for a, b in pairs if Path(a).exists() and Path(b).exists()]
+    pairs = [(a, b) for a, b in pairs if scored(a) and scored(b)]
     if len(pairs) < 2:
         return None
     return seed_interval([error_rate(read(b)) - error_rate(read(a)) for a, b in pairs],
@@ -269,7 +266,7 @@ def paired_bootstrap_files(pairs, read=utterance_errors, accuracy=False, **optio
     dict or None
         The interval (``paired_bootstrap``), None when no pair is complete.
     """
-    pairs = [(a, b) for a, b in pairs if Path(a).exists() and Path(b).exists()]
+    pairs = [(a, b) for a, b in pairs if scored(a) and scored(b)]
     if not pairs:
         return None
     bootstrap = paired_bootstrap_accuracy if accuracy else paired_bootstrap
@@ -298,7 +295,7 @@ def paired_differences(pairs, read=utterance_errors, confidence=0.95, resamples=
         ``differences`` (list, in the pairs' order), ``bootstrap``, ``seeds``; None when no
         pair is complete.
     """
-    errors = [(read(a), read(b)) for a, b in pairs if Path(a).exists() and Path(b).exists()]
+    errors = [(read(a), read(b)) for a, b in pairs if scored(a) and scored(b)]
     if not errors:
         return None
     differences = [error_rate(b) - error_rate(a) for a, b in errors]
@@ -361,7 +358,7 @@ def _scored_files(folder):
 
     files = [p.name for kind in ("wer", "per") for p in error_files(folder, kind, lm=True).values()]
     files.sort(key=lambda name: name[4:].startswith("lm_"))
-    if not files and (Path(folder) / "predictions_test.csv").exists():
+    if not files and scored(Path(folder) / "predictions_test.csv"):
         files = ["predictions_test.csv"]
     return files
 
@@ -399,7 +396,7 @@ def compare_rows(reference, system, confidence=0.95, resamples=1000):
     found = []
     for name in dict.fromkeys(n for s in seeds for n in _scored_files(runs[s][0])):
         complete = [s for s in seeds
-                    if (runs[s][0] / name).exists() and (runs[s][1] / name).exists()]
+                    if scored(runs[s][0] / name) and scored(runs[s][1] / name)]
         if not complete:
             continue
         read = prediction_errors if name.endswith(".csv") else utterance_errors
@@ -498,8 +495,10 @@ def error_files(folder, metric, lm=False):
         ``{split: path}``.
     """
     prefix = metric.split("_")[0]
-    return {p.stem[len(prefix) + 1:]: p for p in sorted(Path(folder).glob(f"{prefix}_*.txt"))
-            if lm or not p.stem.startswith(f"{prefix}_lm_")}
+    stems = {p.stem for p in Path(folder).glob(f"{prefix}_*.txt")}
+    stems |= {s for s in recorded_stems(folder) if s.startswith(f"{prefix}_")}
+    return {s[len(prefix) + 1:]: Path(folder) / f"{s}.txt" for s in sorted(stems)
+            if lm or not s.startswith(f"{prefix}_lm_")}
 
 
 if __name__ == "__main__":
