@@ -42,7 +42,7 @@ from s3brain.training.experiment import (  # noqa: E402
     start_experiment,
 )
 from s3brain.training.finetuning import BackboneFineTuning  # noqa: E402
-from s3brain.training.reporting import split_results, write_results
+from s3brain.training.reporting import metric_key, split_results, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ class PhonemeRecognition(BackboneFineTuning):
                 test_stats=stats)
             self.test_stats = stats
             if if_main_process():
-                with open(Path(self.hparams.output_folder) / "per_test.txt", "w") as w:
+                with open(Path(self.hparams.output_folder) /
+                          f"per_{self.hparams.test_split}.txt", "w") as w:
                     self.per_metric.write_stats(w)
 
 
@@ -223,18 +224,19 @@ def main(argv):
                "ssl_hub": str(hparams["ssl_hub"]), "ssl_init": hparams["ssl"].ssl_init,
                "train_split": f"{hparams['language']}/{hparams['train_split']}",
                "phonemes": len(label_encoder) - 1, "train_seconds": brain.train_seconds}
-    metrics = split_results(brain.test_stats, "test")
+    split = hparams["test_split"]  # any name: a user's own <split>.tsv reports per_<split>
+    metrics = split_results(brain.test_stats, split)
     # the cost of the model that serves the language, on 10 s of audio as in the papers
     head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])
     extra = [m for k, m in hparams["modules"].items() if k not in ("ssl", "head", "ctc_lin")]
     deployment = deploy(hparams["ssl"], head, strategies, extra=extra)  # fp32 and int8
     cost = deployment_cost(deployment, seconds=10, repeats=hparams["cost_repeats"],
                            threads=hparams["cost_threads"])
-    metrics.update(int8_error_rates(deployment, test, "test", label_encoder,
+    metrics.update(int8_error_rates(deployment, test, split, label_encoder,
                                     hparams["blank_index"], units="phonemes",
                                     enabled=hparams["int8_eval"]))
     write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
-                  hparams["model"], primary="per_test")
+                  hparams["model"], primary=metric_key("per", split))
     if deployment is not None and not run_opts["debug"]:  # the main process, not --debug
         # <output_folder>/inference, written from the deployment just measured:
         # EncoderASR.from_hparams(source=...) serves the run

@@ -10,6 +10,13 @@ project's own small backbone. Every run writes ``results.json`` in its output fo
 each test split (greedy and, with ``lm_decoding``, KenLM beam search), parameters, FLOPs, CPU
 latency and real-time factor, storage per task, training time.
 
+A test split may have any name: a user's own test set laid out as LibriSpeech under the data
+folder (``<data_folder>/test-mine/<speaker>/<chapter>/``) is given as
+``--test_splits='["test-mine"]'`` and reported as ``wer_test_mine``; the primary metric is the
+WER of the first split given. A finished run started again on its output folder skips training
+(its checkpoint's epochs are done) and only tests: the new splits' figures join the earlier ones
+in ``results.json``.
+
 A yaml lists its strategies (``strategies:``, objects of ``s3brain.strategies``): ``Masks``
 (S3-Router: learned masks over the frozen backbone), ``Pruning`` (a ``s3brain.strategies.pruning.schedules`` or
 ``s3brain.strategies.pruning.structured`` schedule: OMP, IMP, PARP, SAFARI) and ``InitFrom`` (start from the best
@@ -48,7 +55,7 @@ from s3brain.training.experiment import (  # noqa: E402
 )
 from s3brain.training.finetuning import BackboneFineTuning  # noqa: E402
 from s3brain.training.lm import CTCBeamLMDecoder, build_ngram  # noqa: E402
-from s3brain.training.reporting import split_results, write_results
+from s3brain.training.reporting import metric_key, split_results, write_results
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +277,9 @@ def main(argv):
     """Prepare, train, test and report one run; the exit status (2: a one-line error)."""
     with setup_errors():  # no backbone, missing data, wrong init_from, bad keys: one line
         hparams, run_opts = start_experiment(argv, RECIPE_DIR)
+        if not hparams["test_splits"]:
+            raise ValueError("test_splits is empty: give the split(s) to test on, e.g. "
+                             "--test_splits='[\"test-clean\"]'")
         label_encoder = label_encoder_for(hparams)
         manifests = prepare_data(hparams)
         strategies = setup_strategies(hparams["strategies"], hparams)
@@ -306,8 +316,9 @@ def main(argv):
     for split, data in tests.items():  # the int8 model's error rates, after all fp32 metrics
         metrics.update(int8_error_rates(deployment, data, split, label_encoder,
                                         hparams["blank_index"], enabled=hparams["int8_eval"]))
+    # any split name (a user's own test set): ranked by the first split given
     write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
-                  hparams["model"], primary="wer_test_clean")
+                  hparams["model"], primary=metric_key("wer", hparams["test_splits"][0]))
     if deployment is not None and not run_opts["debug"]:  # the main process, not --debug
         # <output_folder>/inference, written from the deployment just measured:
         # EncoderASR.from_hparams(source=...) serves the run

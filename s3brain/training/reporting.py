@@ -3,10 +3,17 @@
 task in ``results.json`` with ``primary_metric``, ``higher_is_better`` and ``metric_keys`` (one
 format for LibriSpeech, CommonVoice and SUPERB, ``s3brain.utils.results``), and a printed summary.
 
+A test split may have any name (a user's own test set in the dataset's layout): its keys are
+named after it, the primary metric follows the first test split a run is given
+(``metric_key``), and a run evaluated again on other splits keeps the figures of the earlier ones
+in its ``results.json``.
+
 Example
 -------
 >>> split_results({"loss": 2.0, "WER": 81.234, "WER_LM": 60.0, "exit_block": 2.5}, "test-clean")
 {'wer_test_clean': 81.23, 'wer_test_clean_lm': 60.0, 'mean_exit_block_test_clean': 2.5}
+>>> split_results({"WER": 70.0, "WER_LM": 65.0}, "test-mine")
+{'wer_test_mine': 70.0, 'wer_test_mine_lm': 65.0}
 """
 
 import logging
@@ -26,6 +33,29 @@ _STAT_KEYS = {"exit_block": ("mean_exit_block", 3), "exit_rtf": ("exit_rtf", 5),
               "kept_share": ("kept_share", None)}
 
 
+def metric_key(metric, split):
+    """The result key of ``metric`` on a test split: ``<metric>_<split>``, dashes of the split's
+    name as underscores (``wer``, ``test-clean`` -> ``wer_test_clean``).
+
+    Arguments
+    ---------
+    metric : str
+        The metric's prefix (``wer``, ``per``, ``accuracy``).
+    split : str
+        The test split's name, as the data preparation knows it.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> metric_key("wer", "test-clean"), metric_key("per", "test")
+    ('wer_test_clean', 'per_test')
+    """
+    return f"{metric}_{split.replace('-', '_')}"
+
+
 def split_results(stats, split):
     """A test pass's statistics as result keys ``<stat>_<split>`` (``_lm`` last for the LM
     decoding's error rate); the loss is left out.
@@ -41,16 +71,15 @@ def split_results(stats, split):
     -------
     dict
     """
-    tag = split.replace("-", "_")
     out = {}
     for name, value in stats.items():
         if name == "loss" or value is None:
             continue
         prefix, decimals = _STAT_KEYS.get(name, (name.lower(), 2))
         if prefix.endswith("_lm"):
-            key = f"{prefix[:-3]}_{tag}_lm"
+            key = f"{metric_key(prefix[:-3], split)}_lm"
         else:
-            key = f"{prefix}_{tag}"
+            key = metric_key(prefix, split)
         out[key] = round(float(value), decimals) if decimals is not None else value
     return out
 
@@ -77,8 +106,8 @@ def write_results(results, metrics, cost, strategies, output_folder, ssl, head, 
     head : torch.nn.Module
         The task's head (its bytes count in a task's payload).
     primary : str
-        The metric a comparison ranks and plots (``wer_test_clean``, ``per_test``,
-        ``accuracy_test``).
+        The metric a comparison ranks and plots, on the first test split the run was given
+        (``wer_test_clean``, ``wer_test_mine``, ``per_test``, ``accuracy_test``).
     higher_is_better : bool
         Whether ``primary`` is an accuracy (True) or an error rate.
     info_keys : sequence of str
@@ -87,7 +116,9 @@ def write_results(results, metrics, cost, strategies, output_folder, ssl, head, 
     Returns
     -------
     dict
-        The results as written.
+        The results as written: merged into the run's earlier ``results.json``, if any, so that
+        a run evaluated again on other test splits keeps the earlier splits' figures
+        (``update_results``).
     """
     if primary not in metrics:
         raise ValueError(f"primary metric {primary} is not among the run's {sorted(metrics)}")

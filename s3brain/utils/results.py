@@ -29,11 +29,38 @@ RESULT_KEYS = (
 
 
 def update_results(path, **values):
-    """Merge ``values`` into the results file at ``path`` (every known key present, null if unset)."""
+    """Merge ``values`` into the results file at ``path`` (every known key present, null if unset).
+
+    ``metric_keys`` is merged too: the file's keys in their order, then the new ones, so a run
+    evaluated again on other test splits lists the earlier splits' metrics and the new ones.
+
+    Arguments
+    ---------
+    path : str or Path
+        The ``results.json``.
+    **values
+        The keys to set.
+
+    Returns
+    -------
+    dict
+        The results as written.
+
+    Example
+    -------
+    >>> import json, tempfile, os
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "results.json")
+    ...     _ = update_results(path, metric_keys=["wer_test_clean", "wer_test_other"])
+    ...     update_results(path, metric_keys=["wer_test_mine", "wer_test_clean"])["metric_keys"]
+    ['wer_test_clean', 'wer_test_other', 'wer_test_mine']
+    """
     path = Path(path)
     data = {key: None for key in RESULT_KEYS}
     if path.exists():
         data.update(json.loads(path.read_text()))
+    if values.get("metric_keys") is not None and data.get("metric_keys"):
+        values["metric_keys"] = list(dict.fromkeys([*data["metric_keys"], *values["metric_keys"]]))
     data.update(values)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

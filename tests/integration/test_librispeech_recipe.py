@@ -1,4 +1,5 @@
-"""The LibriSpeech recipe end to end: results, bad data, offline hub, kill and resume, DDP."""
+"""The LibriSpeech recipe end to end: results, a finished run tested on a split of another name,
+bad data, offline hub, kill and resume, DDP."""
 
 import csv
 import json
@@ -12,7 +13,14 @@ import time
 
 import pytest
 import torch
-from conftest import RECIPE, REPO, assert_results_match_error_files, logged_value, run_recipe
+from conftest import (
+    RECIPE,
+    REPO,
+    assert_results_match_error_files,
+    logged_value,
+    read_error_file,
+    run_recipe,
+)
 
 from s3brain.utils.results import RESULT_KEYS
 
@@ -85,6 +93,65 @@ def test_flops_match_an_independent_count(debug_run, tmp_path):
     frames, hidden = ssl(wav).shape[1], ssl.model.config.hidden_size
     head = 2 * frames * (hidden * 256 + 256 * 29)
     assert debug_run[1]["flops_10s"] == backbone + head
+
+
+def _own_test_split(tiny_corpus, tmp_path, name="test-mine", utterances=3):
+    """A data folder holding the tiny corpus's training and dev splits and a user's own test
+    split ``name`` in LibriSpeech layout: the first ``utterances`` of test-clean under another
+    speaker and chapter, at 8 kHz (the recipe reads any rate). Returns the folder and the
+    split's word count."""
+    import soundfile as sf
+    import torchaudio
+
+    root = tmp_path / "LibriSpeech"
+    for split in ("train-10m", "dev-clean"):
+        shutil.copytree(tiny_corpus / "LibriSpeech" / split, root / split)
+    chapter = root / name / "9001" / "90010"
+    chapter.mkdir(parents=True)
+    source = min((tiny_corpus / "LibriSpeech" / "test-clean").glob("*/*/*.trans.txt"))
+    lines = []
+    for i, line in enumerate(source.read_text().splitlines()[:utterances]):
+        uid, words = line.split(" ", 1)
+        wav, rate = sf.read(str(source.parent / f"{uid}.flac"), dtype="float32")
+        wav = torchaudio.functional.resample(torch.from_numpy(wav), rate, 8000).numpy()
+        sf.write(str(chapter / f"9001-90010-{i:04d}.flac"), wav, 8000, format="FLAC")
+        lines.append(f"9001-90010-{i:04d} {words}")
+    (chapter / "9001-90010.trans.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path, sum(len(line.split()) - 1 for line in lines)
+
+
+def test_finished_run_tested_on_an_own_split_keeps_both(debug_run, tiny_corpus, tmp_path):
+    """A copy of the finished debug run started again on a split of another name
+    (``--test_splits='["test-mine"]'``) only tests: results.json gets that split's greedy, LM
+    and int8 figures as its files say, ranks by them, and keeps the earlier splits'."""
+    out, before = tmp_path / "run", debug_run[1]
+    shutil.copytree(debug_run[0], out)
+    data, words = _own_test_split(tiny_corpus, tmp_path)
+    # the debug run stopped after 2 epochs: with that limit its checkpoint says training is done
+    proc = run_recipe("hparams/weight_ft.yaml", "--debug", f"--output_folder={out}", *TINY,
+                      "--number_of_epochs=2", f"--data_folder={data}",
+                      '--test_splits=["test-mine"]', "--int8_eval=True", "--cost_repeats=1",
+                      cwd=RECIPE)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "epoch: 3" not in (out / "train_log.txt").read_text()  # nothing trained
+    results = json.loads((out / "results.json").read_text())
+    assert results["primary_metric"] == "wer_test_mine"
+    mine = ["cer_test_mine", "wer_test_mine", "wer_test_mine_lm", "wer_test_mine_int8",
+            "cer_test_mine_int8", "int8_same_transcript_test_mine"]
+    assert results["metric_keys"] == before["metric_keys"] + mine
+    assert all(results[key] is not None for key in mine), {k: results[k] for k in mine}
+    # each figure is its file's, and the file scored the own split's words, not test-clean's
+    summaries = assert_results_match_error_files(out)
+    assert set(summaries) == {f"wer_{split}{lm}" for split in ("test_clean", "test_other",
+                                                               "test_mine") for lm in ("", "_lm")}
+    assert results["wer_test_mine"] == read_error_file(out / "wer_test-mine.txt")[0]
+    assert results["wer_test_mine_lm"] == read_error_file(out / "wer_lm_test-mine.txt")[0]
+    assert summaries["wer_test_mine"][2] == summaries["wer_test_mine_lm"][2] == words
+    assert 0 <= results["wer_test_mine_int8"] <= 100
+    if results["int8_same_transcript_test_mine"] == 1.0:  # every utterance decoded as in fp32
+        assert results["wer_test_mine_int8"] == results["wer_test_mine"]
+    for key in before["metric_keys"]:  # the earlier splits' figures, as they were
+        assert results[key] == before[key], key
 
 
 def _corrupt_copy(tiny_corpus, tmp_path):

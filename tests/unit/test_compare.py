@@ -65,6 +65,54 @@ def test_seeds_give_mean_std_and_a_paired_interval_against_the_reference(tmp_pat
     assert (out / "wer_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_runs_tested_on_an_own_split_are_compared_on_it(tmp_path):
+    """Runs evaluated on a split of another name alone (``wer_test_mine``, primary) are reused
+    as finished, and the tables show that split's metrics and its paired intervals, greedy and
+    LM, not test-clean's."""
+    import json
+
+    from speechbrain.utils.metric_stats import ErrorRateStats
+
+    recipe, out = tmp_path / "recipe", tmp_path / "cmp"
+    (recipe / "hparams").mkdir(parents=True)
+    (recipe / "train.py").write_text("raise SystemExit('finished runs are reused')\n")
+    for name in ("weight_ft", "better"):
+        (recipe / "hparams" / f"{name}.yaml").write_text(f"strategy: {name}\n")
+    refs = {f"u{i}": "one two three four five six seven eight" for i in range(20)}
+    wers = {}
+    for seed in (1, 2):
+        for name, wrong in (("weight_ft", 2 + seed), ("better", 1)):
+            run = out / f"seed{seed}" / name
+            run.mkdir(parents=True)
+            stats = ErrorRateStats()
+            stats.append(list(refs), [["x"] * wrong + r.split()[wrong:] for r in refs.values()],
+                         [r.split() for r in refs.values()])
+            for file in ("wer_test-mine.txt", "wer_lm_test-mine.txt"):
+                with open(run / file, "w") as f:
+                    stats.write_stats(f)
+            wer = round(stats.summarize("error_rate"), 2)
+            wers.setdefault(name, []).append(wer)
+            (run / "results.json").write_text(json.dumps(
+                {"strategy": name, "wer_test_mine": wer, "wer_test_mine_lm": wer,
+                 "primary_metric": "wer_test_mine", "higher_is_better": False,
+                 "metric_keys": ["wer_test_mine", "wer_test_mine_lm"], "cost_seconds": 10,
+                 "flops_10s": 3e9}))
+    code = compare_main([str(recipe), "--all", "--out", str(out), "--seeds", "1", "2"])
+    assert code == 0
+    with open(out / "comparison.csv") as f:
+        table = {row["name"]: row for row in csv.DictReader(f)}
+    assert table["better"]["status"] == "2/2 seeds ok"
+    assert float(table["weight_ft"]["wer_test_mine"]) == sum(wers["weight_ft"]) / 2
+    expected = (sum(wers["better"]) - sum(wers["weight_ft"])) / 2
+    for column in ("d_wer_test_mine", "d_wer_lm_test_mine", "s_wer_test_mine"):
+        assert table["better"][column].startswith(f"{expected:+.2f} ["), column
+        assert table["weight_ft"][column] == "", column
+    header = (out / "comparison.md").read_text().splitlines()[0].split(" | ")
+    assert {"wer_test_mine", "wer_test_mine_lm", "d_wer_test_mine"} <= set(header)
+    assert not any("test_clean" in column for column in header)
+    assert (out / "wer_vs_flops.png").exists()
+
+
 def test_runs_go_through_submitits_local_executor(tmp_path):
     """The harness hands each run to submitit (its local executor here, its Slurm one on a
     cluster) and collects it as it collects a local run; a failing job becomes a row saying so."""

@@ -1,6 +1,7 @@
 """int8 deployment as every run reports it: the int8 error rates scored as by hand, the skips,
 the torch fallback (the recipe's results carrying the int8 keys beside fp32's:
-tests/integration/test_librispeech_recipe.py)."""
+tests/integration/test_librispeech_recipe.py); ``results.json`` of a run tested again on a
+split of another name (``s3brain.training.reporting.write_results``)."""
 
 import tempfile
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import torch
 from s3brain.backbone.wrapper import default_backbone, load_ssl
 from s3brain.deployment.int8 import SplitInt8, frame_agreement
 from s3brain.deployment.model import Deployment, deployment_cost, int8_error_rates
+from s3brain.training.reporting import metric_key, split_results, write_results
 
 ALPHABET = " ABCD"  # label i + 1; blank 0
 
@@ -156,3 +158,38 @@ def test_int8_cnn_calibration_on_a_plain_backbone(ssl):
         reference = fp32(wav)
         assert int8(wav).shape == reference.shape
         assert float((int8(wav) - reference).abs().mean() / reference.std()) < 0.3
+
+
+def test_a_run_tested_again_on_an_own_split_keeps_the_earlier_splits(tmp_path):
+    """The first write lists exactly its metrics; a second one on a split of another name adds
+    that split's metrics after them, ranks by it, and keeps the earlier figures."""
+    import json
+
+    cost = {"cost_seconds": 10, "params_total": 10, "params_trainable": 10, "flops_10s": 1e9,
+            "latency_ms_10s": 5.0, "latency_threads": 1, "rtf": 5e-4, "backbone_bytes": 40,
+            "storage_bytes_per_task": 40}
+    layer = torch.nn.Linear(2, 2)
+
+    def write(stats, splits):
+        metrics = {}
+        for split in splits:
+            metrics.update(split_results(stats, split))
+        return write_results({"strategy": "weight_ft"}, metrics, cost, [], tmp_path, layer,
+                             layer, primary=metric_key("wer", splits[0]))
+
+    write({"loss": 1.0, "WER": 80.0, "CER": 50.0}, ["test-clean", "test-other"])
+    first = json.loads((tmp_path / "results.json").read_text())
+    assert first["metric_keys"] == ["wer_test_clean", "cer_test_clean", "wer_test_other",
+                                    "cer_test_other"]
+    assert first["primary_metric"] == "wer_test_clean"
+    written = write({"WER": 70.0, "CER": 40.0, "WER_LM": 65.0}, ["test-mine"])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results == written
+    assert results["metric_keys"] == first["metric_keys"] + [
+        "wer_test_mine", "cer_test_mine", "wer_test_mine_lm"]
+    assert results["primary_metric"] == "wer_test_mine"
+    assert (results["wer_test_mine"], results["wer_test_mine_lm"]) == (70.0, 65.0)
+    assert all(results[k] == first[k] for k in first["metric_keys"])
+    with pytest.raises(ValueError, match="primary metric wer_test_clean"):
+        write_results({}, {"wer_test_mine": 1.0}, cost, [], tmp_path, layer, layer,
+                      primary="wer_test_clean")
