@@ -52,11 +52,10 @@ class BackboneUnavailableError(RuntimeError):
 
 
 #: The shipped backbone the recipes start from unless given ``--ssl_hub``: ``w2v2-tiny-8k``
-#: (8000 pretraining steps) since it was shown better on every task measured; the READMEs'
-#: tables made with the earlier default, ``w2v2-tiny`` (4000 steps, the same architecture),
-#: name it in their commands (``--ssl_hub=s3brain/backbones/w2v2-tiny``). Run folders written
-#: before the switch are unaffected: their checkpoints hold the backbone's weights, and their
-#: ``results.json`` the folder they started from.
+#: (8000 pretraining steps), which fine-tuned better than the earlier default ``w2v2-tiny``
+#: (4000 steps, the same architecture; ``--ssl_hub=s3brain/backbones/w2v2-tiny``). Run folders
+#: keep the backbone's weights in their checkpoints and name the folder they started from in
+#: their ``results.json``.
 DEFAULT_BACKBONE = "w2v2-tiny-8k"
 
 

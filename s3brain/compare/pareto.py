@@ -178,8 +178,8 @@ def _limit(text):
 
 
 def main(argv=None):
-    """``python -m s3brain.compare.pareto CSV --max KEY=VALUE ...``: the rows within the budget,
-    best first, with their spread and intervals against the reference; the Pareto front of each
+    """The command line, ``python -m s3brain.compare.pareto CSV --max KEY=VALUE``: the rows
+    within the budget, best first, with their spread and intervals against the reference; the Pareto front of each
     budgeted cost when no limit is given."""
     parser = argparse.ArgumentParser(prog="python -m s3brain.compare.pareto",
                                      description=__doc__.split("\n\n")[0])
