@@ -49,6 +49,7 @@ LOSS = ("train_log.txt", "train loss", "<=", "epoch: 2")
 KEPT_SHARE = ("train_log.txt", "valid kept_share", "<=", "epoch: 2")
 SPARSITY = ("results.json", '"sparsity_linear"', ">=", '"sparsity_linear": 0')
 STORAGE = ("results.json", '"storage_share_of_backbone"', "<=", '"storage_share_of_backbone": 0')
+BACKBONE_FLOPS = ("results.json", '"backbone_flops_ratio"', "<=", '"backbone_flops_ratio": 0')
 
 #: rows whose train loss cannot tell whether the strategy works, by output folder name, and the
 #: figure the strategy exists for; every other row checks its train loss at the last epoch
@@ -65,6 +66,8 @@ FIGURES = {
     # structured pruning (and SAFARI within S6-DAMON): the shrunk model's share of the backbone
     **{f"LibriSpeech_{stem}": STORAGE
        for stem in ("omp_structured", "parp_structured", "safari", "s6damon")},
+    # pruning to a FLOPs budget: the shrunk backbone's counted FLOPs over the dense one's
+    "LibriSpeech_budget_pruning": BACKBONE_FLOPS,
     # fewer frames through the blocks: the share of token-block products kept
     **{name: KEPT_SHARE for name in (
         "LibriSpeech_salad", "CommonVoice_salad", "LibriSpeech_skip_uniform",

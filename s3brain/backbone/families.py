@@ -51,6 +51,14 @@ class LayerNames:
         ``(attribute, value)`` pairs set on a config that lacks them.
     large_layout : bool
         The family has the stable-layer-norm layout.
+    conv_layers : str
+        Module name of the CNN feature encoder's list of conv layers.
+    conv : tuple of str
+        Names inside a conv layer: its convolution, and its norm over the channels (group
+        norm in the base layout's first layer, layer norm in the large layout's, none else).
+    projection : tuple of str
+        Names of the feature projection's layer norm over the CNN channels (absent from a
+        HuBERT with ``feat_proj_layer_norm`` off) and its linear layer.
 
     Example
     -------
@@ -64,6 +72,9 @@ class LayerNames:
     position_bias: bool = False
     config_defaults: tuple = ()
     large_layout: bool = True
+    conv_layers: str = "feature_extractor.conv_layers"
+    conv: tuple = ("conv", "layer_norm")
+    projection: tuple = ("feature_projection.layer_norm", "feature_projection.projection")
 
 
 _W2V2_LIKE = LayerNames(

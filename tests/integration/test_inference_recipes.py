@@ -38,6 +38,9 @@ RUNS = {
     "lora": (None, "lora.yaml", RANDOM_HEAD, None),
     "adapter": (None, "adapter.yaml", RANDOM_HEAD, None),
     "safari": (None, "safari.yaml", RANDOM_HEAD, (INIT, "weight_ft")),
+    # pruned to its FLOPs target within the epoch's 2 steps: CNN channels, heads, FFN units
+    "budget_pruning": (None, "budget_pruning.yaml",
+                       [*RANDOM_HEAD, "--prune_every=1", "--prune_until=2"], (INIT, "weight_ft")),
     "downsampling_conv": (None, "downsampling_conv.yaml", TRAINED, None),
     "skip_uniform": (None, "skip_uniform.yaml", RANDOM_HEAD, None),
     "salad": (None, "salad.yaml", TRAINED, ("--salad_detector=", "salad_detector")),
@@ -163,16 +166,20 @@ def test_transcripts_equal_the_recipes_greedy_output(name, trained, tmp_path):
         assert mean_exit == pytest.approx(results["mean_exit_block_test_clean"], abs=1e-3)
 
 
-def test_deployed_model_is_smaller_and_shrunk(trained, tmp_path):
-    """SAFARI's inference folder holds the shrunk model: fewer parameters than the dense one."""
+@pytest.mark.parametrize("name", ["safari", "budget_pruning"])
+def test_deployed_model_is_smaller_and_shrunk(name, trained, tmp_path):
+    """SAFARI's and budget pruning's inference folders hold the shrunk model: fewer parameters
+    than the dense one (and for budget pruning, fewer CNN channels)."""
     from s3brain.deployment.export import export_inference
 
     dense = load_asr(export_inference(trained("weight_ft")), tmp_path / "dense")
-    shrunk = load_asr(export_inference(trained("safari")), tmp_path / "shrunk")
+    shrunk = load_asr(export_inference(trained(name)), tmp_path / "shrunk")
     config = shrunk.mods.encoder.backbone.model.config
     assert config.layer_intermediate_sizes is not None
     assert (sum(p.numel() for p in shrunk.mods.encoder.parameters())
             < sum(p.numel() for p in dense.mods.encoder.parameters()))
+    if name == "budget_pruning":
+        assert sum(config.conv_dim) < sum(dense.mods.encoder.backbone.model.config.conv_dim)
 
 
 def test_any_rate_and_channels(trained, tmp_path):
