@@ -696,6 +696,9 @@ class BudgetPruning(Strategy):
         for gate in gates.values():
             gate.end_step()
         if step % self.prune_every == 0 or step == self.prune_until:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                for gate in gates.values():  # every process prunes the same units
+                    torch.distributed.all_reduce(gate.score)
             if not any(bool(gate.score.any()) for gate in gates.values()):
                 logger.warning("budget pruning at step %d: no gradient reached the gates since "
                                "the last event; units are chosen by FLOPs alone", step)
