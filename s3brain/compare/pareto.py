@@ -120,6 +120,7 @@ def plot_pareto(rows, path, metric, seconds=10, higher_is_better=False, title=No
         values = [_number(r.get(cost)) for r in rows if _number(r.get(cost))]
         if values and max(values) / min(values) > 20:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
