@@ -225,7 +225,11 @@ def frame_agreement(reference, other):
     return float((reference.argmax(-1) == other.argmax(-1)).float().mean())
 
 
-def quantize_onnx_static_int8(source, target, calibration, chunk=32000, percentile=99.5):
+CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
+
+
+def quantize_onnx_static_int8(source, target, calibration, chunk=32000, percentile=99.5,
+                              float_layers=(), method="percentile", max_chunks=64):
     """Write ``target``: the ONNX model ``source`` with its convolutions in static int8 (int8
     weights, one scale per output channel; uint8 activations at scales fixed beforehand from
     ``calibration``, onnxruntime's QDQ format). For the CNN feature encoder, which dynamic
@@ -248,15 +252,25 @@ def quantize_onnx_static_int8(source, target, calibration, chunk=32000, percenti
         utterances); cut into chunks of ``chunk`` samples (the histograms need one shape),
         remainders dropped.
     chunk : int
-        Samples per calibration chunk (at most 64 chunks are used).
+        Samples per calibration chunk (at most ``max_chunks`` chunks are used).
     percentile : float
-        The activation ranges cover this percentile of the calibration values.
+        With ``method="percentile"``: the activation ranges cover this percentile of the
+        calibration values.
+    float_layers : iterable of int
+        Convolutions left in float: their positions among the graph's ``Conv`` nodes in graph
+        order (for a CNN feature encoder, the conv layer index, 0 the one on raw audio). No
+        QuantizeLinear/DequantizeLinear is put on their inputs or weights.
+    method : str
+        How the activation ranges are set: ``percentile``, ``minmax`` or ``entropy``.
+    max_chunks : int
+        At most this many calibration chunks.
 
     Returns
     -------
     Path
         ``target``.
     """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -266,8 +280,15 @@ def quantize_onnx_static_int8(source, target, calibration, chunk=32000, percenti
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method {method!r}: use one of {CALIBRATION_METHODS}")
+    convs = [node.name for node in onnx.load(str(source)).graph.node if node.op_type == "Conv"]
+    float_layers = sorted(set(float_layers))
+    if any(not 0 <= i < len(convs) for i in float_layers):
+        raise ValueError(f"float_layers {float_layers}: the graph has {len(convs)} Conv nodes "
+                         f"(0 to {len(convs) - 1})")
     chunks = [wav[..., start:start + chunk] for wav in calibration
-              for start in range(0, wav.shape[-1] - chunk + 1, chunk)][:64]
+              for start in range(0, wav.shape[-1] - chunk + 1, chunk)][:max_chunks]
     if not chunks:
         raise ValueError(f"static int8 calibration needs inputs of at least {chunk} samples")
 
@@ -291,7 +312,10 @@ def quantize_onnx_static_int8(source, target, calibration, chunk=32000, percenti
             quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=["Conv"], per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.Percentile,
+                            nodes_to_exclude=[convs[i] for i in float_layers],
+                            calibrate_method={"percentile": CalibrationMethod.Percentile,
+                                              "minmax": CalibrationMethod.MinMax,
+                                              "entropy": CalibrationMethod.Entropy}[method],
                             extra_options={"CalibPercentile": percentile})
     finally:
         logging.disable(previous)
@@ -321,6 +345,9 @@ class SplitInt8:
         onnxruntime intra-op threads.
     calibration : iterable of torch.Tensor, optional
         Waveforms: the CNN in static int8, calibrated on them; None: the CNN in float.
+    static_options : dict, optional
+        More arguments of ``quantize_onnx_static_int8`` for the CNN (``float_layers``,
+        ``percentile``, ``method``, ``max_chunks``, ``chunk``).
 
     Example
     -------
@@ -338,19 +365,40 @@ class SplitInt8:
 
     backend = "onnxruntime"
 
-    def __init__(self, cnn, encoder, keep_fn=None, threads=1, calibration=None):
+    def __init__(self, cnn, encoder, keep_fn=None, threads=1, calibration=None,
+                 static_options=None):
 
         self.keep_fn, self.cnn_int8 = keep_fn, calibration is not None
+        self.cnn_float = Path(cnn)
         if self.cnn_int8:
             cnn = quantize_onnx_static_int8(cnn, Path(cnn).with_suffix(".int8.onnx"),
-                                            calibration)
+                                            calibration, **(static_options or {}))
         self.cnn_model = Path(cnn).read_bytes()
         self.encoder = OnnxInt8(encoder, threads)
         self.cnn, self.threads = onnx_session(self.cnn_model, threads), threads
 
+    def with_static_cnn(self, calibration, **static_options):
+        """The same transformer session with the float CNN (kept beside it) quantized anew:
+        static int8 calibrated on ``calibration`` with ``static_options`` (see
+        ``quantize_onnx_static_int8``), or in float with ``calibration=None``.
+
+        Returns
+        -------
+        SplitInt8
+        """
+        other = copy.copy(self)
+        other.cnn_int8 = calibration is not None
+        cnn = self.cnn_float
+        if other.cnn_int8:
+            cnn = quantize_onnx_static_int8(cnn, cnn.with_suffix(".variant.int8.onnx"),
+                                            calibration, **static_options)
+        other.cnn_model = Path(cnn).read_bytes()
+        other.cnn = onnx_session(other.cnn_model, self.threads)
+        return other
+
     @classmethod
     def export(cls, model, head, example, folder, keep_fn=None, normalize=False,
-               output_norm=False, threads=1, calibration=None):
+               output_norm=False, threads=1, calibration=None, static_options=None):
         """Export the two graphs of ``model`` (a transformers model of a family of
         ``s3brain.backbone.families.FAMILIES``, deployable: shrunk, merged) and ``head`` to ``folder``.
 
@@ -364,7 +412,7 @@ class SplitInt8:
             An example waveform ``[1, samples]``.
         folder : str or Path
             Where the ONNX files go.
-        keep_fn, threads, calibration
+        keep_fn, threads, calibration, static_options
             As for ``SplitInt8``.
         normalize, output_norm : bool
             The SpeechBrain wrapper's input normalisation and ``output_norm``
@@ -396,7 +444,8 @@ class SplitInt8:
         with torch.no_grad():
             export_onnx(cnn, [model], example, folder / "cnn.onnx")
             export_onnx(encoder, modules, cnn(example), folder / "encoder.onnx")
-        return cls(folder / "cnn.onnx", folder / "encoder.onnx", keep_fn, threads, calibration)
+        return cls(folder / "cnn.onnx", folder / "encoder.onnx", keep_fn, threads, calibration,
+                   static_options)
 
     def set_threads(self, threads):
         """Serve with ``threads`` intra-op threads (new sessions, if they differ).
