@@ -82,6 +82,10 @@ def main(argv=None):
     parser.add_argument("--cnn-study", action="store_true",
                         help="with --run and --cnn-int8: per-layer and calibration options of the "
                              "static int8 CNN (see the module doc)")
+    parser.add_argument("--headline", action="store_true",
+                        help="with --cnn-study: only fp32, the transformer alone in int8, the "
+                             "whole CNN in int8, with its first layer in float and with "
+                             "--cnn-float-layers in float")
     parser.add_argument("--split", default="test-clean", help="with --cnn-study: the test split")
     parser.add_argument("--utterances", type=int, default=200,
                         help="with --cnn-study: its first N utterances")
@@ -225,25 +229,34 @@ def cnn_study(args, argv):
         measure("fp32", None)
         measure("int8 transformer (dynamic), CNN float", base, list(range(layers)))
         whole = static("+ CNN static int8, all layers")
-        only = [static(f"+ CNN static int8, layer {i} only",
-                       [j for j in range(layers) if j != i]) for i in range(layers)]
-        # the layers that lose most alone: highest CER, then WER (CER counts five times as
-        # many tokens: on a weak model's saturated WER, a layer's small loss shows there first)
-        worst = sorted(range(layers), key=lambda i: (-only[i]["cer"], -only[i]["wer"]))
-        kept = []
-        for float_layers in ([0], worst[:1], worst[:2], [0, *worst[:2]], worst[:3]):
-            float_layers = sorted(set(float_layers))
-            if float_layers not in kept:
-                kept.append(float_layers)
+        only = [] if args.headline else [
+            static(f"+ CNN static int8, layer {i} only", [j for j in range(layers) if j != i])
+            for i in range(layers)]
+        worst = None
+        if args.headline:
+            for float_layers in [[0]] + ([sorted(set(args.cnn_float_layers))]
+                                         if sorted(set(args.cnn_float_layers)) not in ([], [0])
+                                         else []):
                 static(f"+ CNN static int8, layer{'s' * (len(float_layers) > 1)} "
                        f"{', '.join(map(str, float_layers))} float", float_layers)
-        static("+ CNN static int8, 128 calibration utterances", utterances=128, max_chunks=256)
-        static(f"+ CNN static int8, all {len(train)} training utterances in 1 s chunks",
-               utterances=len(train), max_chunks=2000, chunk=16000)
-        for pct in (99.0, 99.9, 99.99):
-            static(f"+ CNN static int8, percentile {pct}", percentile=pct)
-        static("+ CNN static int8, min-max ranges", method="minmax")
-        static("+ CNN static int8, entropy ranges", method="entropy")
+        else:
+            # the layers that lose most alone: highest CER, then WER (CER counts five times as
+            # many tokens: on a weak model's saturated WER, a layer's small loss shows there first)
+            worst = sorted(range(layers), key=lambda i: (-only[i]["cer"], -only[i]["wer"]))
+            kept = []
+            for float_layers in ([0], worst[:1], worst[:2], [0, *worst[:2]], worst[:3]):
+                float_layers = sorted(set(float_layers))
+                if float_layers not in kept:
+                    kept.append(float_layers)
+                    static(f"+ CNN static int8, layer{'s' * (len(float_layers) > 1)} "
+                           f"{', '.join(map(str, float_layers))} float", float_layers)
+            static("+ CNN static int8, 128 calibration utterances", utterances=128, max_chunks=256)
+            static(f"+ CNN static int8, all {len(train)} training utterances in 1 s chunks",
+                   utterances=len(train), max_chunks=2000, chunk=16000)
+            for pct in (99.0, 99.9, 99.99):
+                static(f"+ CNN static int8, percentile {pct}", percentile=pct)
+            static("+ CNN static int8, min-max ranges", method="minmax")
+            static("+ CNN static int8, entropy ranges", method="entropy")
 
         # latency: every option in turn, round after round, so that a load on the shared CPU
         # falls on all of them alike; the median of each
@@ -273,14 +286,21 @@ def cnn_study(args, argv):
               f"{row['total_ms_10s']:.1f} |")
     if args.record:
         args.record.parent.mkdir(parents=True, exist_ok=True)
-        record = {"command": "OMP_NUM_THREADS=1 ./s3env python benchmarks/int8_backends.py "
-                             + " ".join(argv),
-                  "run": str(args.run), "split": args.split, "utterances": len(data),
-                  "decoding": "greedy CTC, batch 1", "threads": 1, "audio_seconds": 10,
-                  "repeats": args.repeats, "default_calibration": default,
-                  "whole_cnn_int8_wer": whole["wer"], "layers_losing_most": worst,
-                  "rows": rows}
-        args.record.write_text(json.dumps(record, indent=1) + "\n")
+        study = {"command": "OMP_NUM_THREADS=1 ./s3env python benchmarks/int8_backends.py "
+                            + " ".join(argv),
+                 "run": str(args.run), "split": args.split, "utterances": len(data),
+                 "decoding": "greedy CTC, batch 1", "threads": 1, "audio_seconds": 10,
+                 "repeats": args.repeats, "default_calibration": default,
+                 "whole_cnn_int8_wer": whole["wer"], "layers_losing_most": worst,
+                 "rows": rows}
+        # one record, a study per (run, split, utterances, headline or not)
+        key = (study["run"], args.split, len(data), args.headline)
+        studies = (json.loads(args.record.read_text())["studies"] if args.record.exists()
+                   else [])
+        studies = [other for other in studies if (other["run"], other["split"],
+                   other["utterances"], other.get("headline", False)) != key]
+        studies.append({**study, "headline": args.headline})
+        args.record.write_text(json.dumps({"studies": studies}, indent=1) + "\n")
         print(f"\nwritten {args.record}")
 
 
