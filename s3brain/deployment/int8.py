@@ -27,6 +27,7 @@ import contextlib
 import copy
 import io
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -369,7 +370,7 @@ class SplitInt8:
                  static_options=None):
 
         self.keep_fn, self.cnn_int8 = keep_fn, calibration is not None
-        self.cnn_float = Path(cnn)
+        self.cnn_float = Path(cnn).read_bytes()
         if self.cnn_int8:
             cnn = quantize_onnx_static_int8(cnn, Path(cnn).with_suffix(".int8.onnx"),
                                             calibration, **(static_options or {}))
@@ -378,8 +379,8 @@ class SplitInt8:
         self.cnn, self.threads = onnx_session(self.cnn_model, threads), threads
 
     def with_static_cnn(self, calibration, **static_options):
-        """The same transformer session with the float CNN (kept beside it) quantized anew:
-        static int8 calibrated on ``calibration`` with ``static_options`` (see
+        """The same transformer session with the float CNN quantized anew: static int8
+        calibrated on ``calibration`` with ``static_options`` (see
         ``quantize_onnx_static_int8``), or in float with ``calibration=None``.
 
         Returns
@@ -388,11 +389,13 @@ class SplitInt8:
         """
         other = copy.copy(self)
         other.cnn_int8 = calibration is not None
-        cnn = self.cnn_float
+        other.cnn_model = self.cnn_float
         if other.cnn_int8:
-            cnn = quantize_onnx_static_int8(cnn, cnn.with_suffix(".variant.int8.onnx"),
-                                            calibration, **static_options)
-        other.cnn_model = Path(cnn).read_bytes()
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "cnn.onnx").write_bytes(self.cnn_float)
+                other.cnn_model = quantize_onnx_static_int8(
+                    Path(tmp) / "cnn.onnx", Path(tmp) / "cnn.int8.onnx", calibration,
+                    **static_options).read_bytes()
         other.cnn = onnx_session(other.cnn_model, self.threads)
         return other
 
