@@ -39,7 +39,7 @@ with ``--record``, a JSON record written.
 
     OMP_NUM_THREADS=1 ./s3env python benchmarks/int8_backends.py --threads 1 \
         --run results/comparison/seed1986/weight_ft --cnn-int8 32 --cnn-study \
-        --split test-clean --utterances 200 --record benchmarks/records/int8_cnn.json
+        --split test-clean --utterances 1000 --record benchmarks/records/int8_cnn.json
 """
 
 import argparse
