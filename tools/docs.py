@@ -65,9 +65,11 @@ def _family_matrix():
     record = json.loads(family_matrix.RECORD.read_text())
     runs = [r for r in record["runs"] if not r["row"].startswith("(")]
     models = len({r["model"] for r in runs})
-    head = (f"{len(runs)} runs: {len(runs) // max(models, 1)} recipe rows x {models} family "
-            f"and layout models, {record['date']}, {record['minutes']:.0f} min with "
-            f"`{record['command']}` (record: `tools/records/family_matrix.json`)\n\n")
+    head = (f"{len(runs)} runs ({len(runs) // max(models, 1)} rows x {models} models), "
+            f"{record['date']}, code {record['code']}, {record['minutes']:.0f} min with "
+            f"`{record['command']}`"
+            + (f"; {record['note']}" if record.get("note") else "")
+            + " (record: `tools/records/family_matrix.json`)\n\n")
     return head + family_matrix.summary_markdown(record)
 
 

@@ -85,6 +85,8 @@ def main(argv=None):
     work = args.work or Path(tempfile.mkdtemp(prefix="family_matrix_"))
     rows = index_rows(only=args.only)
     start = time.perf_counter()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,  # the code run
+                            capture_output=True, text=True, check=False).stdout.strip()
 
     for key in args.models:  # in this thread: transformers' lazy imports are not thread-safe
         family, layout = key.rsplit("-", 1)
@@ -118,9 +120,10 @@ def main(argv=None):
         runs += list(pool.map(one, jobs))
     for r in runs:
         r["outcome"] = outcome(r)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True, check=False).stdout.strip()
-    record = {"command": "./s3env python tools/family_matrix.py " + " ".join(argv or sys.argv[1:]),
+    given = list(argv or sys.argv[1:])
+    if "--work" in given:  # a machine path: not for the record
+        del given[given.index("--work"):given.index("--work") + 2]
+    record = {"command": "./s3env python tools/family_matrix.py " + " ".join(given),
               "date": datetime.date.today().isoformat(), "code": commit,
               "minutes": round((time.perf_counter() - start) / 60, 1),
               "jobs": args.jobs, "runs": [{k: r[k] for k in ("model", "row", "outcome",
