@@ -311,6 +311,7 @@ def main(argv):
         step = max(1, len(train) // hparams["int8_cnn_calibration"])
         deployment.calibration = [train[i]["sig"][None].float() for i in range(0, len(train), step)
                                   ][:hparams["int8_cnn_calibration"]]
+        deployment.static_options = {"float_layers": hparams["int8_cnn_float_layers"]}
     cost = deployment_cost(deployment, seconds=10, repeats=hparams["cost_repeats"],
                            threads=hparams["cost_threads"])
     for split, data in tests.items():  # the int8 model's error rates, after all fp32 metrics

@@ -324,6 +324,30 @@ def quantize_onnx_static_int8(source, target, calibration, chunk=32000, percenti
     return Path(target)
 
 
+def int8_convs(model):
+    """For each Conv node of an ONNX graph, in graph order: whether it runs in int8 (any of its
+    inputs comes from a ``DequantizeLinear``, as onnxruntime's static QDQ quantization leaves
+    it); the layers ``quantize_onnx_static_int8`` kept in float give False.
+
+    Arguments
+    ---------
+    model : str, Path or bytes
+        The ONNX file or its bytes.
+
+    Returns
+    -------
+    list of bool
+    """
+    import onnx
+
+    graph = (onnx.load_from_string(model) if isinstance(model, bytes)
+             else onnx.load(str(model))).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear"
+                   for out in node.output}
+    return [any(name in dequantized for name in node.input) for node in graph.node
+            if node.op_type == "Conv"]
+
+
 class SplitInt8:
     """A backbone (and head) served by onnxruntime in two graphs with the frame choice between
     them, in torch: the CNN feature encoder (float, or static int8 with ``calibration``), then

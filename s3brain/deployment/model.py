@@ -159,6 +159,11 @@ class Deployment:
         self.int8 = self.int8_decoding = None
         #: Waveforms that calibrate a static int8 CNN (``quantize``), or None: the CNN in float.
         self.calibration = None
+        #: The static int8 CNN's options (``quantize_onnx_static_int8``): by default its first
+        #: conv layer, on the raw waveform, stays in float (the yaml's
+        #: ``int8_cnn_float_layers``; ``benchmarks/records/int8_cnn.json``: more accurate and
+        #: faster than that layer in int8).
+        self.static_options = {"float_layers": [0]}
         self.fp32_decoding = self._decoding(self.ssl, self.head) or self.fp32
         self.onnx_fp32 = None  # the float onnxruntime session, once quantize has exported it
 
@@ -166,7 +171,7 @@ class Deployment:
         """Build ``self.int8`` (and ``self.onnx_fp32`` with the onnxruntime backend): the
         exported path quantized by onnxruntime, else a torch int8 copy. With ``calibration``
         set (waveforms; the yaml's ``int8_cnn_calibration``), a plain or token-dropping
-        backbone's CNN is in static int8 too (``SplitInt8``).
+        backbone's CNN is in static int8 too (``SplitInt8``, with ``static_options``).
 
         Arguments
         ---------
@@ -189,7 +194,8 @@ class Deployment:
                 split = SplitInt8.export(self.hf, self.head, example, tmp, keep_fn=keep,
                                          normalize=self.ssl.normalize_wav,
                                          output_norm=self.ssl.output_norm, threads=threads,
-                                         calibration=self.calibration)
+                                         calibration=self.calibration,
+                                         static_options=self.static_options)
             self.int8 = split
             self.int8_decoding = (split.with_keep(self.dropper) if self.dropper is not None
                                   else split)

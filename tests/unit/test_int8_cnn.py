@@ -4,11 +4,10 @@ pair on their inputs or weights and give the float layer's output exactly."""
 
 import warnings
 
-import onnx
 import pytest
 import torch
 
-from s3brain.deployment.int8 import SplitInt8, quantize_onnx_static_int8
+from s3brain.deployment.int8 import SplitInt8, int8_convs, quantize_onnx_static_int8
 from s3brain.utils.efficiency import onnx_session
 
 
@@ -43,17 +42,6 @@ def cnn_onnx(tmp_path_factory):
     return folder / "cnn.onnx", calibration
 
 
-def quantized_convs(model):
-    """For each Conv node in graph order of the ONNX file (or its bytes) ``model``: whether any
-    of its inputs comes from a DequantizeLinear."""
-    graph = (onnx.load_from_string(model) if isinstance(model, bytes)
-             else onnx.load(str(model))).graph
-    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear"
-                   for out in node.output}
-    return [any(name in dequantized for name in node.input) for node in graph.node
-            if node.op_type == "Conv"]
-
-
 def run(path, wav):
     return onnx_session(str(path)).run(None, {"wav": wav.numpy()})
 
@@ -63,7 +51,7 @@ def test_float_layers_have_no_quantize_dequantize(cnn_onnx, tmp_path, float_laye
     source, calibration = cnn_onnx
     target = quantize_onnx_static_int8(source, tmp_path / "int8.onnx", calibration, chunk=4000,
                                        float_layers=float_layers)
-    assert quantized_convs(target) == [i not in float_layers for i in range(3)]
+    assert int8_convs(target) == [i not in float_layers for i in range(3)]
 
 
 def test_a_float_layer_gives_the_float_output_exactly(cnn_onnx, tmp_path):
@@ -116,8 +104,8 @@ def test_split_int8_with_static_cnn_keeps_the_listed_layers_float(tmp_path):
     assert not split.cnn_int8
     static = split.with_static_cnn(calibration, float_layers=[0, 2])
     assert static.cnn_int8 and static.encoder is split.encoder
-    assert quantized_convs(static.cnn_model) == [False, True, False]
-    assert quantized_convs(split.cnn_model) == [False, False, False]
+    assert int8_convs(static.cnn_model) == [False, True, False]
+    assert int8_convs(split.cnn_model) == [False, False, False]
     assert static(calibration[1]).shape == split(calibration[1]).shape
     back = static.with_static_cnn(None)
     assert torch.equal(back(calibration[1]), split(calibration[1]))

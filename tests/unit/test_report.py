@@ -11,7 +11,7 @@ import speechbrain as sb
 import torch
 
 from s3brain.backbone.wrapper import default_backbone, load_ssl
-from s3brain.deployment.int8 import SplitInt8, frame_agreement
+from s3brain.deployment.int8 import SplitInt8, frame_agreement, int8_convs
 from s3brain.deployment.model import Deployment, deployment_cost, int8_error_rates
 from s3brain.training.reporting import metric_key, split_results, write_results
 
@@ -158,6 +158,14 @@ def test_int8_cnn_calibration_on_a_plain_backbone(ssl):
         reference = fp32(wav)
         assert int8(wav).shape == reference.shape
         assert float((int8(wav) - reference).abs().mean() / reference.std()) < 0.3
+    # the first conv layer (raw audio) stays in float by default, the others are int8;
+    # static_options={"float_layers": []} puts it in int8 too
+    convs = ssl.model.config.num_feat_extract_layers
+    assert int8_convs(int8.cnn_model) == [i != 0 for i in range(convs)]
+    deployment.static_options = {"float_layers": []}
+    deployment.int8 = None
+    _, whole = deployment.decoders()
+    assert int8_convs(whole.cnn_model) == [True] * convs
 
 
 def test_a_run_tested_again_on_an_own_split_keeps_the_earlier_splits(tmp_path):
