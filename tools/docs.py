@@ -27,8 +27,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "studies" / "librispeech_comparison"))
+sys.path.insert(0, str(REPO / "studies" / "budget_pruning"))
 sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+import budget_pruning
+import deployment_ladder
 import family_matrix
 import librispeech_comparison as comparison
 
@@ -59,6 +63,29 @@ STUDY_PLOTS = ("pareto.png", "wer_vs_flops.png", "wer_vs_sparsity.png")
 def comparison_rows():
     """The LibriSpeech comparison pooled over its seeds (its tables and plots in ``SCRATCH``)."""
     return tuple(comparison.rows(SCRATCH / "librispeech_comparison"))
+
+
+@functools.cache
+def budget_rows():
+    """The budget pruning study's targets pooled over their seeds (its plot in ``SCRATCH``)."""
+    rows = tuple(budget_pruning.rows())
+    budget_pruning.plot(rows, SCRATCH / "tradeoff.png")
+    return rows
+
+
+def _ladder():
+    """The deployment ladder's record as a table, with the accuracy of the rungs the budget
+    pruning study trained."""
+    record = json.loads(budget_pruning.LADDER.read_text())
+    machine = record["machine"]
+    head = (f"{record['model']}, whole model (waveform in, last hidden state out), "
+            f"{record['seconds']:g} s of audio, batch 1, median of {record['repeats']} "
+            f"interleaved rounds; {record['date'][:10]}, {machine.get('cpu_model') or ''} "
+            f"({machine['cpu_count']} cores); `{record['command']}` (record: "
+            "`benchmarks/records/deployment_ladder.json`)\n\n")
+    return head + deployment_ladder.ladder_table(
+        record, budget_pruning.ladder_accuracy(budget_rows()),
+        "test-clean WER, tiny backbone, 3 seeds (minus dense fp32, t interval over seeds)")
 
 
 def _family_matrix():
@@ -102,6 +129,10 @@ PARTS = {
     + _comparison_command(),
     "librispeech-intervals": lambda: comparison.intervals_table(comparison_rows()),
     "librispeech-findings": lambda: comparison.findings(comparison_rows()),
+    "budget-pruning-table": lambda: budget_pruning.table(budget_rows()) + "\n\n"
+    + budget_pruning.command_line(),
+    "budget-pruning-findings": lambda: budget_pruning.findings(budget_rows()),
+    "deployment-ladder": _ladder,
     "family-matrix": _family_matrix,
     "first-command": _first_command,
     "librispeech-budget": lambda: "```\n$ ./s3env python -m s3brain.compare.pareto "
@@ -208,6 +239,8 @@ def main(argv=None):
     if not args.check:
         for name in STUDY_PLOTS:
             shutil.copyfile(SCRATCH / "librispeech_comparison" / name, comparison.STUDY / name)
+        budget_rows()
+        shutil.copyfile(SCRATCH / "tradeoff.png", budget_pruning.STUDY / "tradeoff.png")
     verb = "differ from their records" if args.check else "rewritten"
     print(f"{len(differ)} files {verb}" + (f": {[str(p.relative_to(REPO)) for p in differ]}"
                                            if differ else ""))

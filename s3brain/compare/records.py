@@ -30,6 +30,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -166,7 +167,8 @@ def recorded_stems(folder):
 def record_comparison(out, records, repo=None):
     """Write the records of every finished run under a comparison's output folder ``out``
     (``seed<s>/<strategy>/``, or ``<strategy>/`` without seeds; SALAD detectors included),
-    in the same layout under ``records``.
+    in the same layout under ``records``; a run folder linked into ``out`` (a run another
+    comparison shares) is followed.
 
     Returns
     -------
@@ -175,7 +177,9 @@ def record_comparison(out, records, repo=None):
     """
     out, records = Path(out), Path(records)
     written = []
-    for results in sorted(out.rglob("results.json")):
+    found = [Path(folder) / "results.json"  # run folders linked in (shared runs) count too
+             for folder, _, files in os.walk(out, followlinks=True) if "results.json" in files]
+    for results in sorted(found):
         relative = results.parent.relative_to(out)
         if any(part.startswith(("save", "CKPT")) for part in relative.parts):
             continue

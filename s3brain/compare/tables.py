@@ -95,6 +95,22 @@ def markdown_table(rows, columns=COLUMNS):
     return "\n".join(lines)
 
 
+def mean_std_text(row, key, digits=2):
+    """``mean ± std`` of a pooled row's ``key`` (its ``<key>_std`` from the seeds), the mean
+    alone without one, ``""`` when the row lacks it.
+
+    Example
+    -------
+    >>> mean_std_text({"wer": 80.954, "wer_std": 0.5}, "wer"), mean_std_text({}, "wer")
+    ('80.95 ± 0.50', '')
+    """
+    value = row.get(key)
+    if value is None:
+        return ""
+    spread = row.get(f"{key}_std")
+    return f"{value:.{digits}f}" + (f" ± {spread:.{digits}f}" if spread is not None else "")
+
+
 def interval_text(interval):
     """``+d.dd [+l.ll, +h.hh]`` for a ``paired_bootstrap`` result, `` *`` when it excludes 0.
 

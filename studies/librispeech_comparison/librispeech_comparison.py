@@ -23,7 +23,7 @@ from pathlib import Path
 from s3brain.compare.cli import compare_seeds
 from s3brain.compare.pareto import plot_pareto
 from s3brain.compare.records import record_comparison, size_of
-from s3brain.compare.tables import interval_text, markdown_table
+from s3brain.compare.tables import interval_text, markdown_table, mean_std_text
 
 STUDY = Path(__file__).resolve().parent
 REPO = STUDY.parents[1]
@@ -48,14 +48,6 @@ def rows(out=STUDY, records=None):
     return pooled
 
 
-def _cell(row, key, digits=2):
-    value = row.get(key)
-    if value is None:
-        return ""
-    spread = row.get(f"{key}_std")
-    return f"{value:.{digits}f}" + (f" ± {spread:.{digits}f}" if spread is not None else "")
-
-
 def results_table(pooled):
     """The recipe README's Results table: one row per strategy."""
     lines = ["| hparams | test-clean WER greedy | with LM | test-other greedy | with LM | "
@@ -63,9 +55,9 @@ def results_table(pooled):
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in pooled:
         lines.append(
-            f"| `{r['name']}.yaml` | {_cell(r, 'wer_test_clean')} | "
-            f"{_cell(r, 'wer_test_clean_lm')} | {_cell(r, 'wer_test_other')} | "
-            f"{_cell(r, 'wer_test_other_lm')} | {r['flops_10s'] / 1e9:.2f} | "
+            f"| `{r['name']}.yaml` | {mean_std_text(r, 'wer_test_clean')} | "
+            f"{mean_std_text(r, 'wer_test_clean_lm')} | {mean_std_text(r, 'wer_test_other')} | "
+            f"{mean_std_text(r, 'wer_test_other_lm')} | {r['flops_10s'] / 1e9:.2f} | "
             f"{r['latency_ms_10s']:.0f} / {r['latency_ms_10s_int8']:.0f} | "
             f"{r['storage_bytes_per_task']:,.0f} |")
     return "\n".join(lines)
