@@ -677,7 +677,14 @@ def main(argv=None):
     parser.add_argument("--kept-share", type=float, default=0.6381,
                         help="share of frames SALAD keeps on the split path (the ladder's)")
     parser.add_argument("--record", type=Path, help="write the record (JSON) here")
+    parser.add_argument("--from-record", type=Path, default=None, metavar="RECORD",
+                        help="measure nothing: print the tables of a record "
+                             "(records/int8_threads.json)")
     args = parser.parse_args(argv)
+    if args.from_record:
+        record = json.loads(args.from_record.read_text())
+        print(tables(record), end="")
+        return record
     args.threads = sorted(set(args.threads))
     record = measure(args, argv)
     print(tables(record), end="")

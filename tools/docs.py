@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import budget_pruning
 import deployment_ladder
+import int8_threads
 import family_matrix
 import librispeech_comparison as comparison
 
@@ -88,6 +89,15 @@ def _ladder():
         "test-clean WER, tiny backbone, 3 seeds (minus dense fp32, t interval over seeds)")
 
 
+def _int8_threads():
+    """The int8 thread profile's summary, from its record."""
+    path = REPO / "benchmarks" / "records" / "int8_threads.json"
+    record = json.loads(path.read_text())
+    return (f"Measured on {record['machine'].get('cpu_count')} cores with "
+            f"`{record['command']}`:\n\n"
+            + "\n".join(f"- {line}" for line in int8_threads.scaling_summary(record)))
+
+
 def _family_matrix():
     record = json.loads(family_matrix.RECORD.read_text())
     runs = [r for r in record["runs"] if not r["row"].startswith("(")]
@@ -134,6 +144,7 @@ PARTS = {
     "budget-pruning-findings": lambda: budget_pruning.findings(budget_rows()),
     "deployment-ladder": _ladder,
     "family-matrix": _family_matrix,
+    "int8-threads": _int8_threads,
     "first-command": _first_command,
     "librispeech-budget": lambda: "```\n$ ./s3env python -m s3brain.compare.pareto "
     "studies/librispeech_comparison/comparison.csv \\\n    --max " + " ".join(
