@@ -130,7 +130,20 @@ def _first_command():
             f"({r['wer_test_clean_int8']:.2f} / {r['wer_test_other_int8']:.2f} int8), "
             f"{r['flops_10s'] / 1e9:.2f} GFLOPs and {r['latency_ms_10s']:.0f} ms for 10 s of "
             f"audio on one thread, {r['storage_bytes_per_task']:,} bytes per task, after "
-            f"{r['train_seconds'] / 60:.1f} min of training (one thread, another run beside it).")
+            f"{r['train_seconds'] / 60:.1f} min of training (one thread, another run beside it)."
+            + _first_command_time())
+
+
+def _first_command_time():
+    """How long the first command took from a fresh clone (``tools/records/first_command.json``)."""
+    t = json.loads((REPO / "tools" / "records" / "first_command.json").read_text())
+    return (f" From a fresh clone on the {t['cores']}-core development machine, with the "
+            f"corpus not yet generated, the whole command took {t['seconds'] // 60} min "
+            f"{t['seconds'] % 60} s ({t['date']}; setting up the environment, "
+            f"{t['corpus_seconds'] / 60:.1f} min generating the corpus, "
+            f"{t['train_seconds'] / 60:.1f} min training with {t['threads']} threads, then "
+            f"testing greedy, with the LM and in int8; {t['note']}; record "
+            "`tools/records/first_command.json`).")
 
 
 #: Generated part -> the function that makes its text.
