@@ -26,7 +26,6 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "studies" / "librispeech_comparison"))
 sys.path.insert(0, str(REPO / "studies" / "budget_pruning"))
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -35,9 +34,8 @@ import budget_pruning
 import deployment_ladder
 import int8_threads
 import family_matrix
-import librispeech_comparison as comparison
-
 from s3brain.compare.pareto import budget_report
+from s3brain.compare.study import RecipeStudy
 
 BLOCK = re.compile(r"(<!-- begin generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)"
                    r"(<!-- end generated: (?P=name) -->)", re.DOTALL)
@@ -60,10 +58,30 @@ STUDY_TABLES = ("comparison.md", "comparison.csv")
 STUDY_PLOTS = ("pareto.png", "wer_vs_flops.png", "wer_vs_sparsity.png")
 
 
+#: The recipes' comparison studies (``studies/*_comparison``, or one per task below it), by
+#: recipe path under ``recipes/`` (``LibriSpeech``, ``SUPERB/KS``): each recipe README's Results
+#: table, intervals, findings and Pareto plot; a recipe without one has no table.
+STUDIES = {str(Path(study.spec()["recipe"]).relative_to("recipes")): study
+           for study in (RecipeStudy(p.parent) for pattern in ("studies/*_comparison/study.json",
+                                                               "studies/*_comparison/*/study.json")
+                         for p in sorted(REPO.glob(pattern)))}
+comparison = STUDIES["LibriSpeech"]
+
+
 @functools.cache
+def study_rows(recipe):
+    """A recipe's comparison pooled over its seeds (its tables and plots in ``SCRATCH``)."""
+    return tuple(STUDIES[recipe].rows(scratch(STUDIES[recipe])))
+
+
+def scratch(study):
+    """Where a study's tables and plots are made (``SCRATCH/<its path under studies/>``)."""
+    return SCRATCH / study.folder.relative_to(REPO / "studies")
+
+
 def comparison_rows():
-    """The LibriSpeech comparison pooled over its seeds (its tables and plots in ``SCRATCH``)."""
-    return tuple(comparison.rows(SCRATCH / "librispeech_comparison"))
+    """The LibriSpeech comparison pooled over its seeds."""
+    return study_rows("LibriSpeech")
 
 
 @functools.cache
@@ -110,20 +128,13 @@ def _family_matrix():
     return head + family_matrix.summary_markdown(record)
 
 
-def _comparison_command():
-    study = comparison.spec()
-    return (f"{len(study['seeds'])} seeds ({', '.join(map(str, study['seeds']))}), corpus "
-            f"`{study['corpus']}`, recorded {study.get('recorded', '?')}; made from "
-            "`studies/librispeech_comparison/records` by `./s3env python tools/docs.py`, "
-            "rerun by `./s3env python studies/librispeech_comparison/librispeech_comparison.py "
-            "--run`")
 
 
 def _first_command():
     """The default command's own run (the S3-Router row's seed that the yaml sets)."""
     seed = 1986
-    r = json.loads((comparison.STUDY / "records" / f"seed{seed}" / "s3router" /
-                    "results.json").read_text())
+    r = json.loads((comparison.records / f"seed{seed}" / "s3router" / "results.json"
+                    ).read_text())
     return (f"Its run in the study below (seed {seed}, the yaml's) printed test-clean / "
             f"test-other WER {r['wer_test_clean']:.2f} / {r['wer_test_other']:.2f} greedy and "
             f"{r['wer_test_clean_lm']:.2f} / {r['wer_test_other_lm']:.2f} with the LM "
@@ -147,11 +158,19 @@ def _first_command_time():
 
 
 #: Generated part -> the function that makes its text.
+def _study_parts(recipe):
+    """A recipe's comparison parts: ``<recipe>-results`` (with the command that makes it),
+    ``<recipe>-intervals`` and ``<recipe>-findings``."""
+    study, name = STUDIES[recipe], recipe.lower().replace("/", "-")
+    return {f"{name}-results": lambda: study.results_table(study_rows(recipe)) + "\n\n"
+            + study.command_line(),
+            f"{name}-intervals": lambda: study.intervals_table(study_rows(recipe)),
+            f"{name}-findings": lambda: study.findings(study_rows(recipe),
+                                                       study.spec().get("unit", "points"))}
+
+
 PARTS = {
-    "librispeech-results": lambda: comparison.results_table(comparison_rows()) + "\n\n"
-    + _comparison_command(),
-    "librispeech-intervals": lambda: comparison.intervals_table(comparison_rows()),
-    "librispeech-findings": lambda: comparison.findings(comparison_rows()),
+    **{k: v for recipe in STUDIES for k, v in _study_parts(recipe).items()},
     "budget-pruning-table": lambda: budget_pruning.table(budget_rows()) + "\n\n"
     + budget_pruning.command_line(),
     "budget-pruning-findings": lambda: budget_pruning.findings(budget_rows()),
@@ -183,18 +202,24 @@ def render(text, where="document"):
 
 
 def performance_of(row):
-    """The ``performance`` text of one recipe row: the comparison's figures where it holds the
-    row's yaml, else ``NOT_MEASURED``."""
-    if row["Dataset"] != "LibriSpeech" or "test_debug_flags" not in row:
+    """The ``performance`` text of one recipe row: its recipe's comparison figures (the
+    results table's error rates, mean of the seeds) where the study holds the row's yaml, else
+    ``NOT_MEASURED``."""
+    hparams = Path(row["Hparam_file"])
+    recipe = str(hparams.parent.parent.relative_to("recipes")) \
+        if hparams.parts[0] == "recipes" and hparams.parent.name == "hparams" else None
+    if recipe not in STUDIES or row["Dataset"] != recipe.split("/")[0] \
+            or "test_debug_flags" not in row:
         return NOT_MEASURED
-    name = Path(row["Hparam_file"]).stem
-    pooled = {r["name"]: r for r in comparison_rows()}
-    if Path(row["Hparam_file"]).parent.name != "hparams" or name not in pooled:
+    pooled = {r["name"]: r for r in study_rows(recipe)}
+    if hparams.stem not in pooled:
         return NOT_MEASURED
-    r, study = pooled[name], comparison.spec()
-    return (f"test-clean WER {r['wer_test_clean']:.2f} greedy {r['wer_test_clean_lm']:.2f} LM; "
-            f"test-other {r['wer_test_other']:.2f} / {r['wer_test_other_lm']:.2f} (mean of "
-            f"{len(study['seeds'])} seeds; {study['corpus']} train-10m)")
+    name = hparams.stem
+    r, study = pooled[name], STUDIES[recipe].spec()
+    figures = ", ".join(f"{label} {r[key]:.2f}" for key, label in study["columns"].items()
+                        if r.get(key) is not None)
+    return (f"{figures} (mean of {len(study['seeds'])} seeds; {study['corpus']}"
+            + (f" {' '.join(study['overrides'])}" if study["overrides"] else "") + ")")
 
 
 def index_texts():
@@ -236,9 +261,10 @@ def expected():
     indexes = index_texts()
     texts.update(indexes)
     texts[PERFORMANCE] = performance_text(indexes)
-    comparison_rows()
-    for name in STUDY_TABLES:
-        texts[comparison.STUDY / name] = (SCRATCH / "librispeech_comparison" / name).read_text()
+    for recipe, study in STUDIES.items():
+        study_rows(recipe)
+        for name in STUDY_TABLES:
+            texts[study.folder / name] = (scratch(study) / name).read_text()
     return texts
 
 
@@ -261,8 +287,10 @@ def main(argv=None):
         else:
             path.write_text(text, encoding="utf-8")
     if not args.check:
-        for name in STUDY_PLOTS:
-            shutil.copyfile(SCRATCH / "librispeech_comparison" / name, comparison.STUDY / name)
+        for study in STUDIES.values():
+            for name in STUDY_PLOTS:
+                if (scratch(study) / name).exists():
+                    shutil.copyfile(scratch(study) / name, study.folder / name)
         budget_rows()
         shutil.copyfile(SCRATCH / "tradeoff.png", budget_pruning.STUDY / "tradeoff.png")
     verb = "differ from their records" if args.check else "rewritten"

@@ -11,7 +11,7 @@ Example
 import json
 from pathlib import Path
 
-from s3brain.compare.stats import error_files, mean_std, paired_differences
+from s3brain.compare.stats import error_files, mean_std, paired_differences, prediction_errors
 
 BASELINE = "weight_ft.yaml"
 #: The fair dense reference of the yamls that start from ``BASELINE``'s run: its weights trained
@@ -135,7 +135,9 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         the reference itself; absent for tasks without per-utterance error files);
         ``s_<metric>_<split>``: the t interval of the same difference from each seed's value
         (``seed_interval``, two seeds or more: training noise counted); ``reference``: the row
-        it is compared with.
+        it is compared with. A classifier's (primary metric ``accuracy_<split>``) are
+        ``d_accuracy_<split>`` and ``s_accuracy_<split>``, the accuracy difference in points
+        from its ``predictions_<split>.csv``.
     """
 
     seeds = list(per_seed)
@@ -164,7 +166,17 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         reference = references.get(name, default)
         row["reference"] = reference if name != reference else None
         seed0 = folder_of(seeds[0], reference)
-        for split in splits or error_files(seed0, metric, lm=True):
+        if prefix == "accuracy":  # a classifier: from predictions_<split>.csv, accuracy points
+            split = metric[len("accuracy_"):]
+            files = [(folder_of(s, reference) / f"predictions_{split}.csv",
+                      folder_of(s, name) / f"predictions_{split}.csv") for s, _ in ok]
+            result = paired_differences(files, read=prediction_errors) \
+                if name != reference else None
+            row[f"d_{metric}"], row[f"s_{metric}"] = (
+                (negated(result["bootstrap"]), negated(result["seeds"])) if result
+                else (None, None))
+        for split in [] if prefix == "accuracy" else splits or error_files(seed0, metric,
+                                                                              lm=True):
             tag = f"{prefix}_{split.replace('-', '_')}"
             row[f"d_{tag}"] = row[f"s_{tag}"] = None
             files = [(folder_of(s, reference) / f"{prefix}_{split}.txt",
@@ -174,5 +186,20 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
                 row[f"d_{tag}"], row[f"s_{tag}"] = result["bootstrap"], result["seeds"]
         rows.append(row)
     return rows
+
+
+def negated(interval):
+    """An interval of an error-rate difference as one of the accuracy difference (the same
+    points, the other sign); None stays None.
+
+    Example
+    -------
+    >>> negated({"difference": 2.0, "low": 1.0, "high": 3.0, "excludes_zero": True})
+    {'difference': -2.0, 'low': -3.0, 'high': -1.0, 'excludes_zero': True}
+    """
+    if interval is None:
+        return None
+    return {**interval, "difference": 0.0 - interval["difference"],
+            "low": 0.0 - interval["high"], "high": 0.0 - interval["low"]}
 
 

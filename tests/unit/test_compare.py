@@ -65,6 +65,48 @@ def test_seeds_give_mean_std_and_a_paired_interval_against_the_reference(tmp_pat
     assert (out / "wer_vs_flops.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_classifiers_get_accuracy_intervals_from_their_predictions(tmp_path):
+    """Classification runs (primary metric ``accuracy_test``, ``predictions_test.csv``) over
+    three seeds: the pooled row's intervals are of the accuracy difference, system minus
+    reference, in points (positive when the system is right more often), over the utterances
+    and over the seeds, equal to the accuracies the results give."""
+    import json
+
+    from scipy import stats as scipy_stats
+
+    recipe, out = tmp_path / "recipe", tmp_path / "cmp"
+    (recipe / "hparams").mkdir(parents=True)
+    (recipe / "train.py").write_text("raise SystemExit('finished runs are reused')\n")
+    for name in ("weight_ft", "better"):
+        (recipe / "hparams" / f"{name}.yaml").write_text(f"strategy: {name}\n")
+    accuracy = {}
+    for seed in (1, 2, 3):
+        for name, wrong in (("weight_ft", 8 + seed), ("better", 4 + seed % 2)):
+            run = out / f"seed{seed}" / name
+            run.mkdir(parents=True)
+            lines = ["ID,label_predicted,label_true"] + [
+                f"u{i},{'no' if i < wrong else 'yes'},yes" for i in range(40)]
+            (run / "predictions_test.csv").write_text("\n".join(lines) + "\n")
+            accuracy.setdefault(name, []).append(100 * (40 - wrong) / 40)
+            (run / "results.json").write_text(json.dumps(
+                {"strategy": name, "accuracy_test": accuracy[name][-1],
+                 "primary_metric": "accuracy_test", "flops_10s": 3e9}))
+    code = compare_main([str(recipe), "--all", "--out", str(out), "--seeds", "1", "2", "3"])
+    assert code == 0
+    with open(out / "comparison.csv") as f:
+        table = {row["name"]: row for row in csv.DictReader(f)}
+    diffs = [b - a for a, b in zip(accuracy["weight_ft"], accuracy["better"])]
+    mean = sum(diffs) / 3
+    assert mean > 0
+    assert table["better"]["d_accuracy_test"].startswith(f"{mean:+.2f} [")
+    assert table["better"]["d_accuracy_test"].endswith("*")
+    half = scipy_stats.t.ppf(0.975, 2) * scipy_stats.tstd(diffs) / 3 ** 0.5
+    assert table["better"]["s_accuracy_test"] == (
+        f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+        + (" *" if mean - half > 0 else ""))
+    assert table["weight_ft"]["d_accuracy_test"] == ""
+
+
 def test_runs_tested_on_an_own_split_are_compared_on_it(tmp_path):
     """Runs evaluated on a split of another name alone (``wer_test_mine``, primary) are reused
     as finished, and the tables show that split's metrics and its paired intervals, greedy and
