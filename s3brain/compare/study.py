@@ -45,7 +45,20 @@ from s3brain.compare.records import record_comparison, size_of
 from s3brain.compare.tables import interval_text, markdown_table, mean_std_text
 
 REPO = Path(__file__).resolve().parents[2]
-COST_HEADERS = ("GFLOPs / 10 s", "latency fp32 / int8 (ms, 10 s, 1 thread)", "bytes per task")
+COST_HEADERS = ("GFLOPs / {s} s", "latency fp32 / int8 (ms, {s} s, 1 thread)", "bytes per task")
+
+
+def cost_seconds(pooled):
+    """The audio length the rows' cost is measured on (``cost_seconds``: 1 s for keyword
+    spotting's clips, 10 s elsewhere), as text.
+
+    Example
+    -------
+    >>> cost_seconds([{"cost_seconds": 1.0}]), cost_seconds([{}])
+    ('1', '10')
+    """
+    seconds = next((r["cost_seconds"] for r in pooled if r.get("cost_seconds")), 10)
+    return f"{seconds:g}"
 
 
 def _number_text(value, fmt):
@@ -83,7 +96,7 @@ class RecipeStudy:
         out = Path(out or self.folder)
         pooled, _ = compare_seeds(REPO / study["recipe"], study["yamls"], out, study["seeds"],
                                   overrides=study["overrides"], records=records or self.records)
-        plot_pareto(pooled, out / "pareto.png", study["metric"],
+        plot_pareto(pooled, out / "pareto.png", study["metric"], float(cost_seconds(pooled)),
                     higher_is_better=study.get("higher_is_better", False),
                     title=f"{study.get('title', study['recipe'])}, {study['corpus']}, "
                           f"{len(study['seeds'])} seeds (bars: std over seeds; latency on one "
@@ -93,15 +106,16 @@ class RecipeStudy:
     def results_table(self, pooled):
         """The recipe README's Results table: one row per strategy, the error rates of
         ``columns`` as mean ± std over the seeds, then the deployed model's cost."""
-        columns = self.spec()["columns"]
-        lines = ["| hparams | " + " | ".join([*columns.values(), *COST_HEADERS]) + " |",
+        columns, s = self.spec()["columns"], cost_seconds(pooled)
+        lines = ["| hparams | " + " | ".join([*columns.values(),
+                                              *(h.format(s=s) for h in COST_HEADERS)]) + " |",
                  "|" + " --- |" * (1 + len(columns) + len(COST_HEADERS))]
         for r in pooled:
-            flops = r.get("flops_10s")
+            flops = r.get(f"flops_{s}s")
             cells = [mean_std_text(r, k) for k in columns] + [
                 "" if flops is None else f"{flops / 1e9:.2f}",
-                f"{_number_text(r.get('latency_ms_10s'), '.0f')} / "
-                f"{_number_text(r.get('latency_ms_10s_int8'), '.0f')}",
+                f"{_number_text(r.get(f'latency_ms_{s}s'), '.0f')} / "
+                f"{_number_text(r.get(f'latency_ms_{s}s_int8'), '.0f')}",
                 _number_text(r.get("storage_bytes_per_task"), ",.0f")]
             lines.append(f"| `{r['name']}.yaml` | " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -194,7 +208,8 @@ class RecipeStudy:
             print(f"{len(written)} records, {size_of(self.records) / 1e3:.0f} kB")
         pooled = self.rows()
         study = self.spec()
-        print(markdown_table(pooled, ["name", "status", *study["columns"], "flops_10s",
-                                      "latency_ms_10s", "storage_bytes_per_task"]))
+        s = cost_seconds(pooled)
+        print(markdown_table(pooled, ["name", "status", *study["columns"], f"flops_{s}s",
+                                      f"latency_ms_{s}s", "storage_bytes_per_task"]))
         print(f"tables and plots in {self.folder.relative_to(REPO)}")
         return 0
