@@ -121,7 +121,7 @@ def _family_matrix():
     runs = [r for r in record["runs"] if not r["row"].startswith("(")]
     models = len({r["model"] for r in runs})
     head = (f"{len(runs)} runs ({len(runs) // max(models, 1)} rows x {models} models), "
-            f"{record['date']}, code {record['code']}, {record['minutes']:.0f} min with "
+            f"{record['date']}, {record['minutes']:.0f} min with "
             f"`{record['command']}`"
             + (f"; {record['note']}" if record.get("note") else "")
             + " (record: `tools/records/family_matrix.json`)\n\n")

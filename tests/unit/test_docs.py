@@ -60,3 +60,19 @@ def test_performance_md_is_the_recipe_index_performance_column():
         for r in docs.study_rows(recipe):
             key, label = next(iter(docs.STUDIES[recipe].spec()["columns"].items()))
             assert f"`recipes/{recipe}/hparams/{r['name']}.yaml` | {label} {r[key]:.2f}" in text
+
+
+def test_no_document_cites_a_commit():
+    """A README says what the current code gives, not which commit gave a figure: no word of a
+    document names a commit of this repository."""
+    import subprocess
+
+    if not (REPO / ".git").exists():
+        return
+    words = {w for p in docs.documents() for w in re.findall(r"\b[0-9a-f]{7,40}\b",
+                                                             p.read_text(encoding="utf-8"))
+             if re.search(r"[a-f]", w) and re.search(r"\d", w)}
+    commits = [w for w in sorted(words) if subprocess.run(
+        ["git", "cat-file", "-e", f"{w}^{{commit}}"], cwd=REPO, capture_output=True,
+        check=False).returncode == 0]
+    assert not commits, f"documents cite commits {commits}"
