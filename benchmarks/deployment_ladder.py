@@ -51,8 +51,6 @@ import copy
 import datetime
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -81,6 +79,7 @@ from s3brain.strategies.token_dropping import (
 )
 from s3brain.strategies.token_merging.merging import forward_with_merging
 from s3brain.utils.efficiency import count_flops, export_onnx, onnx_session
+from s3brain.utils.provenance import machine_facts, portable_argv, portable_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TARGET = 0.33
@@ -554,7 +553,7 @@ def build(args, folder):
             model, kept, ratio = budget_pruned(dense, target, args.seconds, shares)
             return model, {"kept": kept, "flops_ratio": round(ratio, 5), "shape": (
                 "uniform share per group, units ranked by L1 norm (data-free)" if shape is None
-                else f"transferred from {portable(source)}"),
+                else f"transferred from {portable_path(source, ROOT)}"),
                 "trained_kept": shape and shape["kept"]}
         return once(("budget", target), make)
 
@@ -660,81 +659,6 @@ def time_rungs(rungs, wav, threads, repeats):
                 forward(wav)
                 times[name].append(1000 * (time.perf_counter() - start))
     return times
-
-
-def portable(path):
-    """``path`` as a record may show it: relative to the repository when inside it, else its
-    last two parts after ``...`` (no machine's folders).
-
-    Arguments
-    ---------
-    path : str or Path
-        A path.
-
-    Returns
-    -------
-    str
-
-    Example
-    -------
-    >>> portable(ROOT / "benchmarks" / "records" / "x.json"), portable("/tmp/runs/a/inference")
-    ('benchmarks/records/x.json', '.../a/inference')
-    """
-    path = Path(path)
-    if not path.is_absolute():
-        return str(path)
-    path = Path(os.path.normpath(path))
-    if path.is_relative_to(ROOT):
-        return str(path.relative_to(ROOT))
-    return "/".join(["...", *path.parts[-2:]])
-
-
-def portable_argv(argv):
-    """The command line with its absolute paths made ``portable`` (also after ``RUNG=`` of
-    ``--wer``).
-
-    Arguments
-    ---------
-    argv : list of str
-        The arguments.
-
-    Returns
-    -------
-    list of str
-
-    Example
-    -------
-    >>> portable_argv(["--wer", "dense=/tmp/x/dense/results.json", "--repeats", "5"])
-    ['--wer', 'dense=.../dense/results.json', '--repeats', '5']
-    """
-    out = []
-    for arg in argv:
-        head, sep, tail = arg.rpartition("=")
-        if sep and tail.startswith("/"):
-            out.append(f"{head}={portable(tail)}")
-        else:
-            out.append(portable(arg) if arg.startswith("/") else arg)
-    return out
-
-
-def machine():
-    """The facts of this machine a timing depends on: CPUs, processor (and its model name, where
-    Linux says it and ``platform.processor()`` does not) and library versions.
-
-    Returns
-    -------
-    dict
-    """
-    import onnxruntime
-    import transformers
-
-    cpuinfo = Path("/proc/cpuinfo")
-    model = next((line.split(":", 1)[1].strip() for line in (
-        cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
-        if line.startswith("model name")), None)
-    return {"cpu_count": os.cpu_count(), "processor": platform.processor(), "cpu_model": model,
-            "machine": platform.machine(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "transformers": transformers.__version__}
 
 
 def ladder_table(record, accuracy=None, accuracy_header="WER (tiny backbone)"):
@@ -885,9 +809,9 @@ def main(argv=None):
         timings = {t: time_rungs(rungs, wav, t, args.repeats) for t in args.threads}
     record = {
         "command": " ".join(["./s3env python benchmarks/deployment_ladder.py",
-                             *(f'"{a}"' if " " in a else a for a in portable_argv(argv))]),
+                             *(f'"{a}"' if " " in a else a for a in portable_argv(argv, ROOT))]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine_facts(),
         "model": ("tiny wav2vec2 (tests)" if args.config_tiny
                   else "wav2vec2-base sized, random weights"),
         "seconds": args.seconds, "batch": 1, "repeats": args.repeats, "threads": args.threads,
@@ -914,7 +838,7 @@ def main(argv=None):
     if args.record:
         args.record.parent.mkdir(parents=True, exist_ok=True)
         args.record.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"written {portable(args.record.resolve())}")
+        print(f"written {portable_path(args.record.resolve(), ROOT)}")
 
 
 if __name__ == "__main__":

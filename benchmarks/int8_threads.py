@@ -32,8 +32,6 @@ as ``benchmarks/deployment_ladder.py`` times its rungs. The tables are printed f
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,6 +44,7 @@ from transformers import AutoModel, Wav2Vec2Config
 from s3brain.deployment.int8 import OnnxInt8, SplitInt8
 from s3brain.strategies.pruning.structured import Safari, shrink
 from s3brain.strategies.token_dropping import SaladDetector, uniform_keep
+from s3brain.utils.provenance import machine_facts, portable_argv, portable_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -391,18 +390,6 @@ def split_times(split, wav, threads, repeats):
     return rows
 
 
-def portable(argument):
-    """A command-line argument without this machine's paths (relative to the repository, or
-    the file's name)."""
-    path = Path(argument)
-    if not path.is_absolute():
-        return argument
-    try:
-        return str(path.relative_to(REPO))
-    except ValueError:
-        return path.name
-
-
 def measure(args, argv):
     """Build the models and measure everything (see the module doc).
 
@@ -427,19 +414,11 @@ def measure(args, argv):
                                               torch.tensor([built["frames"]]))[0].sum())
     finally:
         torch.set_num_threads(previous)
-    import onnxruntime
-    import transformers
-
     record = {
         "benchmark": "int8_threads",
         "command": " ".join(["./s3env python benchmarks/int8_threads.py",
-                             *map(portable, argv)]).strip(),
-        "machine": {"cpu_count": os.cpu_count(),
-                    "cpus_usable": len(os.sched_getaffinity(0))
-                    if hasattr(os, "sched_getaffinity") else None,
-                    "platform": platform.platform(), "processor": platform.machine(),
-                    "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-                    "torch": torch.__version__, "transformers": transformers.__version__},
+                             *portable_argv(argv, REPO)]).strip(),
+        "machine": machine_facts(),
         "model": {"size": args.model, "config": CONFIGS[args.model] or "Wav2Vec2Config()",
                   "seconds": args.seconds, "batch": 1, "output": "last hidden state",
                   "weights": "random"},
@@ -691,7 +670,7 @@ def main(argv=None):
     if args.record:
         args.record.parent.mkdir(parents=True, exist_ok=True)
         args.record.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"\nwritten {portable(args.record.resolve())}")
+        print(f"\nwritten {portable_path(args.record.resolve(), REPO)}")
     return record
 
 

@@ -1,12 +1,13 @@
 """Result records: what a finished run leaves in the repository so that its tables, plots and
 intervals can be made again without training.
 
-A record of a run is a folder with the run's ``results.json`` (absolute paths made relative) and
-``utterance_errors.tsv.gz``: for every per-utterance file the run wrote (SpeechBrain's
-``wer_<split>.txt`` / ``per_<split>.txt`` from ``ErrorRateStats.write_stats``, a classifier's
-``predictions_<split>.csv``), one line per utterance with its errors and its length, which is all
-the paired intervals need (``s3brain.compare.stats``), at about a twentieth of the files' size.
-The statistics read a record folder as they read a run folder: ``stats.utterance_errors`` and
+A record of a run is a folder with the run's ``results.json`` (absolute paths made portable,
+``s3brain.utils.provenance.portable_values``) and ``utterance_errors.tsv.gz``: for every
+per-utterance file the run wrote (SpeechBrain's ``wer_<split>.txt`` / ``per_<split>.txt`` from
+``ErrorRateStats.write_stats``, a classifier's ``predictions_<split>.csv``), one line per
+utterance with its errors and its length, which is all the paired intervals need
+(``s3brain.compare.stats``), at about a twentieth of the files' size. The statistics read a
+record folder as they read a run folder: ``stats.utterance_errors`` and
 ``stats.prediction_errors`` fall back to the record when the original file is not there.
 
 A comparison's records mirror its output folder (``<records>/seed<s>/<strategy>/``), so that
@@ -34,6 +35,8 @@ import os
 import re
 import shutil
 from pathlib import Path
+
+from s3brain.utils.provenance import REPO, portable_values
 
 ERRORS_FILE = "utterance_errors.tsv.gz"
 _UTTERANCE = re.compile(r"^(\S+), %[A-Z]+ [-0-9.]+ \[ (\d+) / (\d+),")
@@ -78,21 +81,6 @@ def run_errors(folder):
     return found
 
 
-def _relative(value, repo):
-    """An absolute path made relative to the repository (or its last two parts outside it)."""
-    if isinstance(value, str) and value.startswith("/"):
-        path = Path(value)
-        try:
-            return str(path.relative_to(repo))
-        except ValueError:
-            return "/".join(path.parts[-2:])
-    if isinstance(value, list):
-        return [_relative(v, repo) for v in value]
-    if isinstance(value, dict):
-        return {k: _relative(v, repo) for k, v in value.items()}
-    return value
-
-
 def write_record(run, record, repo=None):
     """Write the record of the run folder ``run`` into the folder ``record``.
 
@@ -103,7 +91,8 @@ def write_record(run, record, repo=None):
     record : str or Path
         Where the record goes (created; its earlier files replaced).
     repo : Path, optional
-        Paths inside it are written relative to it (default: this repository).
+        Paths inside it are written relative to it, others as ``.../<parent>/<name>``
+        (default: this repository).
 
     Returns
     -------
@@ -111,13 +100,13 @@ def write_record(run, record, repo=None):
         The files written.
     """
     run, record = Path(run), Path(record)
-    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
+    repo = Path(repo) if repo else REPO
     if not (run / "results.json").is_file():
         raise FileNotFoundError(f"{run} has no results.json: not a finished run")
     if record.exists():
         shutil.rmtree(record)
     record.mkdir(parents=True)
-    results = _relative(json.loads((run / "results.json").read_text()), repo)
+    results = portable_values(json.loads((run / "results.json").read_text()), repo)
     (record / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     written = ["results.json"]
     errors = run_errors(run)

@@ -1,2 +1,3 @@
-"""Helpers every folder may use: the results format, checkpoints, FLOPs and latency, and the
-redirects of old import paths."""
+"""Helpers every folder may use: the results format, checkpoints, FLOPs and latency, what a
+record may say of its machine and paths (``provenance``), and the redirects of old import
+paths."""
