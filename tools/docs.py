@@ -27,12 +27,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "studies" / "budget_pruning"))
+sys.path.insert(0, str(REPO / "studies" / "per_task_storage"))
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import budget_pruning
 import deployment_ladder
 import int8_threads
+import per_task_storage
 import family_matrix
 from s3brain.compare.pareto import budget_report
 from s3brain.compare.study import RecipeStudy
@@ -175,6 +177,8 @@ PARTS = {
     + budget_pruning.command_line(),
     "budget-pruning-findings": lambda: budget_pruning.findings(budget_rows()),
     "deployment-ladder": _ladder,
+    "per-task-storage": lambda: per_task_storage.comparison_table(
+        {recipe: (study, study_rows(recipe)) for recipe, study in STUDIES.items()}),
     "family-matrix": _family_matrix,
     "int8-threads": _int8_threads,
     "first-command": _first_command,

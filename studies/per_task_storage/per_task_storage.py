@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from s3brain.compare.launch import run_strategy
-from s3brain.compare.tables import interval_text, markdown_table
+from s3brain.compare.tables import interval_text, markdown_table, mean_std_text
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "LibriSpeech"
@@ -395,6 +395,56 @@ def write_superb_table(rows, folder):
     table = markdown_table(rows, shown)
     (folder / "storage.md").write_text(table + "\n")
     print(table)
+
+
+def comparison_table(pooled_by_recipe):
+    """What one more task stores against what it gets right, from the recipes' comparison
+    studies (``studies/*_comparison``: the yamls' defaults, three seeds): per recipe, its rows
+    by bytes per task, the share of a whole fine-tuned model that is, the study's first metric
+    (mean ± std over the seeds) and its difference against weight fine-tuning with the t
+    interval over the seeds (``*`` excludes 0).
+
+    Arguments
+    ---------
+    pooled_by_recipe : dict
+        ``{recipe: (RecipeStudy, pooled rows)}`` (``tools/docs.py``'s ``STUDIES`` with their
+        rows).
+
+    Returns
+    -------
+    str
+        A Markdown table.
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> study = SimpleNamespace(spec=lambda: {"columns": {"wer": "WER"}, "intervals": {"wer": "WER"}})
+    >>> rows = [{"name": "weight_ft", "storage_bytes_per_task": 8000, "wer": 80.0},
+    ...         {"name": "s3router", "storage_bytes_per_task": 400, "wer": 83.0, "reference":
+    ...          "weight_ft", "s_wer": {"difference": 3.0, "low": 1.0, "high": 5.0,
+    ...          "excludes_zero": True}}]
+    >>> print(comparison_table({"X": (study, rows)}).splitlines()[2])
+    | X | `s3router` | 400 | 5.0 % | WER 83.00 | +3.00 [+1.00, +5.00] * |
+    """
+    lines = ["| recipe | hparams | bytes per task | share of a whole model | metric (mean ± std) "
+             "| against `weight_ft` (seeds) |", "| --- | --- | --- | --- | --- | --- |"]
+    for recipe, (study, pooled) in pooled_by_recipe.items():
+        spec = study.spec()
+        key, label = next(iter(spec["columns"].items()))
+        interval = next(iter(spec["intervals"]))
+        whole = next((r["storage_bytes_per_task"] for r in pooled if r["name"] == "weight_ft"),
+                     None)
+        for r in sorted(pooled, key=lambda r: r.get("storage_bytes_per_task") or 0):
+            stored = r.get("storage_bytes_per_task")
+            if stored is None:
+                continue
+            against = r.get(f"s_{interval}") if r.get("reference") == "weight_ft" else None
+            lines.append(
+                f"| {recipe} | `{r['name']}` | {stored:,.0f} | "
+                + (f"{100 * stored / whole:.1f} %" if whole else "") + " | "
+                + f"{label} {mean_std_text(r, key)} | "
+                + (interval_text(against) if against else "") + " |")
+    return "\n".join(lines)
 
 
 def main():
