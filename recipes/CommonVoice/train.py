@@ -26,12 +26,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main  # noqa: 
 from s3brain.backbone.audio import backbone_rate, read_audio  # noqa: E402
 from s3brain.data import synthetic  # noqa: E402
 from s3brain.deployment.export import export_after_run  # noqa: E402
-from s3brain.deployment.model import (  # noqa: E402
-    deploy,
-    deployment_cost,
-    fp32_transcripts,
-    int8_error_rates,
-)
+from s3brain.deployment.model import deploy, deployment_cost, int8_error_rates  # noqa: E402
 from s3brain.deployment.modules import token_labels
 from s3brain.strategies.early_exit import (  # noqa: E402
     decode_at_exits,
@@ -239,8 +234,7 @@ def main(argv):
                            threads=hparams["cost_threads"])
     metrics.update(int8_error_rates(deployment, test, split, label_encoder,
                                     hparams["blank_index"], units="phonemes",
-                                    enabled=hparams["int8_eval"],
-                                    fp32_hyps=fp32_transcripts(brain.per_metric)))
+                                    enabled=hparams["int8_eval"]))
     write_results(results, metrics, cost, strategies, hparams["output_folder"], hparams["ssl"],
                   hparams["model"], primary=metric_key("per", split))
     if deployment is not None and not run_opts["debug"]:  # the main process, not --debug

@@ -471,26 +471,11 @@ def cost_report(ssl, head, strategies=(), seconds=10, repeats=3, threads=1, all_
                            repeats=repeats, threads=threads)
 
 
-def fp32_transcripts(stats):
-    """``{utterance id: tokens}`` of the hypotheses an ``ErrorRateStats`` holds (the test
-    stage's greedy transcripts), for ``int8_error_rates``'s ``fp32_hyps``.
-
-    Example
-    -------
-    >>> stats = ErrorRateStats()
-    >>> stats.append(["u1"], [["a", "b"]], [["a", "c"]])
-    >>> fp32_transcripts(stats)
-    {'u1': ['a', 'b']}
-    """
-    return {score["key"]: list(score["hyp_tokens"]) for score in stats.scores}
-
-
 def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, units="chars",
-                     enabled=True, fp32_hyps=None):
+                     enabled=True):
     """Error rates of the int8 deployed model on a test set: each utterance alone (batch 1, as
-    deployed, on the CPU, with torch's number of threads) through the int8 model and, unless
-    ``fp32_hyps`` gives fp32's transcripts already, the fp32 one; greedy CTC, scored with
-    SpeechBrain's ``ErrorRateStats`` against the reference.
+    deployed, on the CPU, with torch's number of threads) through the int8 model and the fp32
+    one, greedy CTC, scored with SpeechBrain's ``ErrorRateStats`` against the reference.
 
     Arguments
     ---------
@@ -510,10 +495,6 @@ def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, u
         ``chars`` (``wrd`` references; WER and CER) or ``phonemes`` (``phn``; PER).
     enabled : bool
         False (the yaml's ``int8_eval``) skips the pass: every key null.
-    fp32_hyps : dict, optional
-        ``{utterance id: tokens}``, the fp32 transcripts the recipe's test stage decoded
-        (``fp32_transcripts`` of its ``ErrorRateStats``); given, the fp32 deployed model is not
-        run again (it costs as long as the int8 pass) and "same transcript" compares with them.
 
     Returns
     -------
@@ -552,11 +533,11 @@ def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, u
             wav = item["sig"][None].float()
             target = (item["wrd"].split(" ") if units == "chars" else item["phn"].split())
             hyps = []
-            for model in models if fp32_hyps is None else models[1:]:
+            for model in models:
                 logits = model(wav)
                 tokens = ctc_greedy_decode(logits, torch.ones(1), blank_id=blank_index)[0]
                 hyps.append(token_labels(tokens, label_encoder, units))
-            fp32, int8 = hyps if fp32_hyps is None else (fp32_hyps[item["id"]], hyps[0])
+            fp32, int8 = hyps
             for stat in stats:
                 stat.append([item["id"]], [int8], [target])
             fp32_stats.append([item["id"]], [fp32], [target])
@@ -567,10 +548,9 @@ def int8_error_rates(deployment, dataset, split, label_encoder, blank_index=0, u
         return dict.fromkeys(keys)
     out = {key: round(float(stat.summarize("error_rate")), 2) for key, stat in zip(keys, stats)}
     out[keys[-1]] = round(same / total, 4)
-    logger.info("%s, batch 1 on the CPU: %s %.2f in fp32%s, %.2f in int8 (%s); same transcript "
+    logger.info("%s, batch 1 on the CPU: %s %.2f in fp32, %.2f in int8 (%s); same transcript "
                 "on %d of %d utterances", split, rates[0].upper(),
-                fp32_stats.summarize("error_rate"),
-                " (the test stage's)" if fp32_hyps is not None else "", out[keys[0]],
+                fp32_stats.summarize("error_rate"), out[keys[0]],
                 getattr(models[1], "backend", "int8"),
                 same, total)
     return out

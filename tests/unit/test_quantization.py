@@ -162,15 +162,6 @@ def test_fine_tuned_int8_deployment_matches_fp32(fine_tuned):
     assert fp32["int8_same_transcript_test"] == 1.0 and fp32["cer_test_int8"] < 60
     assert abs(int8["wer_test_int8"] - fp32["wer_test_int8"]) < 3
     assert abs(int8["cer_test_int8"] - fp32["cer_test_int8"]) < 1.5
-    # given fp32's transcripts (the recipes pass their test stage's), fp32 is not run again
-    # and every figure is the same as with the two models
-    transcripts = {item["id"]: token_labels(greedy(deployment.fp32(item["sig"][None])), encoder)
-                   for item in data}
-    runs = []
-    reused = SimpleNamespace(decoders=lambda: (lambda wav: runs.append(wav), deployment.int8),
-                             not_decodable=None)
-    assert int8_error_rates(reused, data, "test", encoder, fp32_hyps=transcripts) == int8
-    assert runs == []
 
 
 def greedy(logits):
