@@ -66,7 +66,7 @@ STUDY_PLOTS = ("pareto.png", "wer_vs_flops.png", "wer_vs_sparsity.png")
 STUDIES = {str(Path(study.spec()["recipe"]).relative_to("recipes")): study
            for study in (RecipeStudy(p.parent) for pattern in ("studies/*_comparison/study.json",
                                                                "studies/*_comparison/*/study.json")
-                         for p in sorted(REPO.glob(pattern)))}
+                         for p in sorted(REPO.glob(pattern)) if (p.parent / "records").is_dir())}
 comparison = STUDIES["LibriSpeech"]
 
 
@@ -293,9 +293,8 @@ def main(argv=None):
             path.write_text(text, encoding="utf-8")
     if not args.check:
         for study in STUDIES.values():
-            for name in STUDY_PLOTS:
-                if (scratch(study) / name).exists():
-                    shutil.copyfile(scratch(study) / name, study.folder / name)
+            for plot in scratch(study).glob("*.png"):
+                shutil.copyfile(plot, study.folder / plot.name)
         budget_rows()
         shutil.copyfile(SCRATCH / "tradeoff.png", budget_pruning.STUDY / "tradeoff.png")
     verb = "differ from their records" if args.check else "rewritten"

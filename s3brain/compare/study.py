@@ -172,7 +172,7 @@ class RecipeStudy:
                  "`--run`")
         return (f"{len(study['seeds'])} seeds ({', '.join(map(str, study['seeds']))}), corpus "
                 f"`{study['corpus']}`"
-                + (f" ({' '.join(study['overrides'])})" if study["overrides"] else "")
+                + (f" (`{' '.join(study['overrides'])}`)" if study["overrides"] else "")
                 + f", recorded {study.get('recorded', '?')}; made from "
                 f"`{self.records.relative_to(REPO)}` by `./s3env python tools/docs.py`, rerun "
                 f"by {rerun}")
