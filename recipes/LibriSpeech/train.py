@@ -231,8 +231,9 @@ def prepare_data(hparams):
     return prepare_librispeech(**{**kwargs, "skip_prep": True})
 
 
-def lm_decoder_for(hparams, label_encoder):
-    """The KenLM beam-search decoder, or None without ``lm_decoding``.
+def lm_decoder_for(hparams, label_encoder, workers=1):
+    """The KenLM beam-search decoder, or None without ``lm_decoding``; its search runs in
+    ``workers`` processes.
 
     Without ``kenlm_model`` an n-gram is estimated from the transcripts of ``lm_text_splits``
     (for the embedded default: every training split, whose sentences are disjoint from the test
@@ -270,7 +271,8 @@ def lm_decoder_for(hparams, label_encoder):
               for i in range(len(label_encoder))]
     return CTCBeamLMDecoder(labels, str(kenlm_model), beam_width=hparams["lm_beam_width"],
                             lm_weight=hparams["lm_weight"],
-                            word_insertion=hparams["lm_word_insertion"])
+                            word_insertion=hparams["lm_word_insertion"],
+                            workers=workers)
 
 
 def main(argv):
@@ -283,7 +285,9 @@ def main(argv):
         label_encoder = label_encoder_for(hparams)
         manifests = prepare_data(hparams)
         strategies = setup_strategies(hparams["strategies"], hparams)
-        lm_decoder = lm_decoder_for(hparams, label_encoder)
+        # --debug checks the code path in this process: no worker processes to start
+        lm_decoder = lm_decoder_for(hparams, label_encoder,
+                                    1 if run_opts["debug"] else hparams["lm_workers"])
     train, valid, tests = dataio_prepare(hparams, manifests, label_encoder)
 
     asr = ASR(modules=hparams["modules"], hparams=hparams, run_opts=run_opts,

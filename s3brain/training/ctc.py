@@ -90,4 +90,4 @@ def lm_decode(decoder, log_probs, wav_lens):
     """
     frames = (wav_lens * log_probs.shape[1]).round().int().tolist()
     log_probs = log_probs.detach().float().cpu().numpy()
-    return [decoder.decode(lp[:n]) for lp, n in zip(log_probs, frames)]
+    return decoder.decode_batch([lp[:n] for lp, n in zip(log_probs, frames)])

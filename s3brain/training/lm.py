@@ -17,8 +17,10 @@ Example
 ['A', 'B']
 """
 
+import concurrent.futures
 import fcntl
 import logging
+import multiprocessing
 import math
 import os
 import shutil
@@ -205,11 +207,18 @@ class CTCBeamLMDecoder:
         Weight of the LM's natural-log probability (pyctcdecode's alpha).
     word_insertion : float
         Score added per word (pyctcdecode's beta).
+    workers : int
+        Processes ``decode_batch`` spreads a batch's utterances over (the search is Python,
+        one core each; 1: in this process). They start on the first batch of two utterances or
+        more, each with its own copy of the decoder, and decode exactly as ``decode`` does.
     """
 
-    def __init__(self, labels, kenlm_model, beam_width=50, lm_weight=2.0, word_insertion=-1.0):
+    def __init__(self, labels, kenlm_model, beam_width=50, lm_weight=2.0, word_insertion=-1.0,
+                 workers=1):
         from speechbrain.decoders.ctc import CTCBeamSearcher
 
+        self.settings = (list(labels), str(kenlm_model), beam_width, lm_weight, word_insertion)
+        self.workers, self._pool = max(1, int(workers)), None
         if not Path(kenlm_model).is_file():
             raise FileNotFoundError(f"KenLM model {kenlm_model} not found")
         labels = list(labels)
@@ -240,3 +249,49 @@ class CTCBeamLMDecoder:
 
         log_probs = torch.as_tensor(log_probs, dtype=torch.float32)[None]
         return self.searcher(log_probs)[0][0].text.split()
+
+    def decode_batch(self, utterances):
+        """Words of several utterances, spread over ``workers`` processes.
+
+        Parameters
+        ----------
+        utterances : list of numpy.ndarray
+            ``[frames, labels]`` CTC log-probabilities, one array per utterance.
+
+        Returns
+        -------
+        list of list of str
+            Each utterance's best hypothesis, in order (what ``decode`` gives each).
+        """
+        if self.workers == 1 or len(utterances) < 2:
+            return [self.decode(u) for u in utterances]
+        if self._pool is None:  # spawned: a forked child of an OpenMP process may hang
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=(self.settings,))
+        chunk = -(-len(utterances) // self.workers)
+        return list(self._pool.map(_worker_decode, utterances, chunksize=chunk))
+
+    def close(self):
+        """Stop the worker processes (they also stop when this process ends)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+#: A worker process's decoder (``CTCBeamLMDecoder.decode_batch``).
+_WORKER_DECODER = None
+
+
+def _start_worker(settings):
+    """Build the worker's decoder; one thread, as the search uses one core."""
+    global _WORKER_DECODER
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER_DECODER = CTCBeamLMDecoder(*settings)
+
+
+def _worker_decode(log_probs):
+    """One utterance's words, in a worker."""
+    return _WORKER_DECODER.decode(log_probs)

@@ -102,3 +102,21 @@ def test_peaky_logits_decode_exactly(tmp_path):
                             for c in rows]))
     decoder = CTCBeamLMDecoder(LABELS, arpa, beam_width=16)
     assert decoder.decode(logp) == text.split()
+
+
+def test_worker_processes_decode_as_this_process_does(arpa):
+    """``decode_batch`` over two worker processes gives each utterance what ``decode`` gives
+    it, in order (utterances whose words the LM changes and ones it keeps)."""
+    rng = np.random.default_rng(0)
+    batch = [frames_for("THE CAT SAD", ambiguous_last={"D": 0.5, "T": 0.4}),
+             frames_for("THE DOG HAD A CAT"), frames_for("A CAT SAT")]
+    batch += [np.log(np.exp(b) * rng.uniform(0.5, 1.5, b.shape)) for b in batch]
+    alone = CTCBeamLMDecoder(LABELS, str(arpa), beam_width=16, lm_weight=2.0)
+    spread = CTCBeamLMDecoder(LABELS, str(arpa), beam_width=16, lm_weight=2.0, workers=2)
+    try:
+        assert spread.decode_batch(batch) == [alone.decode(b) for b in batch]
+        assert spread.decode_batch(batch) == alone.decode_batch(batch)  # the pool is reused
+        assert spread._pool is not None and alone._pool is None
+    finally:
+        spread.close()
+    assert spread.decode_batch(batch[:1]) == [alone.decode(batch[0])]  # one: no pool
