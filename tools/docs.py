@@ -156,7 +156,8 @@ def _first_command_time():
             f"{t['corpus_seconds'] / 60:.1f} min generating the corpus, "
             f"{t['train_seconds'] / 60:.1f} min training with {t['threads']} threads, then "
             f"testing greedy, with the LM and in int8; {t['note']}; record "
-            f"`tools/records/first_command.json`); that run printed test-clean WER "
+            f"`tools/records/first_command.json`, made by `./s3env python tools/first_command.py`); "
+            f"that run printed test-clean WER "
             f"{t['wer_test_clean']:.2f} greedy and {t['wer_test_clean_lm']:.2f} with the LM.")
 
 

@@ -76,3 +76,15 @@ def test_no_document_cites_a_commit():
         ["git", "cat-file", "-e", f"{w}^{{commit}}"], cwd=REPO, capture_output=True,
         check=False).returncode == 0]
     assert not commits, f"documents cite commits {commits}"
+
+
+def test_the_first_commands_figures_are_within_the_tables_spread():
+    """The README's first command (S3-Router on the defaults, timed from a fresh clone) printed
+    figures within two standard deviations of the S3-Router row its three seeds make."""
+    record = json.loads((REPO / "tools" / "records" / "first_command.json").read_text())
+    assert record["command"].endswith("hparams/s3router.yaml")
+    row = {r["name"]: r for r in docs.comparison_rows()}["s3router"]
+    for key, recorded in (("wer_test_clean", "wer_test_clean"),
+                          ("wer_test_clean_lm", "wer_test_clean_lm")):
+        assert abs(record[recorded] - row[key]) <= 2 * row[f"{key}_std"], key
+    assert record["seconds"] < 15 * 60, "the first command takes 15 minutes or more"
