@@ -302,10 +302,14 @@ def main(argv):
                "ssl_init": hparams["ssl"].ssl_init,
                "train_split": "+".join(hparams["train_splits"])}
     metrics = {}
-    for split, data in tests.items():
-        asr.test_split = split
-        asr.evaluate(data, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
-        metrics.update(split_results(asr.test_stats, split))
+    try:
+        for split, data in tests.items():
+            asr.test_split = split
+            asr.evaluate(data, min_key="WER", test_loader_kwargs=hparams["test_dataloader_opts"])
+            metrics.update(split_results(asr.test_stats, split))
+    finally:  # the LM search's worker processes end with the test stage (a process that is
+        if lm_decoder is not None:  # itself a multiprocessing child would wait on them at exit)
+            lm_decoder.close()
     results["train_seconds"] = asr.train_seconds
     # the cost of the model that serves the task, on 10 s of audio as in the papers
     head = torch.nn.Sequential(hparams["modules"]["head"], hparams["modules"]["ctc_lin"])

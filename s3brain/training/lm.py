@@ -273,7 +273,8 @@ class CTCBeamLMDecoder:
         return list(self._pool.map(_worker_decode, utterances, chunksize=chunk))
 
     def close(self):
-        """Stop the worker processes (they also stop when this process ends)."""
+        """Stop the worker processes. Call it when the decoding is done: a process started by
+        ``multiprocessing`` waits at its end for the children it did not stop."""
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
