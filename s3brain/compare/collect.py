@@ -11,7 +11,12 @@ Example
 import json
 from pathlib import Path
 
-from s3brain.compare.stats import error_files, mean_std, paired_differences, prediction_errors
+from s3brain.compare.stats import (
+    error_files,
+    mean_std,
+    paired_differences,
+    prediction_errors,
+)
 
 BASELINE = "weight_ft.yaml"
 #: The fair dense reference of the yamls that start from ``BASELINE``'s run: its weights trained

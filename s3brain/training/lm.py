@@ -20,8 +20,8 @@ Example
 import concurrent.futures
 import fcntl
 import logging
-import multiprocessing
 import math
+import multiprocessing
 import os
 import shutil
 import subprocess
