@@ -14,6 +14,7 @@ from pathlib import Path
 from s3brain.compare.stats import (
     error_files,
     mean_std,
+    negated,
     paired_differences,
     prediction_errors,
 )
@@ -180,8 +181,9 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
             row[f"d_{metric}"], row[f"s_{metric}"] = (
                 (negated(result["bootstrap"]), negated(result["seeds"])) if result
                 else (None, None))
-        for split in [] if prefix == "accuracy" else splits or error_files(seed0, metric,
-                                                                              lm=True):
+        error_splits = [] if prefix == "accuracy" else splits or error_files(seed0, metric,
+                                                                               lm=True)
+        for split in error_splits:
             tag = f"{prefix}_{split.replace('-', '_')}"
             row[f"d_{tag}"] = row[f"s_{tag}"] = None
             files = [(folder_of(s, reference) / f"{prefix}_{split}.txt",
@@ -192,19 +194,5 @@ def pooled_over_seeds(per_seed, out, reference=BASELINE, splits=None, folder_of=
         rows.append(row)
     return rows
 
-
-def negated(interval):
-    """An interval of an error-rate difference as one of the accuracy difference (the same
-    points, the other sign); None stays None.
-
-    Example
-    -------
-    >>> negated({"difference": 2.0, "low": 1.0, "high": 3.0, "excludes_zero": True})
-    {'difference': -2.0, 'low': -3.0, 'high': -1.0, 'excludes_zero': True}
-    """
-    if interval is None:
-        return None
-    return {**interval, "difference": 0.0 - interval["difference"],
-            "low": 0.0 - interval["high"], "high": 0.0 - interval["low"]}
 
 

@@ -214,9 +214,22 @@ def paired_bootstrap_accuracy(reference, system, resamples=1000, confidence=0.95
     dict
         ``difference``, ``low``, ``high``, ``excludes_zero``, ``utterances``.
     """
-    errors = paired_bootstrap(reference, system, resamples, confidence, seed)
-    return {**errors, "difference": 0.0 - errors["difference"], "low": 0.0 - errors["high"],
-            "high": 0.0 - errors["low"]}
+    return negated(paired_bootstrap(reference, system, resamples, confidence, seed))
+
+
+def negated(interval):
+    """An interval of an error-rate difference as one of the accuracy difference (the same
+    points, the other sign); None stays None.
+
+    Example
+    -------
+    >>> negated({"difference": 2.0, "low": 1.0, "high": 3.0, "excludes_zero": True})
+    {'difference': -2.0, 'low': -3.0, 'high': -1.0, 'excludes_zero': True}
+    """
+    if interval is None:
+        return None
+    return {**interval, "difference": 0.0 - interval["difference"],
+            "low": 0.0 - interval["high"], "high": 0.0 - interval["low"]}
 
 
 def seed_interval_files(pairs, read=utterance_errors, confidence=0.95):
